@@ -1,0 +1,3 @@
+from arzan.cli import run
+
+run()

@@ -1,0 +1,124 @@
+"""`arzan` command line: parse, call, print. The work lives in the modules it calls.
+
+A user error (ArzanError) prints one red line and exits 2; only a bug shows a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from arzan import __version__
+from arzan.errors import ArzanError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="arzan: cheap, honest LoRA fine-tunes on one GPU, with the bill next to the model.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(exc: ArzanError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"arzan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Show the version and exit.")) -> None:
+    """Fine-tune, estimate, evaluate and report, with the cost in tenge and dollars."""
+
+
+def parse_budget(text: str | None):
+    """'5000KZT', '10USD', '2h' -> BudgetSection."""
+    from arzan.recipe import BudgetSection
+
+    if text is None:
+        return None
+    t = text.strip().upper().replace(" ", "").replace("₸", "KZT").replace("$", "USD")
+    for suffix, field in (("KZT", "max_kzt"), ("USD", "max_usd"), ("H", "max_hours")):
+        if t.endswith(suffix):
+            try:
+                value = float(t[: -len(suffix)])
+            except ValueError:
+                break
+            if value > 0:
+                return BudgetSection(**{field: value})
+    raise ArzanError(f"--budget: '{text}' is not an amount like 5000KZT, 10USD or 3h")
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML, or a run folder with --resume."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field: --set train.learning_rate=1e-4"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: output.dir or runs/<name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a run folder from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again; the old folder is moved aside."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Cap the spend: 5000KZT, 10USD or 3h."),
+    allow_over_budget: bool = typer.Option(False, "--allow-over-budget", help="Start even if the estimate is over."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Price the run as this catalog GPU."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="Catalog provider for the price."),
+    price: Optional[float] = typer.Option(None, "--price", help="Your own price, USD per GPU-hour."),
+) -> None:
+    """Fine-tune with LoRA; writes adapter, model card and cost ledger to the run folder."""
+    from arzan.recipe import load_recipe
+    from arzan.runfolder import is_run_folder
+
+    try:
+        if resume and overwrite:
+            raise ArzanError("--resume and --overwrite contradict each other; choose one")
+        run_dir = out
+        if recipe.is_dir():
+            if not resume:
+                raise ArzanError(f"{recipe}: is a folder; to continue a run use: arzan train --resume {recipe}")
+            if not is_run_folder(recipe):
+                raise ArzanError(f"{recipe}: not a run folder (needs recipe.yaml and cost.json)")
+            run_dir, recipe = recipe, recipe / "recipe.yaml"
+        loaded = load_recipe(recipe, set_)
+        from arzan.train import train as run_training
+
+        result = run_training(loaded, out=run_dir, mode="resume" if resume else "overwrite" if overwrite else "new",
+                              console=console, budget=parse_budget(budget), allow_over_budget=allow_over_budget,
+                              cost_overrides={"gpu": gpu, "provider": provider, "usd_per_gpu_hour": price})
+    except ArzanError as exc:
+        _fail(exc)
+        return
+    if result.note:
+        console.print(f"[yellow]note:[/] {result.note}")
+    money = result.ledger.get("money", {})
+    console.print(f"[bold]{result.status}[/] · {result.run_dir} · {money.get('kzt', 0):,.2f} ₸ "
+                  f"({money.get('usd', 0):,.4f} $)", highlight=False)
+    if result.status != "finished":
+        console.print(f"resume with: arzan train --resume {result.run_dir}", highlight=False)
+        raise typer.Exit(3)
+
+
+@app.command()
+def prices(
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Only this GPU (e.g. A100-80GB, H100, T4)."),
+    currency: str = typer.Option("KZT", "--currency", help="KZT or USD."),
+) -> None:
+    """The GPU price catalog, with each price's source and date."""
+    from arzan.cost.prices import prices_table
+
+    try:
+        if currency.upper() not in {"KZT", "USD"}:
+            raise ArzanError(f"--currency: '{currency}' is not KZT or USD")
+        console.print(prices_table(gpu, currency.upper()))
+    except ArzanError as exc:
+        _fail(exc)
+
+
+def run() -> None:  # pragma: no cover - console-script entry for `python -m arzan`
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(app())

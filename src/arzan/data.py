@@ -1,0 +1,298 @@
+"""Training data: load, check, mix, and tokenize exactly as the trainer will see it.
+
+arzan hands SFTTrainer a pre-tokenized dataset (``input_ids`` + ``assistant_masks``; TRL turns
+the mask into labels). Tokenizing here rather than inside the trainer means `arzan estimate`
+counts the very tokens that will be paid for, and bad rows are reported with their row number
+before a GPU is rented.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, concatenate_datasets
+
+from arzan.errors import ArzanError
+from arzan.recipe import DataSection, DataSource, resolve_data_path
+
+# fields each format needs after `columns:` renaming; optional ones may be absent
+FORMAT_FIELDS: dict[str, tuple[list[str], list[str]]] = {
+    "alpaca": (["instruction", "output"], ["input", "system"]),
+    "messages": (["messages"], []),
+    "prompt_completion": (["prompt", "completion"], []),
+    "text": (["text"], []),
+}
+ROLES = {"system", "user", "assistant"}
+
+
+@dataclass
+class SourceInfo:
+    """Provenance of one source, written to the ledger so anyone can check what was trained on."""
+
+    name: str
+    format: str
+    rows_available: int
+    rows_used: int
+    fingerprint: str
+    license: str | None = None
+
+
+@dataclass
+class PreparedData:
+    train: Dataset
+    eval: Dataset | None
+    sources: list[SourceInfo] = field(default_factory=list)
+
+    @property
+    def trained_tokens(self) -> int:
+        return count_tokens(self.train)[1]
+
+
+def _source_name(src: DataSource) -> str:
+    return src.path or f"{src.hub}{':' + src.config if src.config else ''}[{src.split}]"
+
+
+def _read_local(path: Path, label: str) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            rows = []
+            with path.open(encoding="utf-8-sig") as fh:  # -sig: real files often start with a BOM
+                for n, line in enumerate(fh, start=1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise ArzanError(f"{label}: row {n}: not valid JSON ({exc.msg})") from None
+            return rows
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+                data = next(iter(data.values()))  # {"train": [...]} style
+            if not isinstance(data, list):
+                raise ArzanError(f"{label}: a .json data file holds a list of rows")
+            return data
+        if suffix == ".csv":
+            with path.open(encoding="utf-8-sig", newline="") as fh:
+                return list(csv.DictReader(fh))
+        if suffix == ".parquet":
+            return Dataset.from_parquet(str(path)).to_list()
+    except json.JSONDecodeError as exc:
+        raise ArzanError(f"{label}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ArzanError(f"{label}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ArzanError(f"{label}: cannot read file ({exc.strerror or exc})") from None
+    raise ArzanError(f"{label}: unsupported file type '{suffix}' (use .jsonl, .json, .csv or .parquet)")
+
+
+def _load_source(src: DataSource, base_dir: Path) -> tuple[Dataset, str, str]:
+    if src.path is not None:
+        path = resolve_data_path(src.path, base_dir)
+        if not path.is_file():
+            raise ArzanError(f"{src.path}: data file not found")
+        rows = _read_local(path, src.path)
+        digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        if not rows:
+            raise ArzanError(f"{src.path}: the dataset is empty")
+        bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
+        if bad:
+            raise ArzanError(f"{src.path}: row {bad}: expected an object with named fields")
+        return Dataset.from_list(rows), src.path, digest
+    from datasets import load_dataset
+
+    label = _source_name(src)
+    try:
+        ds = load_dataset(src.hub, src.config, split=src.split, revision=src.revision)
+    except Exception as exc:  # the hub raises many types; the user needs the id and the reason
+        raise ArzanError(f"{label}: cannot load dataset from the hub: {str(exc).splitlines()[0]}") from None
+    return ds, label, f"hub:{src.hub}@{src.revision or 'main'}#{ds._fingerprint}"
+
+
+def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | None) -> Dataset:
+    required, optional = FORMAT_FIELDS[src.format]
+    rename = {col: key for key, col in src.columns.items()}
+    for key in src.columns:
+        if key not in required + optional:
+            raise ArzanError(f"{label}: columns.{key}: not a field of format '{src.format}' "
+                             f"(fields: {', '.join(required + optional)})")
+    present = {rename.get(c, c) for c in ds.column_names}
+    missing = [k for k in required if k not in present]
+    if missing:
+        want = ", ".join(f"'{src.columns.get(k, k)}'" for k in missing)
+        raise ArzanError(f"{label}: missing column {want} for format '{src.format}' "
+                         f"(found: {', '.join(ds.column_names)}; map names with columns: {{field: column}})")
+    ds = ds.rename_columns({c: k for c, k in rename.items() if c in ds.column_names})
+    keep = [k for k in required + optional if k in ds.column_names]
+    ds = ds.select_columns(keep)
+
+    # one column set for every format, so sources of different formats mix in one dataset
+    empty: dict[str, str | None] = {"text": None, "messages": None, "prompt": None, "completion": None}
+
+    def to_row(row: dict[str, Any], idx: int) -> dict[str, Any]:
+        where = f"{label}: row {idx + 1}"
+        if src.format == "text":
+            return {**empty, "text": _text(row["text"], where, "text")}
+        if src.format == "prompt_completion":
+            return {**empty, "prompt": _text(row["prompt"], where, "prompt"),
+                    "completion": _text(row["completion"], where, "completion")}
+        if src.format == "alpaca":
+            user = _text(row["instruction"], where, "instruction")
+            if row.get("input"):
+                user = f"{user}\n\n{row['input']}"
+            msgs = [{"role": "user", "content": user},
+                    {"role": "assistant", "content": _text(row["output"], where, "output")}]
+            sys_text = row.get("system") or system_prompt
+        else:
+            msgs = _messages(row["messages"], where)
+            sys_text = system_prompt if msgs[0]["role"] != "system" else None
+        if sys_text:
+            msgs = [{"role": "system", "content": sys_text}, *msgs]
+        return {**empty, "messages": json.dumps(msgs, ensure_ascii=False)}
+
+    return ds.map(to_row, with_indices=True, remove_columns=ds.column_names)
+
+
+def _text(value: Any, where: str, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ArzanError(f"{where}: '{name}' must be non-empty text (got {value!r:.40})")
+    return value
+
+
+def _messages(value: Any, where: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ArzanError(f"{where}: 'messages' is not a list of {{role, content}}") from None
+    if not isinstance(value, list) or not value:
+        raise ArzanError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise ArzanError(f"{where}: each message needs role (system/user/assistant) and content text")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "assistant" for m in out):
+        raise ArzanError(f"{where}: no assistant message to learn from")
+    return out
+
+
+def _sample(ds: Dataset, sample: float | None, seed: int) -> Dataset:
+    if sample is None or sample == 1:
+        return ds
+    n = int(sample) if sample > 1 else max(1, round(len(ds) * sample))
+    return ds.shuffle(seed=seed).select(range(min(n, len(ds))))
+
+
+def load_sources(sources: list[DataSource], section: DataSection, base_dir: Path) -> tuple[Dataset, list[SourceInfo]]:
+    """Read every source, rename its columns, sample it, and mix them into one normalised set."""
+    parts, infos = [], []
+    for src in sources:
+        raw, label, digest = _load_source(src, base_dir)
+        if len(raw) == 0:
+            raise ArzanError(f"{label}: the dataset is empty")
+        norm = _sample(_normalise(raw, src, label, section.system_prompt), src.sample, section.seed)
+        parts.append(norm)
+        infos.append(SourceInfo(label, src.format, len(raw), len(norm), digest, src.license))
+    mixed = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    return mixed.shuffle(seed=section.seed) if len(parts) > 1 else mixed, infos
+
+
+def training_chat_template(tokenizer: Any) -> str | None:
+    """The template to tokenize with: TRL's own with generation markers where it has one."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if not tokenizer.chat_template:
+        raise ArzanError("the tokenizer has no chat template; use data format 'text' or 'prompt_completion', "
+                         "or an instruct model")
+    if has_generation_markers(tokenizer.chat_template):
+        return tokenizer.chat_template
+    try:
+        return get_training_chat_template(tokenizer)
+    except ValueError:
+        return None  # e.g. Llama-3.1's template: TRL 1.14 has no patch, so masks come from prefixes
+
+
+def _assistant_mask_by_prefix(tokenizer: Any, msgs: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+    """Mask from rendered prefixes: what messages[:i+1] adds after messages[:i]'s generation prompt.
+
+    Works for any template that renders a conversation as a growing prefix (Llama 3.x, Mistral,
+    ChatML); the end-of-turn token lands inside the span, so the model learns to stop.
+    """
+    full = tokenizer.apply_chat_template(msgs, tokenize=False)
+    spans = []
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        start = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True)
+        end = tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False)
+        if not (full.startswith(start) and full.startswith(end)):
+            raise ArzanError("the chat template does not render conversations as growing prefixes, so assistant "
+                             "tokens cannot be located; set data.assistant_only_loss: false")
+        spans.append((len(start), len(end)))
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(any(a < e and b > s for s, e in spans)) for a, b in enc["offset_mapping"]]
+    return enc["input_ids"], mask
+
+
+def _tokenize_row(row: dict[str, Any], tokenizer: Any, template: str | None, assistant_only: bool) -> dict[str, Any]:
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if row["text"] is not None:
+        ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"] + eos
+        return {"input_ids": ids, "assistant_masks": [1] * len(ids)}
+    if row["prompt"] is not None:
+        p = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+        c = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + eos
+        return {"input_ids": p + c, "assistant_masks": [0 if assistant_only else 1] * len(p) + [1] * len(c)}
+    msgs = json.loads(row["messages"])
+    if template is not None:
+        out = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True, chat_template=template,
+                                            return_assistant_tokens_mask=True)
+        ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+    else:
+        ids, mask = _assistant_mask_by_prefix(tokenizer, msgs)
+    return {"input_ids": ids, "assistant_masks": mask if assistant_only else [1] * len(ids)}
+
+
+def tokenize(ds: Dataset, tokenizer: Any, section: DataSection, max_length: int, label: str = "data") -> Dataset:
+    """Tokenize, truncate to max_length (keep start, as TRL does) and drop rows left with no target."""
+    needs_template = any(m is not None for m in ds["messages"])
+    template = training_chat_template(tokenizer) if needs_template else None
+    out = ds.map(_tokenize_row, fn_kwargs={"tokenizer": tokenizer, "template": template,
+                                           "assistant_only": section.assistant_only_loss},
+                 remove_columns=ds.column_names, desc=f"Tokenizing {label}")
+    out = out.map(lambda r: {"input_ids": r["input_ids"][:max_length],
+                             "assistant_masks": r["assistant_masks"][:max_length]})
+    kept = out.filter(lambda r: any(r["assistant_masks"]))
+    if len(kept) == 0:
+        raise ArzanError(f"{label}: every label is masked: no assistant tokens survive in any row "
+                         f"(max_length {max_length} may cut every answer, or the chat template hides them)")
+    return kept
+
+
+def count_tokens(ds: Dataset) -> tuple[int, int]:
+    """(tokens seen, tokens trained on) for one pass over a tokenized set."""
+    seen = sum(len(x) for x in ds["input_ids"])
+    trained = sum(sum(m) for m in ds["assistant_masks"])
+    return seen, trained
+
+
+def prepare_data(section: DataSection, tokenizer: Any, max_length: int, base_dir: Path) -> PreparedData:
+    train_raw, infos = load_sources(section.sources, section, base_dir)
+    eval_raw = None
+    if section.eval_sources:
+        eval_raw, eval_infos = load_sources(section.eval_sources, section, base_dir)
+        infos += eval_infos
+    elif section.eval_fraction > 0:
+        if len(train_raw) < 2:
+            raise ArzanError("data.eval_fraction: too few rows to split off an eval set")
+        split = train_raw.train_test_split(test_size=section.eval_fraction, seed=section.seed)
+        train_raw, eval_raw = split["train"], split["test"]
+    train = tokenize(train_raw, tokenizer, section, max_length, "train data")
+    evals = tokenize(eval_raw, tokenizer, section, max_length, "eval data") if eval_raw is not None else None
+    return PreparedData(train, evals, infos)

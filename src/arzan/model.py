@@ -1,0 +1,165 @@
+"""Base model + LoRA adapter, through unsloth on a CUDA GPU or transformers + peft anywhere.
+
+Unsloth is imported only when it will be used: it refuses to import without a GPU, and it must
+be imported before transformers/trl so that its patches apply.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from arzan.errors import ArzanError
+from arzan.recipe import Recipe
+
+
+@dataclass
+class BackendInfo:
+    """Which code actually trained: recorded in the ledger and the model card."""
+
+    name: str  # "hf" | "unsloth"
+    version: str  # "peft 0.21.2" or "unsloth 2026.10.9"
+    requested: str
+    method: str  # "lora" | "qlora"
+    device: str  # "cpu" | "cuda"
+    dtype: str
+    trainable_params: int = 0
+    total_params: int = 0
+    fallback_reason: str | None = None
+
+
+def _pkg_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_backend(requested: str) -> tuple[str, str | None]:
+    """(backend to use, why auto fell back to hf or None)."""
+    has_cuda = cuda_available()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if requested == "unsloth":
+        if not has_cuda:
+            raise ArzanError("model.backend: 'unsloth' needs a CUDA GPU and none was found; "
+                             "use backend: auto (falls back to hf) or hf")
+        if not has_unsloth:
+            raise ArzanError("model.backend: 'unsloth' is not installed; pip install 'arzan[gpu]'")
+        return "unsloth", None
+    if requested == "auto":
+        if has_cuda and has_unsloth:
+            return "unsloth", None
+        return "hf", "no CUDA GPU" if not has_cuda else "unsloth not installed"
+    return "hf", None
+
+
+def resolve_model_name(name: str) -> str:
+    from arzan.tiny import is_tiny, tiny_model_dir
+
+    return str(tiny_model_dir()) if is_tiny(name) else name
+
+
+def _torch_dtype(requested: str, on_cuda: bool) -> Any:
+    import torch
+
+    if requested != "auto":
+        if not on_cuda and requested != "float32":
+            raise ArzanError(f"model.dtype: '{requested}' training needs a GPU; on a CPU use float32 or auto")
+        return getattr(torch, requested)
+    if not on_cuda:
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def lora_config(recipe: Recipe) -> Any:
+    from peft import LoraConfig
+
+    lo = recipe.lora
+    return LoraConfig(task_type="CAUSAL_LM", r=lo.r, lora_alpha=lo.lora_alpha, lora_dropout=lo.lora_dropout,
+                      target_modules=lo.target_modules, bias=lo.bias, use_rslora=lo.use_rslora,
+                      modules_to_save=lo.modules_to_save)
+
+
+def _ensure_pad(tokenizer: Any) -> None:
+    """Padding never reaches the loss (labels come from assistant masks), so eos is a safe pad."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _load_hf(recipe: Recipe, name: str, on_cuda: bool) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = recipe.model
+    kwargs: dict[str, Any] = {"revision": m.revision, "trust_remote_code": m.trust_remote_code,
+                              "dtype": _torch_dtype(m.dtype, on_cuda)}
+    if m.attn_implementation:
+        kwargs["attn_implementation"] = m.attn_implementation
+    if m.load_in_4bit:
+        if not on_cuda or importlib.util.find_spec("bitsandbytes") is None:
+            raise ArzanError("model.load_in_4bit: 4-bit QLoRA needs a CUDA GPU and bitsandbytes "
+                             "(pip install 'arzan[gpu]'); set load_in_4bit: false on a CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"])
+    if on_cuda:
+        kwargs["device_map"] = {"": 0}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ArzanError(f"model.name: cannot load '{m.name}': {str(exc).splitlines()[0]}") from None
+    if m.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(recipe)), tokenizer
+
+
+def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
+    from unsloth import FastLanguageModel  # noqa: I001 - must precede transformers' use
+
+    m, lo = recipe.model, recipe.lora
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=name, max_seq_length=recipe.train.max_length, dtype=None, load_in_4bit=m.load_in_4bit,
+        revision=m.revision, trust_remote_code=m.trust_remote_code)
+    model = FastLanguageModel.get_peft_model(
+        model, r=lo.r, lora_alpha=lo.lora_alpha, lora_dropout=lo.lora_dropout, target_modules=lo.target_modules,
+        bias=lo.bias, use_rslora=lo.use_rslora, modules_to_save=lo.modules_to_save,
+        use_gradient_checkpointing="unsloth", random_state=recipe.train.seed)
+    if not tokenizer.chat_template:
+        from unsloth.chat_templates import get_chat_template
+
+        tokenizer = get_chat_template(tokenizer, chat_template="llama-3.1")
+    return model, tokenizer
+
+
+def load_model(recipe: Recipe) -> tuple[Any, Any, BackendInfo]:
+    """Load base + fresh LoRA. Responses-only training is done by the data's assistant masks."""
+    backend, why = choose_backend(recipe.model.backend)
+    on_cuda = cuda_available()
+    name = resolve_model_name(recipe.model.name)
+    if backend == "unsloth":
+        model, tokenizer = _load_unsloth(recipe, name)
+        ver = f"unsloth {_pkg_version('unsloth')}"
+    else:
+        model, tokenizer = _load_hf(recipe, name, on_cuda)
+        ver = f"transformers {_pkg_version('transformers')} + peft {_pkg_version('peft')}"
+    _ensure_pad(tokenizer)
+    trainable, total = model.get_nb_trainable_parameters()
+    info = BackendInfo(name=backend, version=ver, requested=recipe.model.backend,
+                       method="qlora" if recipe.model.load_in_4bit else "lora",
+                       device="cuda" if on_cuda else "cpu", dtype=str(next(model.parameters()).dtype).split(".")[-1],
+                       trainable_params=int(trainable), total_params=int(total), fallback_reason=why)
+    return model, tokenizer, info

@@ -1,0 +1,79 @@
+"""The run folder: the contract between train, eval and report, and the thing a user paid for.
+
+Nothing in an existing run folder is ever deleted: `--overwrite` moves the old folder aside
+(`<name>.replaced-<time>`) instead, because a checkpoint someone paid for is worth its disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from arzan.errors import ArzanError
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "cost.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval.json"
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint; a half-written one (no trainer_state.json) is skipped."""
+        if not self.checkpoints.is_dir():
+            return None
+        done = [p for p in self.checkpoints.glob("checkpoint-*")
+                if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+        return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def is_run_folder(path: Path) -> bool:
+    return (path / "recipe.yaml").is_file() and (path / "cost.json").is_file()
+
+
+def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
+    """Create, resume or replace a run folder. Returns the folder and a note for the user."""
+    path = Path(path)
+    occupied = path.exists() and any(path.iterdir())
+    if mode == "resume":
+        if not is_run_folder(path):
+            raise ArzanError(f"{path}: not a run folder to resume (needs recipe.yaml and cost.json)")
+        return RunFolder(path), None
+    note = None
+    if occupied:
+        if mode != "overwrite":
+            raise ArzanError(f"{path}: run folder already exists; continue it with --resume, or start again with "
+                             "--overwrite (the old folder is kept aside, never deleted)")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        aside = path.with_name(f"{path.name}.replaced-{stamp}")
+        path.rename(aside)
+        note = f"the previous run folder was moved to {aside}"
+    path.mkdir(parents=True, exist_ok=True)
+    return RunFolder(path), note
