@@ -1,0 +1,145 @@
+"""Each data format reaches the trainer as input_ids + assistant_masks, with bad rows named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arzan.data import count_tokens, prepare_data
+from arzan.errors import ArzanError
+from arzan.recipe import DataSection
+
+QA = [("Бес пен үштің қосындысы қанша?", "Сегіз"), ("Цифрмен жаз: қырық екі", "42")]
+
+
+def section(tmp_path: Path, rows, fmt: str, suffix: str = ".jsonl", **kw) -> DataSection:
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    elif suffix == ".csv":
+        keys = list(rows[0])
+        path.write_text(",".join(keys) + "\n" + "".join(",".join(r[k] for k in keys) + "\n" for r in rows),
+                        encoding="utf-8")
+    elif suffix == ".parquet":
+        from datasets import Dataset
+
+        Dataset.from_list(rows).to_parquet(str(path))
+    return DataSection(sources=[{"path": str(path), "format": fmt, **kw}])
+
+
+def decode_trained(tok, row) -> str:
+    return tok.decode([i for i, m in zip(row["input_ids"], row["assistant_masks"]) if m])
+
+
+def test_alpaca_trains_on_the_answer_and_the_stop_token_only(tmp_path, tiny_tokenizer):
+    rows = [{"instruction": q, "input": "", "output": a} for q, a in QA]
+    data = prepare_data(section(tmp_path, rows, "alpaca"), tiny_tokenizer, 256, tmp_path)
+    assert len(data.train) == 2
+    trained = decode_trained(tiny_tokenizer, data.train[0])
+    answer = dict(QA)[next(q for q, _ in QA if q in tiny_tokenizer.decode(data.train[0]["input_ids"]))]
+    assert trained.strip() == answer + "<|eot_id|>"
+    full = tiny_tokenizer.decode(data.train[0]["input_ids"])
+    assert full.startswith("<|begin_of_text|><|start_header_id|>user")
+
+
+def test_messages_multi_turn_masks_every_assistant_turn(tmp_path, tiny_tokenizer):
+    msgs = [{"role": "user", "content": "Сәлем"}, {"role": "assistant", "content": "Сәлеметсіз бе"},
+            {"role": "user", "content": "Екі қосу екі?"}, {"role": "assistant", "content": "Төрт"}]
+    data = prepare_data(section(tmp_path, [{"messages": msgs}], "messages"), tiny_tokenizer, 256, tmp_path)
+    trained = decode_trained(tiny_tokenizer, data.train[0])
+    assert "Сәлеметсіз бе" in trained and "Төрт" in trained
+    assert "Сәлем<" not in trained and "Екі қосу" not in trained
+
+
+def test_assistant_only_loss_off_trains_everything(tmp_path, tiny_tokenizer):
+    rows = [{"instruction": q, "output": a} for q, a in QA]
+    data = prepare_data(section(tmp_path, rows, "alpaca").model_copy(update={"assistant_only_loss": False}),
+                        tiny_tokenizer, 256, tmp_path)
+    assert all(all(m) for m in data.train["assistant_masks"])
+
+
+def test_prompt_completion_masks_the_prompt(tmp_path, tiny_tokenizer):
+    rows = [{"prompt": "Сұрақ: бес пен бес", "completion": " он"}]
+    data = prepare_data(section(tmp_path, rows, "prompt_completion"), tiny_tokenizer, 256, tmp_path)
+    row = data.train[0]
+    assert row["assistant_masks"][0] == 0
+    assert decode_trained(tiny_tokenizer, row).replace(" ", "").startswith("он")
+    assert row["input_ids"][-1] == tiny_tokenizer.eos_token_id
+
+
+def test_text_format_trains_on_all_tokens(tmp_path, tiny_tokenizer):
+    data = prepare_data(section(tmp_path, [{"text": "Қазақстан — үлкен ел."}], "text"), tiny_tokenizer, 256, tmp_path)
+    seen, trained = count_tokens(data.train)
+    assert seen == trained > 3
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_csv_and_parquet(tmp_path, tiny_tokenizer, suffix):
+    rows = [{"instruction": q, "output": a} for q, a in QA]
+    data = prepare_data(section(tmp_path, rows, "alpaca", suffix=suffix), tiny_tokenizer, 256, tmp_path)
+    assert len(data.train) == 2
+
+
+def test_byte_order_mark_and_column_mapping(tmp_path, tiny_tokenizer):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes("\ufeff".encode() + "".join(
+        json.dumps({"q": q, "a": a}, ensure_ascii=False) + "\n" for q, a in QA).encode())
+    sec = DataSection(sources=[{"path": str(path), "format": "alpaca", "columns": {"instruction": "q", "output": "a"}}])
+    assert len(prepare_data(sec, tiny_tokenizer, 256, tmp_path).train) == 2
+
+
+def test_mixing_sources_with_sampling_and_eval_fraction(tmp_path, tiny_tokenizer):
+    a = tmp_path / "a.jsonl"
+    a.write_text("".join(json.dumps({"instruction": f"{i} санын жаз", "output": str(i)}) + "\n" for i in range(40)))
+    b = tmp_path / "b.jsonl"
+    b.write_text("".join(json.dumps({"text": f"мәтін {i}"}) + "\n" for i in range(30)))
+    sec = DataSection(sources=[{"path": str(a), "format": "alpaca", "sample": 0.5},
+                               {"path": str(b), "format": "text", "sample": 10}], eval_fraction=0.2)
+    data = prepare_data(sec, tiny_tokenizer, 256, tmp_path)
+    assert len(data.train) + len(data.eval) == 30
+    assert len(data.eval) == 6
+    assert [s.rows_used for s in data.sources] == [20, 10]
+    assert all(s.fingerprint.startswith("sha256:") for s in data.sources)
+
+
+def test_all_labels_masked_is_an_error(tmp_path, tiny_tokenizer):
+    rows = [{"instruction": "ұзақ сұрақ " * 50, "output": "жауап"}]
+    with pytest.raises(ArzanError, match="every label is masked"):
+        prepare_data(section(tmp_path, rows, "alpaca"), tiny_tokenizer, 16, tmp_path)
+
+
+@pytest.mark.parametrize("rows,fmt,expected", [
+    ([{"question": "a", "answer": "b"}], "alpaca", "missing column 'instruction', 'output'"),
+    ([{"instruction": "a", "output": ""}], "alpaca", "row 1: 'output' must be non-empty text"),
+    ([{"messages": [{"role": "user", "content": "a"}]}], "messages", "row 1: no assistant message"),
+    ([{"messages": [{"role": "bot", "content": "a"}]}], "messages", "row 1: each message needs role"),
+], ids=["wrong-columns", "empty-output", "no-assistant", "bad-role"])
+def test_bad_rows_are_named(tmp_path, tiny_tokenizer, rows, fmt, expected):
+    with pytest.raises(ArzanError, match=expected.replace("(", r"\(")):
+        prepare_data(section(tmp_path, rows, fmt), tiny_tokenizer, 256, tmp_path)
+
+
+def test_empty_and_broken_files(tmp_path, tiny_tokenizer):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ArzanError, match="empty.jsonl: the dataset is empty"):
+        prepare_data(DataSection(sources=[{"path": str(tmp_path / "empty.jsonl"), "format": "text"}]),
+                     tiny_tokenizer, 64, tmp_path)
+    (tmp_path / "broken.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    with pytest.raises(ArzanError, match="broken.jsonl: row 2: not valid JSON"):
+        prepare_data(DataSection(sources=[{"path": str(tmp_path / "broken.jsonl"), "format": "text"}]),
+                     tiny_tokenizer, 64, tmp_path)
+
+
+def test_prefix_masking_matches_generation_markers(tmp_path, tiny_tokenizer):
+    """The fallback used for templates without {% generation %} (Llama-3.1's) masks the same tokens."""
+    from arzan.data import _assistant_mask_by_prefix
+
+    msgs = [{"role": "user", "content": "Жеті қосу бір?"}, {"role": "assistant", "content": "Сегіз"},
+            {"role": "user", "content": "Ал екі қосу бір?"}, {"role": "assistant", "content": "Үш"}]
+    marked = tiny_tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+    ids, mask = _assistant_mask_by_prefix(tiny_tokenizer, msgs)
+    assert ids == list(marked["input_ids"])
+    assert mask == list(marked["assistant_masks"])
