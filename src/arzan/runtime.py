@@ -1,0 +1,91 @@
+"""The glue between a training run and its bill: price the run, open the ledger, close it.
+
+Kept apart from train.py so that the training flow reads as a short list of phases, and so the
+same pricing rules serve `arzan train`, `arzan estimate` and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from arzan.cost.ledger import ModelInfo, new_ledger, read_ledger
+from arzan.cost.meter import CostMeter
+from arzan.cost.prices import Exchange, Price, resolve_exchange, resolve_price
+from arzan.errors import ArzanError
+from arzan.recipe import Recipe
+from arzan.runfolder import RunFolder
+
+
+def _detected_gpu() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # a broken driver must not stop the bill from being written
+        return None
+
+
+def price_for(recipe: Recipe) -> tuple[Price, Exchange]:
+    """The recipe's price (a user figure beats the catalog); on a GPU nobody named, the catalog's
+    cheapest entry for the GPU that is actually there, if the catalog knows it."""
+    c = recipe.cost
+    exchange = resolve_exchange(c.usd_kzt)
+    gpu = c.gpu
+    if gpu is None and c.usd_per_gpu_hour is None and c.kzt_per_gpu_hour is None:
+        detected = _detected_gpu()
+        if detected:
+            try:
+                from arzan.cost.prices import canonical_gpu
+
+                gpu = canonical_gpu(detected)
+            except ArzanError:
+                gpu = None
+    price = resolve_price(gpu=gpu, provider=c.provider, usd_per_gpu_hour=c.usd_per_gpu_hour,
+                          kzt_per_gpu_hour=c.kzt_per_gpu_hour, gpu_count=c.gpu_count,
+                          overhead_s=c.overhead_minutes * 60, pricing=c.pricing, exchange=exchange)
+    return price, exchange
+
+
+def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool) -> CostMeter:
+    price, exchange = price_for(recipe)
+    if resume:
+        ledger = read_ledger(folder.ledger)
+    else:
+        ledger = new_ledger(recipe.name, price, exchange, ModelInfo(base=recipe.model.name))
+    b = recipe.budget
+    return CostMeter(folder.ledger, ledger, price, exchange, max_kzt=b.max_kzt, max_usd=b.max_usd,
+                     max_hours=b.max_hours, token_counter=counter, metrics_path=folder.metrics,
+                     grid_kg_co2_per_kwh=recipe.cost.grid_kg_co2_per_kwh)
+
+
+def record_backend(meter: CostMeter, info: Any) -> None:
+    version = info.version + (f" (auto fell back to hf: {info.fallback_reason})" if info.fallback_reason else "")
+    meter.ledger.model = meter.ledger.model.model_copy(update={
+        "method": info.method, "backend": info.name, "backend_version": version,
+        "trainable_params": info.trainable_params, "total_params": info.total_params})
+
+
+def record_data(meter: CostMeter, data: Any) -> None:
+    meter.ledger.summary.data = [asdict(s) for s in data.sources]
+
+
+def final_status(meter: CostMeter, stopper: Any) -> tuple[str, str | None]:
+    import signal
+
+    if stopper.received is not None:
+        name = signal.Signals(stopper.received).name
+        return "interrupted", f"received {name}; checkpoint saved at step {meter.ledger.progress.step}"
+    if meter.ledger.budget.stop_reason:
+        return "stopped_budget", meter.ledger.budget.stop_reason
+    return "finished", None
+
+
+def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, reason: str | None) -> dict[str, Any]:
+    """Close the ledger, then write the model card from it, so the card shows the final bill."""
+    ledger = meter.finish(status, reason).model_dump(mode="json")
+    if (folder.adapter / "adapter_config.json").is_file():
+        from arzan.modelcard import write_card
+
+        write_card(folder.adapter / "README.md", recipe, ledger)
+    return ledger
