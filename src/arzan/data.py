@@ -282,7 +282,16 @@ def count_tokens(ds: Dataset) -> tuple[int, int]:
     return seen, trained
 
 
-def prepare_data(section: DataSection, tokenizer: Any, max_length: int, base_dir: Path) -> PreparedData:
+@dataclass
+class RawData:
+    """Rows checked and mixed but not tokenized: bad data fails here, before a model is downloaded."""
+
+    train: Dataset
+    eval: Dataset | None
+    sources: list[SourceInfo]
+
+
+def load_data(section: DataSection, base_dir: Path) -> RawData:
     train_raw, infos = load_sources(section.sources, section, base_dir)
     eval_raw = None
     if section.eval_sources:
@@ -293,6 +302,15 @@ def prepare_data(section: DataSection, tokenizer: Any, max_length: int, base_dir
             raise ArzanError("data.eval_fraction: too few rows to split off an eval set")
         split = train_raw.train_test_split(test_size=section.eval_fraction, seed=section.seed)
         train_raw, eval_raw = split["train"], split["test"]
-    train = tokenize(train_raw, tokenizer, section, max_length, "train data")
-    evals = tokenize(eval_raw, tokenizer, section, max_length, "eval data") if eval_raw is not None else None
-    return PreparedData(train, evals, infos)
+    return RawData(train_raw, eval_raw, infos)
+
+
+def tokenize_data(raw: RawData, tokenizer: Any, section: DataSection, max_length: int) -> PreparedData:
+    train = tokenize(raw.train, tokenizer, section, max_length, "train data")
+    evals = tokenize(raw.eval, tokenizer, section, max_length, "eval data") if raw.eval is not None else None
+    return PreparedData(train, evals, raw.sources)
+
+
+def prepare_data(section: DataSection, tokenizer: Any, max_length: int, base_dir: Path) -> PreparedData:
+    """Exactly what the trainer trains on; `arzan estimate` counts tokens through the same call."""
+    return tokenize_data(load_data(section, base_dir), tokenizer, section, max_length)

@@ -154,15 +154,16 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     status, reason = "failed", None
     stopper.install()
     try:
-        with meter.phase("setup"):
-            from arzan.model import load_model
+        from arzan.data import load_data, tokenize_data
+        from arzan.model import load_model
 
+        with meter.phase("data"):  # rows are checked before any model is downloaded
+            raw = load_data(recipe.data, recipe.base_dir)
+        with meter.phase("setup"):
             model, tokenizer, info = load_model(recipe)
             runtime.record_backend(meter, info)
         with meter.phase("data"):
-            from arzan.data import prepare_data
-
-            data = prepare_data(recipe.data, tokenizer, recipe.train.max_length, recipe.base_dir)
+            data = tokenize_data(raw, tokenizer, recipe.data, recipe.train.max_length)
             runtime.record_data(meter, data)
         trainer = _metered_trainer_class()(
             model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None),

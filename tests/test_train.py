@@ -1,0 +1,150 @@
+"""End to end on the CPU: recipe -> SFTTrainer -> run folder with adapter, model card and ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from arzan.cli import app
+from arzan.modelcard import read_front_matter
+from tests.conftest import REPO, base_recipe
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """One real training of the smoke recipe, shortened, priced as a catalog T4 so money is non-zero."""
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    result = cli("train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out), "--gpu", "T4",
+                 "--set", "train.max_steps=60", "--set", "train.save_steps=30", "--set", "train.eval_steps=30")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_loss_falls(smoke_run):
+    rows = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r.get("loss") is not None]
+    assert len(losses) >= 4
+    assert losses[-1] < losses[0] * 0.8, losses
+
+
+def test_run_folder_layout(smoke_run):
+    for name in ("recipe.yaml", "cost.json", "metrics.jsonl", "adapter/adapter_config.json",
+                 "adapter/adapter_model.safetensors", "adapter/README.md", "adapter/tokenizer.json"):
+        assert (smoke_run / name).is_file(), name
+    assert any((smoke_run / "checkpoints").glob("checkpoint-*/arzan_ledger.json"))
+
+
+def test_ledger_adds_up(smoke_run):
+    led = json.loads((smoke_run / "cost.json").read_text())
+    assert led["status"] == "finished"
+    assert led["model"]["backend"] == "hf" and "auto fell back to hf" in led["model"]["backend_version"]
+    assert led["price"]["gpu"] == "T4" and led["price"]["usd_per_gpu_hour"] > 0
+    usd = led["billed_seconds"] / 3600 * led["price"]["usd_per_gpu_hour"]
+    assert led["money"]["usd"] == pytest.approx(usd, rel=1e-9)
+    assert led["money"]["kzt"] == pytest.approx(usd * led["exchange"]["usd_kzt"], rel=1e-9)
+    assert led["tokens"]["trained"] > 0 and led["tokens"]["seen"] >= led["tokens"]["trained"]
+    assert all(led["phases"][p] > 0 for p in ("setup", "data", "train", "save"))
+    assert led["summary"]["data"][0]["fingerprint"].startswith("sha256:")
+
+
+def test_trained_tokens_equal_the_data(smoke_run):
+    """Every token the meter counted went through compute_loss; the data says how many there are."""
+    from transformers import AutoTokenizer
+
+    from arzan.data import prepare_data
+    from arzan.recipe import load_recipe
+
+    recipe = load_recipe(smoke_run / "recipe.yaml")
+    tok = AutoTokenizer.from_pretrained(smoke_run / "adapter")
+    data = prepare_data(recipe.data, tok, recipe.train.max_length, recipe.base_dir)
+    per_epoch = data.trained_tokens
+    led = json.loads((smoke_run / "cost.json").read_text())
+    batch = recipe.train.per_device_train_batch_size
+    steps_per_epoch = -(-len(data.train) // batch)
+    epochs, rest = divmod(60, steps_per_epoch)
+    assert led["tokens"]["trained"] >= epochs * per_epoch
+    assert led["tokens"]["trained"] <= (epochs + (1 if rest else 0)) * per_epoch
+
+
+def test_model_card_front_matter_is_hf_metadata(smoke_run):
+    meta = read_front_matter(smoke_run / "adapter" / "README.md")
+    assert meta["base_model"] == "arzan/tiny-llama-kk"
+    assert meta["library_name"] == "peft"
+    assert meta["language"] == ["kk"]
+    assert "arzan" in meta["tags"]
+    assert meta["co2_eq_emissions"]["emissions"] > 0
+    body = (smoke_run / "adapter" / "README.md").read_text()
+    led = json.loads((smoke_run / "cost.json").read_text())
+    assert "## Training cost" in body
+    assert f"{led['money']['kzt']:,.2f} ₸" in body
+
+
+def test_adapter_reloads_and_generates(smoke_run, tiny_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smoke_run / "adapter")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir), smoke_run / "adapter")
+    ids = tok.apply_chat_template([{"role": "user", "content": "Цифрмен жаз: он екі"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_existing_run_folder_is_never_overwritten(smoke_run):
+    before = (smoke_run / "cost.json").read_bytes()
+    result = cli("train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(smoke_run))
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--resume" in result.output
+    assert (smoke_run / "cost.json").read_bytes() == before
+
+
+def test_overwrite_moves_the_old_folder_aside(tmp_path, write_recipe):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "cost.json").write_text("{}")
+    recipe = write_recipe(base_recipe(train={"max_steps": 1, "per_device_train_batch_size": 4,
+                                             "max_length": 64, "logging_steps": 1}))
+    result = cli("train", str(recipe), "--out", str(out), "--overwrite")
+    assert result.exit_code == 0, result.output
+    aside = list(tmp_path.glob("run.replaced-*"))
+    assert len(aside) == 1 and (aside[0] / "cost.json").read_text() == "{}"
+    assert "moved to" in result.output
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("name: [oops", "malformed YAML"),
+    (base_recipe(train={"learnin_rate": 1}), "unknown field 'learnin_rate'"),
+    (base_recipe(data={"sources": [{"path": "nope.jsonl", "format": "alpaca"}]}), "file not found: nope.jsonl"),
+    ("EMPTY", "the dataset is empty"),
+    ("COLUMNS", "missing column 'instruction'"),
+], ids=["malformed-yaml", "unknown-field", "missing-file", "empty-dataset", "wrong-columns"])
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, write_recipe, content, expected):
+    if content in ("EMPTY", "COLUMNS"):
+        data = tmp_path / "d.jsonl"
+        data.write_text("" if content == "EMPTY" else '{"question": "a", "answer": "b"}\n')
+        content = base_recipe(data={"sources": [{"path": str(data), "format": "alpaca"}]})
+    result = cli("train", str(write_recipe(content)), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_version_and_prices():
+    assert cli("--version").output.startswith("arzan ")
+    result = cli("prices", "--gpu", "A100-80GB", "--currency", "USD")
+    assert result.exit_code == 0 and "A100" in result.output
+    bad = cli("prices", "--currency", "EUR")
+    assert bad.exit_code == 2 and "EUR" in bad.output
