@@ -1,0 +1,287 @@
+"""The ledger (``cost.json``): the one document every money figure in arzan comes from.
+
+Schema: docs/architecture.md. Totals are always recomputed as sums over ``sessions``, so a run
+resumed after a preemption appends a session and can never count an earlier one twice. The file
+is replaced atomically because it is rewritten every few seconds on machines that get killed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from arzan.cost.prices import Exchange, Price
+from arzan.errors import ArzanError
+
+Status = Literal["running", "finished", "stopped_budget", "interrupted", "failed"]
+PHASES = ("setup", "data", "train", "eval", "save")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class ModelInfo(BaseModel):
+    base: str | None = None
+    method: Literal["lora", "qlora"] | None = None
+    backend: Literal["hf", "unsloth"] | None = None
+    backend_version: str | None = None
+    trainable_params: int = 0
+    total_params: int = 0
+
+
+class Hardware(BaseModel):
+    device: Literal["cpu", "cuda"] = "cpu"
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    driver: str | None = None
+    cuda: str | None = None
+    cpu: str | None = None
+    host: str | None = None
+
+
+class Software(BaseModel):
+    python: str | None = None
+    torch: str | None = None
+    transformers: str | None = None
+    peft: str | None = None
+    trl: str | None = None
+    datasets: str | None = None
+    unsloth: str | None = None
+    arzan: str | None = None
+    git_commit: str | None = None
+
+
+class Phases(BaseModel):
+    setup: float = 0.0
+    data: float = 0.0
+    train: float = 0.0
+    eval: float = 0.0
+    save: float = 0.0
+
+    def total(self) -> float:
+        return sum(getattr(self, p) for p in PHASES)
+
+
+class Tokens(BaseModel):
+    seen: int = 0
+    trained: int = 0
+    per_second: float = 0.0
+
+
+class Energy(BaseModel):
+    kwh: float | None = None
+    co2_kg: float | None = None
+    grid_kg_co2_per_kwh: float = 0.0
+    basis: Literal["measured", "estimated", "unavailable"] = "unavailable"
+    method: Literal["nvml", "tdp", "none"] = "none"
+
+
+class Money(BaseModel):
+    usd: float = 0.0
+    kzt: float = 0.0
+    usd_per_1m_tokens: float | None = None
+    kzt_per_1m_tokens: float | None = None
+    basis: Literal["measured", "estimated"] = "measured"
+
+
+class Budget(BaseModel):
+    max_kzt: float | None = None
+    max_usd: float | None = None
+    max_hours: float | None = None
+    spent_kzt: float = 0.0
+    projected_kzt: float | None = None
+    projected_basis: Literal["measured", "estimated"] = "estimated"
+    stop_reason: str | None = None
+
+
+class Progress(BaseModel):
+    step: int = 0
+    max_steps: int = 0
+    epoch: float = 0.0
+
+
+class SessionTokens(BaseModel):
+    seen: int = 0
+    trained: int = 0
+
+
+class SessionMoney(BaseModel):
+    usd: float = 0.0
+    kzt: float = 0.0
+
+
+class Session(BaseModel):
+    index: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: Status = "running"
+    phases: Phases = Field(default_factory=Phases)
+    billed_seconds: float = 0.0
+    tokens: SessionTokens = Field(default_factory=SessionTokens)
+    money: SessionMoney = Field(default_factory=SessionMoney)
+    kwh: float | None = None  # this session's energy, so the total can be a sum too
+    steps: list[int] = Field(default_factory=lambda: [0, 0])
+
+
+class Summary(BaseModel):
+    final_loss: float | None = None
+    eval: dict | None = None
+    generation_check: dict | str | None = None
+    data: list[dict] | None = None  # per source: name, format, rows, fingerprint, license
+
+
+class Ledger(BaseModel):
+    schema_version: Literal[1] = 1
+    run_id: str
+    status: Status = "running"
+    status_reason: str | None = None
+    resume_command: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    model: ModelInfo = Field(default_factory=ModelInfo)
+    hardware: Hardware = Field(default_factory=Hardware)
+    software: Software = Field(default_factory=Software)
+    price: Price = Field(default_factory=Price)
+    exchange: Exchange
+    phases: Phases = Field(default_factory=Phases)
+    billed_seconds: float = 0.0
+    gpu_hours: float = 0.0
+    tokens: Tokens = Field(default_factory=Tokens)
+    energy: Energy = Field(default_factory=Energy)
+    money: Money = Field(default_factory=Money)
+    budget: Budget = Field(default_factory=Budget)
+    progress: Progress = Field(default_factory=Progress)
+    sessions: list[Session] = Field(default_factory=list)
+    summary: Summary = Field(default_factory=Summary)
+
+
+# --- money arithmetic: pure functions, so the estimate, the meter and the report agree ---
+
+def money_for(billed_seconds: float, price: Price, exchange: Exchange) -> tuple[float, float]:
+    usd = billed_seconds / 3600.0 * price.usd_per_gpu_hour * price.gpu_count
+    return usd, usd * exchange.usd_kzt
+
+
+def per_million(amount: float, tokens: int) -> float | None:
+    return amount / tokens * 1e6 if tokens > 0 else None
+
+
+def co2_kg(kwh: float | None, grid_kg_co2_per_kwh: float) -> float | None:
+    return None if kwh is None else kwh * grid_kg_co2_per_kwh
+
+
+def apply_totals(ledger: Ledger) -> Ledger:
+    """Recompute every total from ``sessions``; the only place totals are written."""
+    s = ledger.sessions
+    ledger.phases = Phases(**{p: sum(getattr(x.phases, p) for x in s) for p in PHASES})
+    ledger.billed_seconds = sum(x.billed_seconds for x in s)
+    ledger.gpu_hours = ledger.billed_seconds / 3600.0 * ledger.price.gpu_count
+    seen, trained = sum(x.tokens.seen for x in s), sum(x.tokens.trained for x in s)
+    ledger.tokens = Tokens(seen=seen, trained=trained,
+                           per_second=seen / ledger.phases.train if ledger.phases.train > 0 else 0.0)
+    kwhs = [x.kwh for x in s if x.kwh is not None]
+    ledger.energy.kwh = sum(kwhs) if kwhs else None
+    ledger.energy.co2_kg = co2_kg(ledger.energy.kwh, ledger.energy.grid_kg_co2_per_kwh)
+    usd, kzt = sum(x.money.usd for x in s), sum(x.money.kzt for x in s)
+    ledger.money = Money(usd=usd, kzt=kzt, usd_per_1m_tokens=per_million(usd, trained),
+                         kzt_per_1m_tokens=per_million(kzt, trained), basis="measured")
+    ledger.budget.spent_kzt = kzt
+    return ledger
+
+
+# --- files ---
+
+def write_ledger(path: str | os.PathLike, ledger: Ledger) -> None:
+    """Write to a temp file beside ``path``, fsync, then os.replace: a crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(ledger.model_dump_json(indent=2))
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable; not every filesystem allows opening a directory
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def read_ledger(path: str | os.PathLike) -> Ledger:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArzanError(f"no cost ledger at {path}") from None
+    try:
+        return Ledger.model_validate_json(text)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "file"
+        raise ArzanError(f"{path}: corrupt cost ledger ({where}: {err['msg']}); "
+                         "restore it from a checkpoint's arzan_ledger.json") from None
+
+
+# --- what ran where: recorded once per run so a bill can be reproduced ---
+
+def detect_hardware() -> Hardware:
+    hw = Hardware(cpu=f"{platform.machine()}, {os.cpu_count()} cores", host=socket.gethostname())
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            hw.device, hw.gpu_count = "cuda", torch.cuda.device_count()
+            hw.gpu_name, hw.cuda = torch.cuda.get_device_name(0), torch.version.cuda
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                hw.driver = str(pynvml.nvmlSystemGetDriverVersion())
+            except Exception:
+                pass
+    except ImportError:
+        pass
+    return hw
+
+
+def detect_software() -> Software:
+    from arzan import __version__
+
+    def version(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return Software(python=platform.python_version(), arzan=__version__, git_commit=commit,
+                    **{p: version(p) for p in ("torch", "transformers", "peft", "trl", "datasets", "unsloth")})
+
+
+def new_ledger(run_id: str, price: Price, exchange: Exchange, model: ModelInfo | None = None) -> Ledger:
+    return Ledger(run_id=run_id, price=price, exchange=exchange, model=model or ModelInfo(),
+                  hardware=detect_hardware(), software=detect_software())
+

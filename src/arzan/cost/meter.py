@@ -1,0 +1,279 @@
+"""CostMeter: a TrainerCallback that keeps the bill while the model trains.
+
+Wiring (train.py)::
+
+    meter = CostMeter(run / "cost.json", ledger, price, exchange, max_kzt=..., token_counter=collator,
+                      metrics_path=run / "metrics.jsonl")
+    with meter.phase("setup"): model, tok = load(...)
+    with meter.phase("data"):  ds = build(...)
+    trainer = SFTTrainer(...); meter.attach(trainer)
+    with meter.phase("train"): trainer.train(resume_from_checkpoint=...)
+    with meter.phase("save"):  trainer.save_model(...)
+    meter.finish("finished")
+
+Time is counted only inside phases, and phases cannot nest, so no second is billed twice. If the
+caller does not open a "train" phase, one spans on_train_begin..on_train_end instead; evaluation
+run from inside ``trainer.train()`` is then billed as train time.
+
+Why ``attach`` and not ``callbacks=[meter]``: in transformers 5.17 the Trainer puts the report_to
+callbacks (TensorBoard, W&B, MLflow) *before* user callbacks, and ``Trainer.log`` copies the logs
+into ``state.log_history`` *before* calling ``on_log``. ``attach`` moves the meter to the front so
+the ``cost/*`` keys it adds to the logs dict in place reach every tracker, and the meter also adds
+them to the ``log_history`` row that was just written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from arzan.cost.ledger import PHASES, Ledger, Progress, Session, apply_totals, money_for, utcnow, write_ledger
+from arzan.cost.prices import Exchange, Price, canonical_gpu, grid_factor, load_catalog
+from arzan.errors import ArzanError
+
+
+def _kzt(x: float, digits: int) -> str:
+    return f"{x:,.{digits}f}".replace(",", " ")
+
+
+class CostMeter(TrainerCallback):
+    def __init__(
+        self,
+        ledger_path: str | Path,
+        ledger: Ledger,
+        price: Price,
+        exchange: Exchange,
+        *,
+        max_kzt: float | None = None,
+        max_usd: float | None = None,
+        max_hours: float | None = None,
+        token_counter: Any = None,
+        metrics_path: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utcnow,
+        flush_every_s: float = 30.0,
+        grid_kg_co2_per_kwh: float | None = None,
+    ):
+        """``ledger`` is a new one or the one a resumed run left; this run becomes a new session."""
+        self.path, self.clock, self.now, self.flush_every_s = Path(ledger_path), clock, now, flush_every_s
+        self.counter = token_counter  # .seen / .trained: this session's cumulative token counts
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        led = ledger.model_copy(deep=True)
+        for s in led.sessions:  # a session still "running" in a saved ledger was killed mid-way
+            if s.status == "running":
+                s.status = "interrupted"
+        led.price, led.exchange = price, exchange
+        led.budget.max_kzt, led.budget.max_usd, led.budget.max_hours = max_kzt, max_usd, max_hours
+        led.budget.stop_reason = led.status_reason = led.resume_command = led.finished_at = None
+        led.status = "running"
+        led.energy.grid_kg_co2_per_kwh = grid_factor(grid_kg_co2_per_kwh)
+        self.session = Session(index=len(led.sessions), started_at=now(), steps=[led.progress.step] * 2)
+        led.sessions.append(self.session)
+        self.ledger = led
+        self._phase: tuple[str, float, bool] | None = None  # name, time counted up to, opened by callback
+        self._train_t0: float | None = None
+        self._first_step = led.progress.step
+        self._energy = self._pick_energy()
+        self.flush()
+
+    # --- energy: measured if NVML can, else TDP x time for the priced GPU, else unknown ---
+    def _pick_energy(self) -> tuple[str, str, Callable[[], float | None]]:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                import pynvml
+
+                pynvml.nvmlInit()
+                handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(torch.cuda.device_count())]
+
+                def millijoules() -> float:
+                    return sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in handles)
+
+                start = millijoules()
+                return "measured", "nvml", lambda: (millijoules() - start) / 3.6e9
+        except Exception:  # no pynvml, no driver, or a GPU without an energy counter
+            pass
+        gpu = self.ledger.price.gpu or self.ledger.hardware.gpu_name
+        try:
+            tdp = load_catalog().gpus[canonical_gpu(gpu)]["tdp_watts"] if gpu else None
+        except ArzanError:
+            tdp = None
+        if tdp:
+            count = self.ledger.price.gpu_count
+            return "estimated", "tdp", lambda: tdp * count * self.session.phases.total() / 3.6e6
+        return "unavailable", "none", lambda: None
+
+    # --- time ---
+    def _tick(self) -> None:
+        """Bring the current session and all totals up to now."""
+        t = self.clock()
+        if self._phase is not None:
+            name, mark, auto = self._phase
+            setattr(self.session.phases, name, getattr(self.session.phases, name) + t - mark)
+            self._phase = (name, t, auto)
+        s, led = self.session, self.ledger
+        if self.counter is not None:
+            s.tokens.seen, s.tokens.trained = int(self.counter.seen), int(self.counter.trained)
+        s.billed_seconds = s.phases.total() + led.price.overhead_s  # overhead: once per session (pod start)
+        s.money.usd, s.money.kzt = money_for(s.billed_seconds, led.price, led.exchange)
+        led.energy.basis, led.energy.method, kwh = self._energy
+        s.kwh = kwh()
+        apply_totals(led)
+
+    def _open(self, name: str, auto: bool) -> None:
+        if name not in PHASES:
+            raise ValueError(f"unknown phase '{name}'; phases: {', '.join(PHASES)}")
+        if self._phase is not None:
+            raise RuntimeError(f"phase '{name}' inside '{self._phase[0]}' would count the same seconds twice")
+        self._phase = (name, self.clock(), auto)
+
+    def _close(self) -> None:
+        if self._phase is not None:
+            self._tick()
+            self._phase = None
+
+    @contextmanager
+    def phase(self, name: str):
+        self._open(name, auto=False)
+        try:
+            yield self
+        finally:
+            self._close()
+
+    # --- files ---
+    def flush(self) -> None:
+        self.ledger.updated_at = self.now()
+        write_ledger(self.path, self.ledger)
+        self._last_flush = self.clock()
+
+    def _maybe_flush(self) -> None:
+        if self.clock() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def attach(self, trainer: Any) -> Any:
+        """Put the meter first in the trainer's callbacks (see the module docstring for why)."""
+        callbacks = trainer.callback_handler.callbacks
+        if self in callbacks:
+            callbacks.remove(self)
+        callbacks.insert(0, self)
+        return trainer
+
+    # --- Trainer events ---
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self._phase is None:
+            self._open("train", auto=True)
+        self._train_t0, self._first_step = self.clock(), state.global_step
+        self.session.steps = [state.global_step, state.global_step]
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._phase is not None and self._phase[2]:
+            self._close()
+        self.flush()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._tick()
+        led, step = self.ledger, state.global_step
+        led.progress = Progress(step=step, max_steps=state.max_steps or 0, epoch=state.epoch or 0.0)
+        self.session.steps[1] = step
+        done = step - self._first_step
+        step_s = (self.clock() - self._train_t0) / done if done > 0 and self._train_t0 is not None else 0.0
+        next_usd, next_kzt = money_for(step_s, led.price, led.exchange)
+        if done > 0 and state.max_steps:  # setup time is paid once, so project only the steps left
+            led.budget.projected_kzt = led.money.kzt + max(state.max_steps - step, 0) * next_kzt
+        b, reason = led.budget, None
+        if b.max_kzt is not None and led.money.kzt + next_kzt > b.max_kzt:
+            reason = (f"max_kzt {b.max_kzt:g} ₸: spent {led.money.kzt:.2f} ₸, "
+                      f"the next step (~{next_kzt:.2f} ₸) would pass it")
+        elif b.max_usd is not None and led.money.usd + next_usd > b.max_usd:
+            reason = (f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $, "
+                      f"the next step (~{next_usd:.4f} $) would pass it")
+        elif b.max_hours is not None and (led.billed_seconds + step_s) / 3600 > b.max_hours:
+            reason = (f"max_hours {b.max_hours:g} h: {led.billed_seconds / 3600:.3f} h billed, "
+                      "the next step would pass it")
+        if reason and b.stop_reason is None:
+            control.should_training_stop = control.should_save = True
+            b.stop_reason = led.status_reason = reason
+            led.status = "stopped_budget"
+            led.resume_command = f"arzan train --resume {self.path.parent}"
+            self.flush()
+        else:
+            self._maybe_flush()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None:
+            return
+        self._tick()
+        led = self.ledger
+        if "loss" in logs:
+            led.summary.final_loss = float(logs["loss"])
+        cost = {
+            "cost/spent_kzt": led.money.kzt,
+            "cost/spent_usd": led.money.usd,
+            "cost/gpu_hours": led.gpu_hours,
+            "cost/tokens_trained": led.tokens.trained,
+            "cost/tokens_per_s": led.tokens.per_second,
+        }
+        if led.money.kzt_per_1m_tokens is not None:  # trackers reject None; absent means "no tokens yet"
+            cost["cost/kzt_per_1m_tokens"] = led.money.kzt_per_1m_tokens
+        history = state.log_history
+        if history and history[-1].get("step") == state.global_step and set(logs) <= set(history[-1]):
+            history[-1].update(cost)
+        logs.update(cost)
+        if self.metrics_path is not None:
+            row = {
+                "step": state.global_step, "epoch": state.epoch, "loss": logs.get("loss"),
+                "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                "tokens_seen": led.tokens.seen, "tokens_trained": led.tokens.trained,
+                "tokens_per_s": led.tokens.per_second, "elapsed_s": led.phases.total(),
+                "spent_kzt": led.money.kzt, "spent_usd": led.money.usd,
+            }
+            if "eval_loss" in logs:
+                row["eval_loss"] = logs["eval_loss"]
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._maybe_flush()
+
+    def on_save(self, args, state, control, **kwargs):
+        """A copy inside the checkpoint, so resuming from it continues the bill from that point."""
+        self._tick()
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            write_ledger(ckpt / "arzan_ledger.json", self.ledger)
+        self.flush()
+
+    # --- end of a session ---
+    def finish(self, status: str, reason: str | None = None) -> Ledger:
+        """Close the session; a budget stop stays "stopped_budget" even if the caller says finished."""
+        if self._phase is not None:
+            self._close()
+        else:
+            self._tick()
+        led, s = self.ledger, self.session
+        if status == "finished" and led.budget.stop_reason:
+            status, reason = "stopped_budget", reason or led.budget.stop_reason
+        s.status = led.status = status
+        s.finished_at = led.finished_at = self.now()
+        led.status_reason = reason
+        resumable = status in ("interrupted", "stopped_budget")
+        led.resume_command = f"arzan train --resume {self.path.parent}" if resumable else None
+        self.flush()
+        return led
+
+    def progress_line(self) -> str:
+        """`step 40/300 · 12.4 ₸ spent · ~95 ₸ at end` for the training progress display."""
+        led = self.ledger
+        p = led.progress
+        parts = [f"step {p.step}/{p.max_steps}" if p.max_steps else f"step {p.step}",
+                 f"{_kzt(led.money.kzt, 1)} ₸ spent"]
+        if led.budget.projected_kzt is not None:
+            parts.append(f"~{_kzt(led.budget.projected_kzt, 0)} ₸ at end")
+        return " · ".join(parts)

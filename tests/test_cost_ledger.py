@@ -1,0 +1,167 @@
+"""Ledger arithmetic, the schema contract in docs/architecture.md, and atomic writes."""
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+import arzan.cost.ledger as ledger_mod
+from arzan.cost.ledger import (
+    Ledger,
+    Session,
+    apply_totals,
+    co2_kg,
+    money_for,
+    per_million,
+    read_ledger,
+    write_ledger,
+)
+from arzan.cost.prices import Exchange, Price
+from arzan.errors import ArzanError
+
+T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
+FX = Exchange(usd_kzt=512.5, source="test", as_of="2026-11-01")
+
+
+def make_ledger(**kw) -> Ledger:
+    return Ledger(run_id="t", started_at=T0, price=Price(usd_per_gpu_hour=1.8, gpu_count=2), exchange=FX, **kw)
+
+
+def test_money_is_time_times_price_times_gpus_then_converted():
+    price = Price(usd_per_gpu_hour=1.8, gpu_count=2)
+    usd, kzt = money_for(1500.0, price, FX)
+    assert usd == pytest.approx(1500 / 3600 * 1.8 * 2)
+    assert kzt == pytest.approx(usd * FX.usd_kzt)
+    assert money_for(0.0, price, FX) == (0.0, 0.0)
+
+
+def test_per_million_and_co2():
+    assert per_million(3.0, 1_500_000) == pytest.approx(2.0)
+    assert per_million(3.0, 0) is None
+    assert co2_kg(2.5, 0.64) == pytest.approx(2.5 * 0.64)
+    assert co2_kg(None, 0.64) is None
+
+
+def test_totals_are_sums_over_sessions():
+    led = make_ledger()
+    led.energy.grid_kg_co2_per_kwh = 0.7
+    a = Session(index=0, started_at=T0, billed_seconds=100.0, kwh=0.2)
+    a.phases.setup, a.phases.train = 10.0, 90.0
+    a.tokens.seen, a.tokens.trained = 9000, 6000
+    a.money.usd, a.money.kzt = money_for(a.billed_seconds, led.price, FX)
+    b = Session(index=1, started_at=T0, billed_seconds=50.0, kwh=None)
+    b.phases.train = 50.0
+    b.tokens.seen, b.tokens.trained = 5000, 4000
+    b.money.usd, b.money.kzt = money_for(b.billed_seconds, led.price, FX)
+    led.sessions = [a, b]
+    apply_totals(led)
+    assert led.phases.train == 140.0 and led.phases.setup == 10.0
+    assert led.billed_seconds == 150.0
+    assert led.gpu_hours == pytest.approx(150.0 / 3600 * led.price.gpu_count)
+    assert (led.tokens.seen, led.tokens.trained) == (14000, 10000)
+    assert led.tokens.per_second == pytest.approx(14000 / 140.0)
+    assert led.money.usd == pytest.approx(a.money.usd + b.money.usd)
+    assert led.money.kzt == pytest.approx(led.money.usd * FX.usd_kzt)
+    assert led.money.kzt_per_1m_tokens == pytest.approx(led.money.kzt / 10000 * 1e6)
+    assert led.budget.spent_kzt == led.money.kzt
+    assert led.energy.kwh == pytest.approx(0.2) and led.energy.co2_kg == pytest.approx(0.2 * 0.7)
+    apply_totals(led)  # idempotent: recomputing never adds a session twice
+    assert led.money.usd == pytest.approx(a.money.usd + b.money.usd)
+
+
+def _keys(obj, prefix=""):
+    out = set()
+    for k, v in obj.items():
+        out.add(prefix + k)
+        if isinstance(v, dict) and k not in ("eval",):
+            out |= _keys(v, prefix + k + ".")
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            out |= _keys(v[0], prefix + k + "[].")
+    return out
+
+
+def test_serialised_ledger_matches_the_documented_schema():
+    doc = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = re.search(r"## The ledger.*?```json\n(.*?)```", doc, re.S).group(1)
+    documented = json.loads(block)
+    led = make_ledger()
+    led.sessions = [Session(index=0, started_at=T0)]
+    ours = json.loads(led.model_dump_json())
+    assert _keys(ours) == _keys(documented)
+    assert ours["started_at"] == "2026-11-23T18:00:00Z"
+
+
+def test_write_then_read_roundtrip(tmp_path):
+    led = make_ledger()
+    led.sessions = [Session(index=0, started_at=T0, billed_seconds=12.5)]
+    apply_totals(led)
+    path = tmp_path / "run" / "cost.json"
+    write_ledger(path, led)
+    assert read_ledger(path) == led
+    assert [p.name for p in path.parent.iterdir()] == ["cost.json"]
+
+
+class _HalfWriter:
+    """A file that writes half of what it is given, then fails like a full disk."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.real.close()
+
+    def write(self, text):
+        self.real.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def _interrupted_writes(monkeypatch):
+    real_open = open
+    yield "half-written file", lambda: monkeypatch.setattr(
+        ledger_mod, "open", lambda *a, **k: _HalfWriter(real_open(*a, **k)), raising=False)
+    yield "fsync fails", lambda: monkeypatch.setattr(ledger_mod.os, "fsync", _raise)
+    yield "rename fails", lambda: monkeypatch.setattr(ledger_mod.os, "replace", _raise)
+    yield "serialisation fails", lambda: monkeypatch.setattr(Ledger, "model_dump_json", _raise)
+
+
+def _raise(*a, **k):
+    raise OSError("simulated crash")
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_interrupted_write_keeps_the_previous_good_ledger(tmp_path, monkeypatch, case):
+    path = tmp_path / "cost.json"
+    good = make_ledger(status="running")
+    write_ledger(path, good)
+    before = path.read_bytes()
+    name, break_it = list(_interrupted_writes(monkeypatch))[case]
+    newer = make_ledger(status="finished")
+    break_it()
+    with pytest.raises(OSError):
+        write_ledger(path, newer)
+    monkeypatch.undo()
+    assert path.read_bytes() == before, name
+    assert read_ledger(path).status == "running"
+    assert [p.name for p in tmp_path.iterdir()] == ["cost.json"], f"{name}: temp file left behind"
+
+
+def test_read_ledger_errors_name_the_file(tmp_path):
+    with pytest.raises(ArzanError, match="no cost ledger"):
+        read_ledger(tmp_path / "missing.json")
+    bad = tmp_path / "cost.json"
+    write_ledger(bad, make_ledger())
+    bad.write_text(bad.read_text()[:40])
+    with pytest.raises(ArzanError) as e:
+        read_ledger(bad)
+    assert str(bad) in str(e.value) and "corrupt" in str(e.value)
+    bad.write_text(json.dumps({"schema_version": 1, "run_id": "x", "exchange": {"usd_kzt": -1, "source": "s"}}))
+    with pytest.raises(ArzanError, match="exchange.usd_kzt"):
+        read_ledger(bad)

@@ -1,0 +1,346 @@
+"""CostMeter with an injected clock: money = time x price, budget stops, resume, and a real Trainer."""
+
+import json
+import math
+import sys
+import types
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import torch
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from arzan.cost.ledger import Ledger, money_for, read_ledger
+from arzan.cost.meter import CostMeter
+from arzan.cost.prices import Exchange, Price, load_catalog
+
+FX = Exchange(usd_kzt=500.0, source="test", as_of="2026-11-01")
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+class Now:
+    def __init__(self):
+        self.t = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
+
+    def __call__(self):
+        self.t += timedelta(seconds=1)
+        return self.t
+
+
+class Counter:
+    seen = 0
+    trained = 0
+
+
+def make_meter(tmp_path, price, ledger=None, clock=None, **kw):
+    clock = clock or Clock()
+    ledger = ledger or Ledger(run_id="t", price=price, exchange=FX)
+    meter = CostMeter(tmp_path / "cost.json", ledger, price, FX, clock=clock, now=Now(), **kw)
+    return meter, clock
+
+
+def test_money_is_phase_time_times_price(tmp_path):
+    price = Price(gpu=None, usd_per_gpu_hour=7.2, gpu_count=2, overhead_s=30.0, source="user")
+    meter, clock = make_meter(tmp_path, price)
+    with meter.phase("setup"):
+        clock.t += 10
+    clock.t += 1000  # outside any phase: not billed
+    with meter.phase("train"):
+        clock.t += 50
+    led = meter.finish("finished")
+    billed = 10 + 50 + price.overhead_s
+    usd = billed / 3600 * price.usd_per_gpu_hour * price.gpu_count
+    assert (led.phases.setup, led.phases.train, led.billed_seconds) == (10, 50, billed)
+    assert led.money.usd == pytest.approx(usd)
+    assert led.money.kzt == pytest.approx(usd * FX.usd_kzt)
+    assert led.gpu_hours == pytest.approx(billed / 3600 * price.gpu_count)
+    on_disk = read_ledger(tmp_path / "cost.json")
+    assert on_disk.status == "finished" and on_disk.money.kzt == pytest.approx(led.money.kzt)
+    assert on_disk.energy.basis == "unavailable" and on_disk.energy.kwh is None  # no GPU named
+
+
+def test_phases_never_nest_and_have_known_names(tmp_path):
+    meter, _ = make_meter(tmp_path, Price())
+    with pytest.raises(ValueError):
+        with meter.phase("lunch"):
+            pass
+    with meter.phase("data"):
+        with pytest.raises(RuntimeError, match="twice"):
+            with meter.phase("train"):
+                pass
+
+
+def test_on_log_adds_cost_keys_writes_metrics_and_flushes_on_interval(tmp_path):
+    price = Price(usd_per_gpu_hour=3.6)  # 0.001 USD per second
+    counter = Counter()
+    meter, clock = make_meter(tmp_path, price, token_counter=counter, metrics_path=tmp_path / "metrics.jsonl",
+                              flush_every_s=30)
+    state, control, args = TrainerState(), TrainerControl(), None
+    meter.on_train_begin(args, state, control)
+    clock.t += 10
+    state.global_step, state.epoch = 5, 0.5
+    counter.seen, counter.trained = 4000, 2500
+    state.log_history.append({"loss": 2.0, "learning_rate": 1e-4, "grad_norm": 0.3, "epoch": 0.5, "step": 5})
+    logs = {"loss": 2.0, "learning_rate": 1e-4, "grad_norm": 0.3, "epoch": 0.5}
+    meter.on_log(args, state, control, logs=logs)
+    kzt = money_for(10, price, FX)[1]
+    assert logs["cost/spent_kzt"] == pytest.approx(kzt)
+    assert logs["cost/spent_usd"] == pytest.approx(kzt / FX.usd_kzt)
+    assert logs["cost/tokens_trained"] == 2500
+    assert logs["cost/tokens_per_s"] == pytest.approx(4000 / 10)
+    assert logs["cost/kzt_per_1m_tokens"] == pytest.approx(kzt / 2500 * 1e6)
+    assert logs["cost/gpu_hours"] == pytest.approx(10 / 3600)
+    assert state.log_history[-1]["cost/spent_kzt"] == logs["cost/spent_kzt"]
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["step"] == 5 and row["tokens_seen"] == 4000 and row["elapsed_s"] == pytest.approx(10)
+    assert row["spent_kzt"] == pytest.approx(kzt) and row["loss"] == 2.0 and "eval_loss" not in row
+    assert read_ledger(tmp_path / "cost.json").billed_seconds == 0  # 10 s < flush_every_s: not yet written
+
+    clock.t += 25
+    meter.on_log(args, state, control, logs={"eval_loss": 1.5})
+    assert read_ledger(tmp_path / "cost.json").billed_seconds == pytest.approx(35)
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["eval_loss"] == 1.5
+
+
+def run_steps(meter, clock, max_steps, seconds_per_step=1.0):
+    state, control = TrainerState(), TrainerControl()
+    state.max_steps = max_steps
+    meter.on_train_begin(None, state, control)
+    for step in range(1, max_steps + 1):
+        clock.t += seconds_per_step
+        state.global_step = step
+        meter.on_step_end(None, state, control)
+        if control.should_training_stop:
+            break
+    return state, control
+
+
+@pytest.mark.parametrize("cap", ["max_kzt", "max_usd", "max_hours"])
+def test_budget_stops_before_the_step_that_would_pass_the_cap(tmp_path, cap):
+    price = Price(usd_per_gpu_hour=3600.0)  # 1 USD per second, so one 1-second step costs:
+    step_usd = 1.0
+    step_kzt = step_usd * FX.usd_kzt
+    caps = {"max_kzt": 5.6 * step_kzt, "max_usd": 5.6 * step_usd, "max_hours": 5.6 / 3600}
+    meter, clock = make_meter(tmp_path, price, **{cap: caps[cap]})
+    state, control = run_steps(meter, clock, max_steps=100)
+    expected = math.floor(5.6)  # the last step whose successor would not fit
+    assert state.global_step == expected
+    assert control.should_training_stop and control.should_save
+    led = meter.ledger
+    assert led.status == "stopped_budget" and cap in led.budget.stop_reason
+    assert led.money.kzt <= caps["max_kzt"] and led.money.usd == pytest.approx(expected * step_usd)
+    assert read_ledger(tmp_path / "cost.json").status == "stopped_budget"
+    done = meter.finish("finished")  # train.py says finished; the bill keeps why it stopped
+    assert done.status == "stopped_budget" and done.resume_command.endswith(str(tmp_path))
+
+
+def test_no_cap_runs_to_the_end_and_projects_the_final_cost(tmp_path):
+    price = Price(usd_per_gpu_hour=1.8)
+    meter, clock = make_meter(tmp_path, price)
+    with meter.phase("setup"):
+        clock.t += 20
+    state, control = run_steps(meter, clock, max_steps=4, seconds_per_step=2.0)
+    assert state.global_step == 4 and not control.should_training_stop
+    # mid-run projection: spent so far + remaining steps x mean step cost
+    meter2, clock2 = make_meter(tmp_path / "b", price)
+    with meter2.phase("setup"):
+        clock2.t += 20
+    st, ctl = TrainerState(), TrainerControl()
+    st.max_steps = 300
+    meter2.on_train_begin(None, st, ctl)
+    for s in range(1, 41):
+        clock2.t += 2.0
+        st.global_step = s
+        meter2.on_step_end(None, st, ctl)
+    spent = money_for(20 + 40 * 2.0, price, FX)[1]
+    projected = spent + (300 - 40) * money_for(2.0, price, FX)[1]
+    assert meter2.ledger.budget.projected_kzt == pytest.approx(projected)
+    assert meter2.progress_line() == f"step 40/300 · {spent:.1f} ₸ spent · ~{projected:.0f} ₸ at end"
+
+
+def test_resume_appends_a_session_and_counts_nothing_twice(tmp_path):
+    price = Price(usd_per_gpu_hour=3.6)
+    c1 = Counter()
+    meter, clock = make_meter(tmp_path, price, token_counter=c1, flush_every_s=0)
+    state, control = run_steps(meter, clock, max_steps=3, seconds_per_step=5.0)
+    c1.seen, c1.trained = 300, 200
+    meter.on_step_end(None, state, control)
+    first = read_ledger(tmp_path / "cost.json")  # the process is killed here: session 0 still "running"
+    assert first.sessions[0].status == "running"
+
+    c2 = Counter()
+    meter2, clock2 = make_meter(tmp_path, price, ledger=first, token_counter=c2)
+    assert [s.status for s in meter2.ledger.sessions] == ["interrupted", "running"]
+    st, ctl = TrainerState(), TrainerControl()
+    st.max_steps, st.global_step = 6, 3
+    meter2.on_train_begin(None, st, ctl)
+    for s in (4, 5, 6):
+        clock2.t += 5.0
+        st.global_step = s
+        meter2.on_step_end(None, st, ctl)
+    c2.seen, c2.trained = 330, 220
+    led = meter2.finish("finished")
+    s0, s1 = led.sessions
+    assert (s0.billed_seconds, s1.billed_seconds) == (15.0, 15.0)
+    assert s0.money.kzt == pytest.approx(first.money.kzt)  # the old session is not recounted
+    assert led.billed_seconds == 30.0
+    assert led.money.kzt == pytest.approx(money_for(30.0, price, FX)[1])
+    assert (led.tokens.seen, led.tokens.trained) == (630, 420)
+    assert s1.steps == [3, 6] and led.status == "finished" and led.resume_command is None
+
+
+def test_energy_estimated_from_tdp_of_the_priced_gpu(tmp_path):
+    price = Price(gpu="T4", usd_per_gpu_hour=0.18, gpu_count=2)
+    meter, clock = make_meter(tmp_path, price, grid_kg_co2_per_kwh=0.6)
+    with meter.phase("train"):
+        clock.t += 3600
+    led = meter.finish("finished")
+    kwh = load_catalog().gpus["T4"]["tdp_watts"] * 2 * 3600 / 3.6e6
+    assert (led.energy.basis, led.energy.method) == ("estimated", "tdp")
+    assert led.energy.kwh == pytest.approx(kwh) and led.energy.co2_kg == pytest.approx(kwh * 0.6)
+
+
+def test_energy_measured_with_nvml_when_present(tmp_path, monkeypatch):
+    counter = {"mj": 1_000_000.0}
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: counter["mj"],
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    meter, clock = make_meter(tmp_path, Price(gpu="H100", usd_per_gpu_hour=2.0))
+    with meter.phase("train"):
+        clock.t += 60
+        counter["mj"] += 7.2e9  # 7.2 MJ = 2 kWh
+    led = meter.finish("finished")
+    assert (led.energy.basis, led.energy.method) == ("measured", "nvml")
+    assert led.energy.kwh == pytest.approx(2.0)
+
+
+def test_on_save_puts_the_ledger_in_the_checkpoint(tmp_path):
+    meter, clock = make_meter(tmp_path, Price(usd_per_gpu_hour=1.0))
+    ckpt = tmp_path / "checkpoints" / "checkpoint-7"
+    ckpt.mkdir(parents=True)
+    state = TrainerState()
+    state.global_step = 7
+    meter.on_train_begin(None, state, TrainerControl())
+    clock.t += 12
+    meter.on_save(types.SimpleNamespace(output_dir=str(tmp_path / "checkpoints")), state, TrainerControl())
+    snap = read_ledger(ckpt / "arzan_ledger.json")
+    assert snap.billed_seconds == pytest.approx(12) and snap.money.usd == pytest.approx(12 / 3600)
+
+
+# --- a real transformers.Trainer on a 2-layer random Llama ---
+
+class CountingCollator:
+    """What the training code's collator does: stack, and count tokens seen / trained on."""
+
+    def __init__(self):
+        self.seen = self.trained = 0
+
+    def __call__(self, features):
+        ids = torch.stack([f["input_ids"] for f in features])
+        labels = ids.clone()
+        labels[:, :3] = -100  # the prompt: seen, not trained on
+        self.seen += ids.numel()
+        self.trained += int((labels != -100).sum())
+        return {"input_ids": ids, "labels": labels}
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, n=32, length=12):
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(0, 64, (n, length), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i]}
+
+
+class Recorder(TrainerCallback):
+    """Stands in for TensorBoard/W&B: it sees the logs dict after the meter did."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs))
+
+
+def tiny_trainer(tmp_path, collator, callbacks, max_steps):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    args = TrainingArguments(output_dir=str(tmp_path / "checkpoints"), max_steps=max_steps,
+                             per_device_train_batch_size=2, logging_steps=2, save_steps=3, report_to="none",
+                             use_cpu=True, disable_tqdm=True, learning_rate=1e-3, save_only_model=True)
+    return Trainer(model=LlamaForCausalLM(cfg), args=args, train_dataset=Rows(), data_collator=collator,
+                   callbacks=callbacks)
+
+
+def test_real_trainer_cost_keys_reach_log_history_and_trackers(tmp_path):
+    collator, recorder = CountingCollator(), Recorder()
+    meter = CostMeter(tmp_path / "cost.json", Ledger(run_id="tiny", exchange=FX), Price(usd_per_gpu_hour=3.6),
+                      FX, token_counter=collator, metrics_path=tmp_path / "metrics.jsonl")
+    trainer = tiny_trainer(tmp_path, collator, [recorder], max_steps=6)
+    meter.attach(trainer)
+    assert trainer.callback_handler.callbacks[0] is meter
+    trainer.train()
+    led = meter.finish("finished")
+
+    step_logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(step_logs) == 3
+    for h in step_logs:
+        assert h["cost/spent_kzt"] > 0 and h["cost/tokens_trained"] > 0 and "cost/kzt_per_1m_tokens" in h
+    assert all("cost/spent_kzt" in logs for logs in recorder.logs)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["loss"] is not None] == [2, 4, 6]
+    assert rows[-1]["tokens_seen"] == collator.seen
+    assert (led.tokens.seen, led.tokens.trained) == (collator.seen, collator.trained)
+    assert led.money.kzt == pytest.approx(money_for(led.billed_seconds, led.price, FX)[1])
+    assert led.summary.final_loss == step_logs[-1]["loss"]
+    for step in (3, 6):
+        snap = read_ledger(tmp_path / "checkpoints" / f"checkpoint-{step}" / "arzan_ledger.json")
+        assert snap.progress.step == step
+    assert read_ledger(tmp_path / "cost.json").status == "finished"
+
+
+def test_real_trainer_stops_on_budget_and_saves_a_checkpoint(tmp_path):
+    clock = Clock()
+
+    class Tick(TrainerCallback):  # every optimizer step takes exactly 2 seconds of fake time
+        def on_step_begin(self, args, state, control, **kwargs):
+            clock.t += 2.0
+
+    price = Price(usd_per_gpu_hour=36.0)  # 0.01 USD/s
+    step_kzt = money_for(2.0, price, FX)[1]
+    cap = 4.5 * step_kzt
+    meter = CostMeter(tmp_path / "cost.json", Ledger(run_id="tiny", exchange=FX), price, FX,
+                      max_kzt=cap, clock=clock, now=Now())
+    trainer = tiny_trainer(tmp_path, CountingCollator(), [Tick()], max_steps=50)
+    meter.attach(trainer)
+    trainer.train()
+    led = meter.finish("finished")
+    assert trainer.state.global_step == math.floor(cap / step_kzt)
+    assert led.status == "stopped_budget" and led.money.kzt <= cap
+    snap = read_ledger(tmp_path / "checkpoints" / f"checkpoint-{trainer.state.global_step}" / "arzan_ledger.json")
+    assert snap.status == "stopped_budget"
