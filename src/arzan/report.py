@@ -1,0 +1,62 @@
+"""Experiment reports: the bill next to the model, in a form people read instead of JSON.
+
+`build_report` turns one or more run folders into a self-contained HTML page and a Markdown
+twin. It only reads: a run that is still training can be reported on at any time, and the
+figures are exactly the ledger's (cost.json), so a report never disagrees with the model card.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from arzan import __version__
+from arzan.errors import ArzanError
+from arzan.reporting import md, page
+from arzan.reporting.figures import assign_colors
+from arzan.reporting.plots import all_plots
+from arzan.reporting.refs import default_path, load_references
+from arzan.reporting.runs import Run, label_runs, load_run
+
+__all__ = ["build_report", "load_runs"]
+
+
+def load_runs(run_dirs: list[Path]) -> list[Run]:
+    """Load every folder first, so a typo in the third path fails before anything is written."""
+    if not run_dirs:
+        raise ArzanError("arzan report: give at least one run folder (e.g. runs/smoke)")
+    runs = [load_run(Path(d)) for d in run_dirs]
+    label_runs(runs)
+    assign_colors(runs)
+    return runs
+
+
+def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = None, *,
+                 title: str | None = None, references: Path | None = None,
+                 markdown: bool = True) -> Path:
+    """Write the HTML report (and, unless markdown=False, out_md, default: out_html with .md,
+    plus its PNG plots in `<stem>_files/`) and return the HTML path.
+
+    `references` overrides resources/reference_scores.yaml, mainly for tests and for people who
+    keep their own list of published scores.
+    """
+    runs = load_runs(run_dirs)
+    out_html = Path(out_html)
+    warnings = [w for run in runs for w in run.warnings]
+    refs = load_references(references if references is not None else default_path(), warnings)
+    rates = [r.get("exchange.usd_kzt") for r in runs if r.get("exchange.usd_kzt")]
+    plots = all_plots(runs, refs, rates[0] if rates else None)
+    title = title or ("arzan report: " + ", ".join(r.label for r in runs[:4])
+                      + (f" and {len(runs) - 4} more" if len(runs) > 4 else ""))
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = f"Generated {now} by arzan {__version__} from {len(runs)} run folder{'s' if len(runs) != 1 else ''}"
+    try:
+        out_html.parent.mkdir(parents=True, exist_ok=True)
+        out_html.write_text(page.render(runs, plots, warnings, title, generated, __version__), encoding="utf-8")
+        if markdown:
+            out_md = Path(out_md) if out_md is not None else out_html.with_suffix(".md")
+            out_md.parent.mkdir(parents=True, exist_ok=True)
+            out_md.write_text(md.render(runs, plots, warnings, title, generated, out_md), encoding="utf-8")
+    except OSError as exc:
+        raise ArzanError(f"{exc.filename or out_html}: cannot write the report ({exc.strerror})") from None
+    return out_html

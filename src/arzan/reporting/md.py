@@ -1,0 +1,76 @@
+"""The Markdown report, for a model card, a README or a blog post.
+
+Markdown has no safe way to inline a picture (hubs and GitHub drop data: URIs), so the plots are
+written as PNG files in a folder beside the .md and linked by relative path: copy the .md together
+with that folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from arzan.reporting import prov, table
+from arzan.reporting.figures import Plot, save_pngs
+from arzan.reporting.runs import Run
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _parts(parts: list[prov.Part]) -> str:
+    out = []
+    for kind, text in parts:
+        if kind == "code":
+            out.append(f"`{text}`")
+        elif kind == "tag":
+            out.append(f" *({text})*")
+        else:
+            out.append(text)
+    return "".join(out)
+
+
+def summary_table(runs: list[Run], cols: list[table.Column]) -> list[str]:
+    lines = ["| " + " | ".join(_cell(c.header) for c in cols) + " |",
+             "|" + "|".join("---:" if c.numeric else "---" for c in cols) + "|"]
+    for run in runs:
+        cells = [_cell(f"{run.label} ({run.status})" if c.key == "run" else c.cell(run).text) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, generated: str,
+           out_md: Path) -> str:
+    images = save_pngs(plots, out_md.parent / f"{out_md.stem}_files")
+    lines = [f"# {title}", "", f"*{generated}*", ""]
+    for run in runs:
+        st = prov.state(run)
+        if st:
+            lines.append(f"> **{run.label}**: {st['title']}" + (f" — {st['why']}" if st["why"] else ""))
+            if st["command"]:
+                lines += [">", f"> Resume: `{st['command']}`"]
+            lines.append("")
+    lines += ["## Summary", ""] + summary_table(runs, table.COLUMNS) + [""]
+    note = "— not available."
+    if table.any_estimated(runs):
+        note = "≈ estimated; " + note
+    lines += [f"{note} Money is what the ledger billed: time × price × GPU count, ₸ at the recorded rate.", ""]
+    if table.score_tasks(runs):
+        cols = table.score_columns(runs)
+        lines += ["## Scores", ""] + summary_table(runs, cols) + [""]
+        metrics = [f"{c.header}: {c.hint}" for c in cols if c.key.startswith("score:") and c.hint]
+        lines += [f"Metrics: {'; '.join(metrics)}." if metrics else "", ""]
+    lines += ["## Plots", ""]
+    for plot in plots:
+        if plot.key in images:
+            rel = images[plot.key].relative_to(out_md.parent).as_posix()
+            lines += [f"![{plot.caption}]({rel})", "", f"*{plot.caption}*", ""]
+        else:
+            lines += [f"*{plot.empty}*", ""]
+    lines += ["## Provenance", ""]
+    for run in runs:
+        lines += [f"### {run.label}", ""] + [f"- **{label}**: {_parts(parts)}" for label, parts in prov.rows(run)]
+        lines.append("")
+    if warnings:
+        lines += ["## Notes", ""] + [f"- {w}" for w in warnings] + [""]
+    return "\n".join(lines)

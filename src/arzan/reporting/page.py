@@ -1,0 +1,145 @@
+"""The self-contained HTML report.
+
+One file a student can mail, attach to a grant report or open on a plane: CSS inlined, plots as
+inline SVG with their text drawn as paths (no font needed), and a Content-Security-Policy that
+forbids the page any network request at all. URLs appear only as text.
+"""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from importlib import resources
+from string import Template
+
+from arzan.reporting import prov, table
+from arzan.reporting.figures import Plot, svg_markup
+from arzan.reporting.runs import Run
+
+def _text(text: str) -> str:
+    """Escaped text whose `backticked` bits become <code>, as in the Markdown report."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
+def _parts(parts: list[prov.Part]) -> str:
+    out = []
+    for kind, text in parts:
+        if kind == "code":
+            out.append(f"<code>{escape(text)}</code>")
+        elif kind == "tag":
+            out.append(f' <span class="tag {escape(text)}">{escape(text)}</span>')
+        elif kind == "br":
+            out.append("<br>")
+        else:
+            out.append(_text(text))
+    return "".join(out)
+
+
+def _run_name(run: Run) -> str:
+    return (f'<span class="swatch" style="background:{run.color}"></span>{escape(run.label)}'
+            f'<span class="badge {escape(run.status)}">{escape(run.status.replace("_", " "))}</span>')
+
+
+def _headline(runs: list[Run]) -> str:
+    kzt = sum(float(r.get("money.kzt", 0.0)) for r in runs)
+    usd = sum(float(r.get("money.usd", 0.0)) for r in runs)
+    hours = sum(float(r.get("gpu_hours", 0.0)) for r in runs)
+    tokens = sum(int(r.get("tokens.trained", 0)) for r in runs)
+    stats = [(f"₸{table.kzt(kzt)}", f"${table.usd(usd)} in all"), (table.fixed(hours, 2), "GPU-hours"),
+             (f"{tokens:,}", "tokens trained"), (str(len(runs)), "runs" if len(runs) != 1 else "run")]
+    return '<div class="headline">' + "".join(
+        f'<div class="stat"><b>{escape(a)}</b><span>{escape(b)}</span></div>' for a, b in stats) + "</div>"
+
+
+def _callouts(runs: list[Run]) -> str:
+    out = []
+    for run in runs:
+        st = prov.state(run)
+        if st is None:
+            continue
+        body = f"<p><strong>{escape(run.label)}</strong>: {escape(st['title'])}"
+        body += f" — {escape(st['why'])}</p>" if st["why"] else "</p>"
+        if st["command"]:
+            body += f'<p>Resume it (nothing is counted twice):<code class="cmd">{escape(st["command"])}</code></p>'
+        out.append(f'<div class="callout {escape(st["kind"])}" data-run="{escape(run.label)}">{body}</div>')
+    return "".join(out)
+
+
+def _table(runs: list[Run], cols: list[table.Column], table_id: str, fit: bool = False) -> str:
+    money = {"kzt", "usd", "kzt_per_1m"}
+
+    def classes(col: table.Column, extra: str = "") -> str:
+        names = [("num" if col.numeric else col.key), "money" if col.key in money else "", extra]
+        return " ".join(n for n in names if n)
+
+    def header(col: table.Column) -> str:
+        small = f"<small>{escape(col.hint)}</small>" if col.key.startswith("score:") and col.hint else ""
+        return (f'<th class="{classes(col)}"{_title(col.hint)} data-col="{escape(col.key)}">'
+                f"{escape(col.header).replace(chr(10), '<br>')}{small}</th>")
+
+    body = []
+    for run in runs:
+        cells = []
+        for col in cols:
+            cell = col.cell(run)
+            text = _run_name(run) if col.key == "run" else escape(cell.text)
+            value = "" if cell.value is None else f' data-value="{escape(str(cell.value))}"'
+            cells.append(f'<td class="{classes(col, "est" if cell.estimated else "")}" data-col="{escape(col.key)}"'
+                         f'{value}{_title(cell.hint)}>{text}</td>')
+        body.append(f'<tr data-run="{escape(run.label)}">' + "".join(cells) + "</tr>")
+    return (f'<div class="table-wrap{" fit" if fit else ""}"><table class="summary" id="{table_id}"><thead><tr>'
+            f'{"".join(header(c) for c in cols)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _summary(runs: list[Run]) -> str:
+    note = "— not available."
+    if table.any_estimated(runs):
+        note = "≈ estimated (see provenance for how); " + note
+    out = [_table(runs, table.COLUMNS, "summary"),
+           f'<p class="note">{escape(note)} Money is billed time × price × GPU count; hover a figure for '
+           "its basis.</p>"]
+    if table.score_tasks(runs):
+        out += ["<h2>Scores</h2>", _table(runs, table.score_columns(runs), "scores", fit=True),
+                '<p class="note">From each run\'s eval.json (or the ledger\'s summary.eval); the metric is '
+                "under each task name.</p>"]
+    return "".join(out)
+
+
+def _title(hint: str | None) -> str:
+    return f' title="{escape(hint)}"' if hint else ""
+
+
+def _plots(plots: list[Plot]) -> str:
+    out = []
+    for index, plot in enumerate(plots):
+        if plot.figure is None:
+            out.append(f'<figure class="empty" data-plot="{plot.key}"><p>{_text(plot.empty or "")}</p>'
+                       f"<figcaption>{_text(plot.caption)}</figcaption></figure>")
+        else:
+            out.append(f"<figure>{svg_markup(plot, index)}<figcaption>{_text(plot.caption)}</figcaption></figure>")
+    return '<div class="plots">' + "".join(out) + "</div>"
+
+
+def _provenance(runs: list[Run]) -> str:
+    cards = []
+    for run in runs:
+        trs = "".join(f"<tr><th>{escape(label)}</th><td>{_parts(parts)}</td></tr>" for label, parts in prov.rows(run))
+        cards.append(f'<div class="card"><h3>{_run_name(run)}</h3><table>{trs}</table>'
+                     f'<p class="note">Run folder <code>{escape(str(run.path))}</code></p></div>')
+    return '<div class="prov">' + "".join(cards) + "</div>"
+
+
+def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, generated: str,
+           version: str) -> str:
+    body = [f"<header><h1>{escape(title)}</h1><p class=\"meta\">{escape(generated)}</p>{_headline(runs)}</header>",
+            _callouts(runs), "<h2>Summary</h2>", _summary(runs), "<h2>Plots</h2>", _plots(plots),
+            "<h2>Provenance</h2>", _provenance(runs)]
+    if warnings:
+        body.append("<h2>Notes</h2><ul class=\"warnings\">" + "".join(f"<li>{escape(w)}</li>" for w in warnings)
+                    + "</ul>")
+    body.append("<footer>Every figure comes from the runs' cost.json ledgers. This page is self-contained and "
+                "makes no network request; source URLs are shown as text to copy.</footer>")
+    folder = resources.files("arzan") / "resources" / "report"
+    page = Template((folder / "page.html").read_text(encoding="utf-8"))
+    return page.substitute(title=escape(title), css=(folder / "report.css").read_text(encoding="utf-8"),
+                           body="\n".join(body), version=escape(version))

@@ -1,0 +1,132 @@
+"""The report's plots: loss against tenge, throughput, score against cost, cost by phase.
+
+Each run keeps one colour in every plot and in the tables; a plot with no data comes back empty
+with the reason, which the page shows in its place instead of blank axes.
+"""
+
+from __future__ import annotations
+
+from matplotlib import rc_context
+
+from arzan.reporting.figures import END_MARKERS, PHASE_COLORS, STYLE, Plot, new_figure, thousands
+from arzan.reporting.refs import Reference
+from arzan.reporting.runs import PHASES, Run
+from arzan.reporting.scoreplot import score_vs_cost
+
+def _series(run: Run, x: str, y: str) -> tuple[list[float], list[float]]:
+    points = [(r[x], r[y]) for r in run.metrics
+              if isinstance(r.get(x), (int, float)) and isinstance(r.get(y), (int, float))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _line(ax, run: Run, xs: list[float], ys: list[float]) -> None:
+    ax.plot(xs, ys, color=run.color, label=run.label)
+    ax.plot(xs[-1:], ys[-1:], linestyle="none", marker=END_MARKERS.get(run.status, "o"),
+            markersize=7, color=run.color, markeredgecolor="white")
+
+
+def _end_marker_note(runs: list[Run]) -> str:
+    kinds = {run.status for run in runs}
+    parts = [text for status, text in (("finished", "● finished"), ("running", "▶ still running"))
+             if status in kinds]
+    if kinds & {"stopped_budget", "interrupted", "failed"}:
+        parts.append("✕ stopped")
+    return "; ".join(parts)
+
+
+def loss_vs_cost(runs: list[Run]) -> Plot:
+    paid = any(max(_series(r, "spent_kzt", "loss")[0], default=0) > 0 for r in runs)
+    x = "spent_kzt" if paid else "step"
+    plot = Plot("loss_vs_kzt", "Training loss against money spent: the cheaper a curve gets low, the better. "
+                + _end_marker_note(runs) + ".")
+    if not paid:
+        plot.caption += " Every run here was free (price 0 ₸), so the loss is drawn against the step."
+    fig, ax = new_figure()
+    drawn = evals = False
+    for run in runs:
+        xs, ys = _series(run, x, "loss")
+        if xs:
+            _line(ax, run, xs, ys)
+            drawn = True
+        ex, ey = _series(run, x, "eval_loss")
+        if ex:
+            ax.plot(ex, ey, linestyle="none", marker="o", markerfacecolor="white", color=run.color)
+            evals = True
+    if not drawn:
+        return Plot(plot.key, plot.caption, None, "No loss logged yet (metrics.jsonl has no `loss` rows).")
+    if evals:
+        plot.caption += " Hollow circles: eval loss."
+    ax.set_title("Training loss vs tenge spent" if paid else "Training loss vs step (free runs)")
+    ax.set_xlabel("spent, ₸ (tenge)" if paid else "optimizer step")
+    ax.set_ylabel("training loss")
+    thousands(ax.xaxis)
+    ax.legend(loc="upper right")
+    plot.figure = fig
+    return plot
+
+
+def throughput(runs: list[Run]) -> Plot:
+    longest = max((max(_series(r, "elapsed_s", "tokens_per_s")[0], default=0) for r in runs), default=0)
+    unit, scale = ("hours", 3600) if longest > 3 * 3600 else ("minutes", 60) if longest > 180 else ("seconds", 1)
+    fig, ax = new_figure()
+    drawn = False
+    for run in runs:
+        xs, ys = _series(run, "elapsed_s", "tokens_per_s")
+        if xs:
+            _line(ax, run, [v / scale for v in xs], ys)
+            drawn = True
+    caption = "Training throughput: a drop mid-run often means eval, checkpointing or a throttled GPU."
+    if not drawn:
+        return Plot("throughput", caption, None, "No throughput logged yet (no `tokens_per_s` rows).")
+    ax.set_title("Throughput over time")
+    ax.set_xlabel(f"elapsed, {unit}")
+    ax.set_ylabel("tokens / s")
+    thousands(ax.yaxis)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right")
+    return Plot("throughput", caption, fig)
+
+
+def phase_split(run: Run, in_money: bool) -> dict[str, float]:
+    """A phase's cost is its share of billed time times the ledger's total, so the bar adds up
+    to exactly the ₸ the ledger states (overhead included)."""
+    phases = {p: float(run.get(f"phases.{p}", 0.0)) for p in PHASES}
+    phases["overhead"] = float(run.get("price.overhead_s", 0.0))
+    if not in_money:
+        return {p: s / 60 for p, s in phases.items()}
+    billed = float(run.get("billed_seconds", 0.0)) or sum(phases.values())
+    total = float(run.get("money.kzt", 0.0))
+    return {p: (total * s / billed if billed else 0.0) for p, s in phases.items()}
+
+
+def cost_by_phase(runs: list[Run]) -> Plot:
+    in_money = any(float(r.get("money.kzt", 0.0)) > 0 for r in runs)
+    caption = ("Where the money went: setup and data loading are paid GPU time too." if in_money else
+                "Where the time went (every run here was free, so minutes instead of tenge).")
+    fig, ax = new_figure(1.3 + 0.45 * len(runs))
+    labels = [r.label for r in runs][::-1]
+    left = [0.0] * len(runs)
+    for phase, colour in PHASE_COLORS.items():
+        values = [phase_split(r, in_money)[phase] for r in runs][::-1]
+        if not any(values):
+            continue
+        ax.barh(labels, values, left=left, color=colour, label=phase, height=0.6,
+                edgecolor="#94a3b8" if phase == "overhead" else "white", linewidth=0.6)
+        left = [a + b for a, b in zip(left, values)]
+    if not any(left):
+        return Plot("cost_by_phase", caption, None, "No phase has been timed yet.")
+    for tick, run in zip(ax.get_yticklabels(), runs[::-1]):
+        tick.set_color(run.color)
+        tick.set_fontweight("bold")
+    ax.grid(axis="y", visible=False)
+    ax.set_title("Cost by phase" if in_money else "Time by phase")
+    ax.set_xlabel("₸ (tenge)" if in_money else "minutes")
+    thousands(ax.xaxis)
+    fig.legend(loc="outside lower center", ncol=6)
+    return Plot("cost_by_phase", caption, fig)
+
+
+def all_plots(runs: list[Run], refs: list[Reference], usd_kzt: float | None) -> list[Plot]:
+    with rc_context(STYLE):
+        return [loss_vs_cost(runs), throughput(runs), score_vs_cost(runs, refs, usd_kzt), cost_by_phase(runs)]
+

@@ -1,0 +1,154 @@
+"""Provenance and run-state text: where each figure came from, and what to do with a stopped run.
+
+Rows are small lists of (kind, text) parts, kind one of "text", "code", "tag", so the HTML and the
+Markdown report say the same thing in their own markup. URLs are "code" parts, never links: the
+page must not fetch or ping anything when opened, and a copyable URL is all a reader needs.
+"""
+
+from __future__ import annotations
+
+from datetime import timezone
+from typing import Any
+
+from arzan.reporting.runs import STOPPED, Run, parse_time
+
+Part = tuple[str, str]
+ENERGY_METHODS = {"nvml": "GPU power read through NVML", "tdp": "GPU TDP × time (an upper bound)",
+                  "none": "not measurable on this machine", None: "not recorded"}
+Row = tuple[str, list[Part]]
+
+
+def when(text: Any) -> str:
+    """ISO timestamps as people write them; the ledger keeps the exact string."""
+    moment = parse_time(text)
+    if moment is None:
+        return str(text or "?")
+    if moment.utcoffset() is None:
+        return moment.strftime("%Y-%m-%d %H:%M")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _count(n: Any) -> str:
+    if not isinstance(n, (int, float)) or not n:
+        return "?"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def _dated(source: Any, as_of: Any) -> list[Part]:
+    parts: list[Part] = [("text", "source "), ("code", str(source))] if source else [("text", "source not recorded")]
+    return parts + ([("text", f", as of {as_of}")] if as_of else [])
+
+
+def _sources(run: Run) -> list[Part]:
+    items: list[list[Part]] = []
+    used = run.get("summary.data")
+    if isinstance(used, list):  # what the trainer actually read, with content fingerprints
+        for src in (s for s in used if isinstance(s, dict)):
+            detail = [f"{src['rows_used']:,} rows" if isinstance(src.get("rows_used"), int) else "",
+                      str(src.get("format") or ""), f"license {src['license']}" if src.get("license") else ""]
+            items.append([("code", str(src.get("name", "?"))), ("text", f" {', '.join(d for d in detail if d)}")]
+                         + ([("text", ", fingerprint "), ("code", str(src["fingerprint"]))]
+                            if src.get("fingerprint") else []))
+    data = (run.recipe or {}).get("data") or {}
+    for src in [] if items else data.get("sources") or []:
+        if isinstance(src, dict):
+            where = f"hub:{src['hub']}" if src.get("hub") else str(src.get("path"))
+            where += f"@{src['revision']}" if src.get("revision") else ""
+            detail = f" {src.get('split', 'train')} split, {src.get('format', '?')} format"
+            detail += f", sample {src['sample']:g}" if isinstance(src.get("sample"), (int, float)) else ""
+            items.append([("code", where), ("text", detail)])
+    ledger_data = run.get("data")
+    if isinstance(ledger_data, dict):
+        items += [[("text", f"{key}: "), ("code", str(value))] for key, value in ledger_data.items()]
+    elif isinstance(ledger_data, list):
+        items += [[("code", str(item))] for item in ledger_data]
+    parts: list[Part] = []
+    for index, item in enumerate(items):
+        parts += ([("br", "; ")] if index else []) + item
+    return parts or [("text", "not recorded (no data section in recipe.yaml or the ledger)")]
+
+
+def _eval(run: Run) -> list[Part]:
+    meta = run.eval_meta
+    if not run.scores:
+        return [("text", "not evaluated yet (`arzan eval RUN_DIR` writes eval.json)")]
+    if not meta:
+        return [("text", "scores from the ledger's summary.eval (no eval.json in the folder)")]
+    versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
+    text = f"lm-eval {versions.get('lm_eval', '?')}, {len(run.scores)} task{'s' if len(run.scores) != 1 else ''}"
+    text += f", run {when(meta['created_at'])}" if meta.get("created_at") else ""
+    if meta.get("limit"):
+        text += f"; limit {meta['limit']} examples per task, a sample: not comparable to full-set scores"
+    return [("text", text)]
+
+
+def rows(run: Run) -> list[Row]:
+    g = run.get
+    software = [f"{k} {v}" for k, v in (g("software") or {}).items() if v and k != "git_commit"]
+    trainable, total = g("model.trainable_params"), g("model.total_params")
+    share = f" ({trainable / total:.2%})" if isinstance(trainable, (int, float)) and total else ""
+    hardware = [run.gpu, g("hardware.driver") and f"driver {g('hardware.driver')}",
+                g("hardware.cuda") and f"CUDA {g('hardware.cuda')}", g("hardware.cpu"), g("hardware.host")]
+    rate = float(g("price.usd_per_gpu_hour", 0.0))
+    price = (f"${rate:,.2f}" if round(rate, 2) == rate else f"${rate:,.4f}".rstrip("0"))
+    price = (f"{price} per GPU-hour × {g('price.gpu_count', 1)}"
+             f" ({', '.join(str(x) for x in (g('price.provider'), g('price.gpu'), g('price.pricing')) if x)})")
+    if g("price.overhead_s"):
+        price += f", plus {g('price.overhead_s') / 60:,.1f} min billed overhead"
+    energy = g("energy.basis", "unavailable")
+    budget_caps = [f"₸{g('budget.max_kzt'):,.0f}" if g("budget.max_kzt") else "",
+                   f"${g('budget.max_usd'):,.2f}" if g("budget.max_usd") else "",
+                   f"{g('budget.max_hours'):g} h" if g("budget.max_hours") else ""]
+    caps = "cap " + " / ".join(c for c in budget_caps if c) if any(budget_caps) else "no cap"
+    sessions = g("sessions") or []
+    # a finished run's projection is history; for a live or stopped one it is the point
+    projected = g("budget.projected_kzt") if run.status != "finished" else None
+    return [
+        ("Model", [("code", str(g("model.base", "?"))),
+                   ("text", f" · {_count(trainable)} of {_count(total)} params trained{share}")]),
+        ("Hardware", [("text", " · ".join(str(h) for h in hardware if h))]),
+        ("Software", [("text", " · ".join(software) or "not recorded")]),
+        ("Git commit", [("code", str(g("software.git_commit")))] if g("software.git_commit")
+         else [("text", "none (not run from a git checkout)")]),
+        ("Data", _sources(run)),
+        ("Price", [("text", price + "; ")] + _dated(g("price.source"), g("price.as_of"))),
+        ("Exchange rate", [("text", f"1 $ = {g('exchange.usd_kzt', 0):,.2f} ₸; ")]
+         + _dated(g("exchange.source"), g("exchange.as_of"))),
+        ("Eval", _eval(run)),
+        ("Money", [("text", "billed time × price per GPU-hour × GPU count"),
+                   ("tag", str(g("money.basis", "measured")))]),
+        ("Energy", [("text", ENERGY_METHODS.get(g("energy.method"), str(g("energy.method")))
+                     + (f"; grid {g('energy.grid_kg_co2_per_kwh', 0):g} kg CO₂/kWh" if energy != "unavailable"
+                        else "")), ("tag", str(energy))]),
+        ("Budget", [("text", f"{caps}; spent ₸{g('budget.spent_kzt', 0):,.2f}"
+                             + (f"; projected at end ₸{projected:,.2f}" if projected is not None else ""))]
+         + ([("tag", str(g("budget.projected_basis", "estimated")))] if projected is not None else [])),
+        ("Timeline", [("text", f"started {when(g('started_at'))}; "
+                               + (f"finished {when(g('finished_at'))}" if g("finished_at")
+                                  else f"last update {when(g('updated_at'))}")
+                               + f"; {len(sessions)} session{'s' if len(sessions) != 1 else ''}")]),
+    ]
+
+
+def state(run: Run) -> dict[str, str] | None:
+    """What a reader must know before trusting a run's figures: why it stopped and how to go on,
+    or that it is still running and the numbers will grow."""
+    if run.status == "running":
+        step, max_steps = run.get("progress.step", 0), run.get("progress.max_steps", 0)
+        projected = run.get("budget.projected_kzt")
+        text = (f"Still running: step {step:,} of {max_steps:,}" if max_steps else f"Still running: step {step:,}")
+        text += f", figures as of {when(run.get('updated_at'))}."
+        if projected is not None:
+            text += f" Projected at the end: ₸{projected:,.2f} ({run.get('budget.projected_basis', 'estimated')})."
+        return {"kind": "running", "title": text, "why": "", "command": ""}
+    if run.status not in STOPPED:
+        return None
+    title = {"stopped_budget": "Stopped by its budget", "interrupted": "Interrupted",
+             "failed": "Failed"}[run.status]
+    why = run.get("status_reason") or run.get("budget.stop_reason") or "no reason recorded"
+    if run.status == "stopped_budget" and run.get("budget.stop_reason") and run.get("status_reason"):
+        why = f"{run.get('status_reason')} ({run.get('budget.stop_reason')})"
+    return {"kind": run.status, "title": title, "why": str(why), "command": run.resume_command}

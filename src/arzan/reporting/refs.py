@@ -1,0 +1,82 @@
+"""Published scores to put next to ours on the score-against-cost plot.
+
+The file (resources/reference_scores.yaml) is curated by hand and may be missing or in a shape
+this module has not seen; a report is still worth having without it, so every problem here
+becomes a note in the page, never an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class Reference:
+    model: str
+    task: str
+    score: float
+    kzt: float | None = None
+    usd: float | None = None
+    source: str | None = None
+
+
+def default_path() -> Path | None:
+    try:
+        path = Path(str(resources.files("arzan") / "resources" / "reference_scores.yaml"))
+    except (ModuleNotFoundError, TypeError):
+        return None
+    return path if path.is_file() else None
+
+
+def load_references(path: Path | None, warnings: list[str]) -> list[Reference]:
+    """Reads a list of {model, task, score, cost_kzt?, cost_usd?, source?}, found at the top or
+    under `references:`; or {model: {task: score}} (also under `models:`)."""
+    if path is None or not Path(path).is_file():
+        return []
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        warnings.append(f"{path}: unreadable YAML ({str(exc).splitlines()[0]}); references left out")
+        return []
+    if isinstance(data, dict):
+        for key in ("references", "scores", "models"):
+            if key in data:
+                data = data[key]
+                break
+    out: list[Reference] = []
+    if isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict):
+                out.extend(_from_entry(item))
+    elif isinstance(data, dict):
+        for model, tasks in data.items():
+            if isinstance(tasks, dict):
+                out.extend(_from_entry({"model": model, **tasks}))
+    if data and not out:
+        warnings.append(f"{path}: no reference scores recognised; references left out")
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, dict):  # {value: 0.5, stderr: ...} or {score: ...}
+        value = value.get("score", value.get("value"))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _from_entry(item: dict[str, Any]) -> list[Reference]:
+    model = str(item.get("model") or item.get("name") or "reference")
+    kzt, usd = _number(item.get("cost_kzt", item.get("kzt"))), _number(item.get("cost_usd", item.get("usd")))
+    source = item.get("source") or item.get("url")
+    source = None if source is None else str(source)
+    if "task" in item and _number(item.get("score")) is not None:
+        return [Reference(model, str(item["task"]), _number(item["score"]), kzt, usd, source)]
+    tasks = item.get("scores") if isinstance(item.get("scores"), dict) else item
+    skip = {"model", "name", "source", "url", "cost_kzt", "cost_usd", "kzt", "usd", "note", "as_of"}
+    return [Reference(model, str(task), score, kzt, usd, source)
+            for task, raw in tasks.items()
+            if task not in skip and (score := _number(raw)) is not None]

@@ -1,0 +1,170 @@
+"""Read a run folder as it stands, for a report.
+
+Reads the ledger as plain JSON rather than through the pydantic model on purpose: a report must
+also open a ledger that is mid-run, from an older arzan, or from a run that died early, and show
+what is there instead of refusing it. Only what cannot be read at all (no cost.json, a cost.json
+that is not JSON) is an error, and that error names the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arzan.errors import ArzanError
+from arzan.reporting.scores import Score, parse_scores
+
+STOPPED = {"stopped_budget", "interrupted", "failed"}
+PHASES = ("setup", "data", "train", "eval", "save")
+
+
+@dataclass
+class Run:
+    path: Path
+    ledger: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    scores: dict[str, Score] = field(default_factory=dict)
+    recipe: dict[str, Any] | None = None
+    eval_meta: dict[str, Any] = field(default_factory=dict)  # eval.json's top level, minus rows
+    warnings: list[str] = field(default_factory=list)
+    label: str = ""
+    color: str = "#444444"
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        """Ledger lookup that tolerates missing sections, because old or partial ledgers exist."""
+        node: Any = self.ledger
+        for key in dotted.split("."):
+            if not isinstance(node, dict) or node.get(key) is None:
+                return default
+            node = node[key]
+        return node
+
+    @property
+    def status(self) -> str:
+        return str(self.get("status", "unknown"))
+
+    @property
+    def gpu(self) -> str:
+        """What ran; a CPU run priced as a GPU (a dry run of the bill) says both."""
+        if self.get("hardware.device") == "cpu" or not self.get("hardware.gpu_count"):
+            priced = self.get("price.gpu")
+            return f"CPU (priced as {priced} × {self.gpu_count or 1})" if priced else "CPU"
+        name = self.get("hardware.gpu_name") or self.get("price.gpu") or "GPU"
+        return f"{name} × {self.gpu_count}"
+
+    @property
+    def gpu_count(self) -> int:
+        return int(self.get("hardware.gpu_count") or self.get("price.gpu_count") or 0)
+
+    @property
+    def wall_s(self) -> float:
+        """Time the machine was busy: the phases, so a gap between preemption and resume (not
+        billed) is not counted; the clock span only when no phase has been timed yet."""
+        phases = self.get("phases", {})
+        total = sum(float(v or 0) for v in phases.values()) if isinstance(phases, dict) else 0.0
+        if total > 0:
+            return total
+        start, end = parse_time(self.get("started_at")), parse_time(self.get("finished_at") or self.get("updated_at"))
+        return max((end - start).total_seconds(), 0.0) if start and end else 0.0
+
+    @property
+    def kzt_per_1m(self) -> float | None:
+        value = self.get("money.kzt_per_1m_tokens")
+        trained = self.get("tokens.trained", 0)
+        if value is None and trained:
+            value = float(self.get("money.kzt", 0.0)) / trained * 1e6
+        return value
+
+    @property
+    def resume_command(self) -> str:
+        return self.get("resume_command") or f"arzan train --resume {self.path}"
+
+
+def parse_time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    if not path.is_dir():
+        raise ArzanError(f"{path}: no such run folder")
+    ledger_file = path / "cost.json"
+    if not ledger_file.is_file():
+        raise ArzanError(f"{path}: not an arzan run folder (no cost.json); give the folder that `arzan train` wrote")
+    try:
+        ledger = json.loads(ledger_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArzanError(f"{ledger_file}: corrupt ledger, not valid JSON ({exc})") from None
+    if not isinstance(ledger, dict):
+        raise ArzanError(f"{ledger_file}: corrupt ledger, expected a JSON object, got {type(ledger).__name__}")
+    version = ledger.get("schema_version")
+    if version not in (1, None):
+        raise ArzanError(f"{ledger_file}: ledger schema_version {version!r}; this arzan reads version 1")
+    run = Run(path=path, ledger=ledger)
+    run.metrics = _read_metrics(path / "metrics.jsonl", run.warnings)
+    run.recipe = _read_recipe(path / "recipe.yaml", run.warnings)
+    run.scores = _read_scores(path / "eval.json", run)
+    return run
+
+
+def _read_metrics(file: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """A live run may be writing the last line right now, so an unreadable last line is normal;
+    a bad line elsewhere is reported in the page rather than failing the whole report."""
+    if not file.is_file():
+        return []
+    lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number != len(lines):
+                warnings.append(f"{file}: line {number} is not JSON, skipped")
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _read_recipe(file: Path, warnings: list[str]) -> dict[str, Any] | None:
+    if not file.is_file():
+        return None
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        warnings.append(f"{file}: unreadable YAML ({str(exc).splitlines()[0]}), data sources not shown")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_scores(file: Path, run: Run) -> dict[str, Score]:
+    """eval.json wins over the ledger's summary.eval, which may be a shorter copy of it."""
+    scores = parse_scores(run.get("summary.eval"))
+    if file.is_file():
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArzanError(f"{file}: corrupt eval results, not valid JSON ({exc})") from None
+        scores.update(parse_scores(data))
+        if isinstance(data, dict):
+            run.eval_meta = {k: v for k, v in data.items() if k not in ("rows", "tasks", "summary")}
+    return scores
+
+
+def label_runs(runs: list[Run]) -> None:
+    """Run ids can repeat (the same recipe run twice); the folder path tells them apart."""
+    names = [str(r.get("run_id") or r.path.name) for r in runs]
+    for run, name in zip(runs, names):
+        run.label = name if names.count(name) == 1 else str(run.path)

@@ -1,0 +1,56 @@
+"""Eval scores in the shapes they arrive in, reduced to one number per task.
+
+arzan's eval.json is `{"tasks": {task: {"metric": "acc", "acc": 0.61, "n": 500, ...}}}`, but older
+files, the ledger's summary.eval and raw lm-eval output differ; a report should show any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Which metric stands for a task when an entry carries several and names none.
+PREFERRED_METRICS = ("score", "acc_norm", "acc", "exact_match", "f1", "chrf", "bleu")
+
+
+@dataclass
+class Score:
+    value: float
+    metric: str | None = None
+    n: int | None = None
+    version: str | None = None
+
+
+def parse_scores(data: Any) -> dict[str, Score]:
+    """Accepts {task: number}, {task: {metric: value, n, version}}, the same under "tasks", and
+    lm-eval's {"results": {task: {"acc,none": ...}}}, so eval output of any of those shapes shows."""
+    if not isinstance(data, dict):
+        return {}
+    for key in ("tasks", "results", "scores"):
+        if isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    out: dict[str, Score] = {}
+    for task, entry in data.items():
+        if isinstance(entry, bool):
+            continue
+        if isinstance(entry, (int, float)):
+            out[str(task)] = Score(float(entry))
+        elif isinstance(entry, dict) and (score := _entry_score(entry)) is not None:
+            out[str(task)] = score
+    return out
+
+
+def _entry_score(entry: dict[str, Any]) -> Score | None:
+    numeric = {str(k).split(",")[0]: v for k, v in entry.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and "stderr" not in str(k)}
+    named = entry.get("metric")
+    order = ([named] if isinstance(named, str) else []) + list(PREFERRED_METRICS)
+    metric = next((m for m in order if m in numeric), None)
+    if metric is None:
+        return None
+    n = entry.get("n", entry.get("n_samples"))
+    version = entry.get("version", entry.get("task_version"))
+    label = named if isinstance(named, str) else (None if metric == "score" else metric)
+    return Score(float(numeric[metric]), label, n if isinstance(n, int) else None,
+                 None if version is None else str(version))

@@ -1,0 +1,366 @@
+"""Reports from hand-built run folders that follow docs/architecture.md.
+
+Three runs cover the states a report must handle: a finished run with eval scores, a spot run that
+was interrupted (needs its resume command), and a run still writing its metrics (half a line).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arzan.errors import ArzanError
+from arzan.report import build_report
+
+PHASES = ("setup", "data", "train", "eval", "save")
+
+
+def make_ledger(run_id: str, status: str, *, usd_per_hour: float, gpu: str, phases: dict[str, float],
+                trained: int, overhead_s: float = 0.0, gpu_count: int = 1, rate: float = 520.0,
+                energy_basis: str = "measured", **extra) -> dict:
+    billed = sum(phases.values()) + overhead_s
+    usd = billed / 3600 * usd_per_hour * gpu_count
+    kzt = usd * rate
+    kwh = None if energy_basis == "unavailable" else round(billed / 3600 * 0.3 * gpu_count, 4)
+    ledger = {
+        "schema_version": 1, "run_id": run_id, "status": status, "status_reason": None, "resume_command": None,
+        "started_at": "2026-11-20T08:00:00Z", "updated_at": "2026-11-20T09:10:00Z",
+        "finished_at": "2026-11-20T09:10:00Z" if status == "finished" else None,
+        "model": {"base": "Qwen/Qwen2.5-1.5B-Instruct", "method": "qlora", "backend": "unsloth",
+                  "backend_version": "unsloth 2026.10.9", "trainable_params": 18_464_768,
+                  "total_params": 1_562_179_072},
+        "hardware": {"device": "cuda", "gpu_name": gpu, "gpu_count": gpu_count, "driver": "560.35",
+                     "cuda": "12.6", "cpu": "x86_64, 12 cores", "host": "colab-vm"},
+        "software": {"python": "3.11.7", "torch": "2.9.1", "transformers": "5.17.0", "peft": "0.21.2",
+                     "trl": "1.14.2", "datasets": "4.8.5", "unsloth": "2026.10.9", "arzan": "0.1.0",
+                     "git_commit": "4f2a9c1d"},
+        "price": {"provider": "colab", "gpu": gpu, "pricing": "on-demand", "usd_per_gpu_hour": usd_per_hour,
+                  "gpu_count": gpu_count, "source": "https://colab.research.google.com/signup",
+                  "as_of": "2026-11-01", "overhead_s": overhead_s},
+        "exchange": {"usd_kzt": rate, "source": "https://nationalbank.kz/en/exchangerates", "as_of": "2026-11-19"},
+        "phases": phases, "billed_seconds": billed, "gpu_hours": billed / 3600 * gpu_count,
+        "tokens": {"seen": int(trained * 1.6), "trained": trained, "per_second": 1234.5},
+        "energy": {"kwh": kwh, "co2_kg": None if kwh is None else round(kwh * 0.6, 4),
+                   "grid_kg_co2_per_kwh": 0.6, "basis": energy_basis,
+                   "method": {"measured": "nvml", "estimated": "tdp"}.get(energy_basis, "none")},
+        "money": {"usd": usd, "kzt": kzt, "usd_per_1m_tokens": usd / trained * 1e6 if trained else None,
+                  "kzt_per_1m_tokens": kzt / trained * 1e6 if trained else None, "basis": "measured"},
+        "budget": {"max_kzt": 5000.0, "max_usd": None, "max_hours": None, "spent_kzt": kzt,
+                   "projected_kzt": None, "projected_basis": "estimated", "stop_reason": None},
+        "progress": {"step": 300, "max_steps": 300, "epoch": 1.0},
+        "sessions": [{"index": 0, "started_at": "2026-11-20T08:00:00Z", "finished_at": None, "status": status,
+                      "phases": phases, "billed_seconds": billed, "tokens": {"seen": 0, "trained": trained},
+                      "money": {"usd": usd, "kzt": kzt}, "steps": [0, 300]}],
+        "summary": {"final_loss": 1.31, "eval": None, "generation_check": None},
+    }
+    for dotted, value in extra.items():
+        node = ledger
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return ledger
+
+
+def metrics_rows(steps: int, kzt_total: float, seconds: float, tps: float) -> list[dict]:
+    rows = []
+    for i in range(1, steps + 1):
+        f = i / steps
+        rows.append({"step": i * 10, "epoch": f, "loss": 2.6 * (0.55 + 0.45 * (1 - f) ** 2), "learning_rate": 2e-4,
+                     "grad_norm": 0.8, "tokens_seen": int(i * 16000), "tokens_trained": int(i * 10000),
+                     "tokens_per_s": tps * (0.92 + 0.08 * ((i * 7) % 5) / 5), "elapsed_s": seconds * f,
+                     "spent_kzt": kzt_total * f, "spent_usd": kzt_total * f / 520.0})
+    return rows
+
+
+def write_run(folder: Path, ledger: dict, rows: list[dict], *, tail: str = "", scores: dict | None = None,
+              recipe: dict | None = None) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "cost.json").write_text(json.dumps(ledger, indent=2), encoding="utf-8")
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + tail, encoding="utf-8")
+    if scores is not None:
+        (folder / "eval.json").write_text(json.dumps(scores), encoding="utf-8")
+    if recipe is not None:
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> list[Path]:
+    done = make_ledger("qwen-kk-a100", "finished", usd_per_hour=1.18, gpu="A100-40GB", overhead_s=180,
+                       phases={"setup": 95.0, "data": 48.0, "train": 3310.0, "eval": 260.0, "save": 22.0},
+                       trained=4_212_736)
+    cut = make_ledger("qwen-kk-l4-spot", "interrupted", usd_per_hour=0.35, gpu="L4",
+                      phases={"setup": 80.0, "data": 51.0, "train": 1822.5, "eval": 0.0, "save": 11.0},
+                      trained=1_604_200, status_reason="SIGTERM from the provider (spot preemption) at step 130",
+                      resume_command="arzan train --resume runs/qwen-kk-l4-spot", price__pricing="spot",
+                      energy_basis="estimated")
+    live = make_ledger("llama-kk-t4", "running", usd_per_hour=0.16, gpu="T4", rate=505.5,
+                       phases={"setup": 120.0, "data": 70.0, "train": 2510.0, "eval": 0.0, "save": 0.0},
+                       trained=905_000, energy_basis="unavailable",
+                       progress={"step": 90, "max_steps": 400, "epoch": 0.2},
+                       budget__projected_kzt=301.2, model__base="meta-llama/Llama-3.2-1B-Instruct",
+                       model__method="lora", model__backend="hf", model__backend_version="peft 0.21.2")
+    recipe = {"name": "qwen-kk-a100", "data": {"sources": [
+        {"hub": "kz-nlp/alpaca-kk", "revision": "9c1e2f0", "split": "train", "format": "alpaca", "sample": 0.5},
+        {"path": "data/extra.jsonl", "split": "train", "format": "messages"}]}}
+    scores = {"tasks": {"kkCOPA": {"acc": 0.6125, "acc_stderr": 0.02, "n": 500, "version": "1"},
+                        "Belebele": {"acc_norm": 0.4811, "n": 900}, "Flores-101": {"metric": "chrf", "chrf": 31.25}}}
+    return [
+        write_run(tmp_path / "qwen-kk-a100", done, metrics_rows(30, done["money"]["kzt"], 3310, 1480.0),
+                  scores=scores, recipe=recipe),
+        write_run(tmp_path / "qwen-kk-l4-spot", cut, metrics_rows(13, cut["money"]["kzt"], 1822, 820.0)),
+        write_run(tmp_path / "llama-kk-t4", live, metrics_rows(9, live["money"]["kzt"], 2510, 360.0),
+                  tail='{"step": 100, "loss": 1.9, "tokens_per'),
+    ]
+
+
+class Page(HTMLParser):
+    """Collects what the tests look at: summary cells, every src/href/style, svgs, figures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[tuple[str, str], dict] = {}
+        self.attrs: list[tuple[str, str, str]] = []
+        self.svgs: list[str] = []
+        self.empty_figures: list[str] = []
+        self.callouts: list[str] = []
+        self._cell: dict | None = None
+        self._row: str | None = None
+        self._callout: list[str] | None = None
+        self._depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.attrs += [(tag, k, v or "") for k, v in attrs]
+        if tag == "svg":
+            self.svgs.append(a.get("data-plot", ""))
+        if tag == "figure" and "empty" in (a.get("class") or ""):
+            self.empty_figures.append(a.get("data-plot", ""))
+        if tag == "tr" and "data-run" in a:
+            self._row = a["data-run"]
+        if tag == "td" and self._row and "data-col" in a:
+            self._cell = {"value": a.get("data-value"), "text": "", "class": a.get("class", "")}
+            self.cells[(self._row, a["data-col"])] = self._cell
+        if tag == "div" and "callout" in (a.get("class") or ""):
+            self._callout, self._depth = [], 0
+        if self._callout is not None and tag == "div":
+            self._depth += 1
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._cell = None
+        if tag == "tr":
+            self._row = None
+        if tag == "div" and self._callout is not None:
+            self._depth -= 1
+            if self._depth == 0:
+                self.callouts.append("".join(self._callout))
+                self._callout = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell["text"] += data
+        if self._callout is not None:
+            self._callout.append(data)
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page
+
+
+def shown(text: str) -> float:
+    return float(text.replace("≈", "").replace(",", "").strip())
+
+
+def test_summary_figures_equal_the_ledgers(runs, tmp_path):
+    out = build_report(runs, tmp_path / "out" / "report.html")
+    page = parse(out)
+    for folder in runs:
+        ledger = json.loads((folder / "cost.json").read_text())
+        rid = ledger["run_id"]
+        expect = {"kzt": (ledger["money"]["kzt"], 2 if ledger["money"]["kzt"] < 1000 else 0),
+                  "usd": (ledger["money"]["usd"], 2), "gpu_hours": (ledger["gpu_hours"], 3),
+                  "tokens": (ledger["tokens"]["trained"], 0),
+                  "kzt_per_1m": (ledger["money"]["kzt_per_1m_tokens"], 2)}
+        if ledger["energy"]["kwh"] is not None:
+            expect |= {"kwh": (ledger["energy"]["kwh"], 3), "co2": (ledger["energy"]["co2_kg"], 3)}
+        for col, (value, digits) in expect.items():
+            cell = page.cells[(rid, col)]
+            assert float(cell["value"]) == pytest.approx(value, rel=1e-12), (rid, col)
+            assert shown(cell["text"]) == pytest.approx(value, abs=0.51 * 10 ** -digits), (rid, col, cell["text"])
+        assert page.cells[(rid, "model")]["text"] == ledger["model"]["base"]
+        assert page.cells[(rid, "gpu")]["text"] == f"{ledger['hardware']['gpu_name']} × 1"
+        assert float(page.cells[(rid, "wall")]["value"]) == pytest.approx(sum(ledger["phases"].values()))
+    assert page.cells[("llama-kk-t4", "kwh")]["text"] == "—"
+    assert page.cells[("qwen-kk-l4-spot", "kwh")]["text"].startswith("≈")
+    assert page.cells[("qwen-kk-a100", "kzt")]["text"] == "667.29"  # 3,915 s × $1.18/h × 520
+    assert page.cells[("qwen-kk-a100", "tokens")]["text"] == "4,212,736"
+
+
+def test_scores_from_eval_json(runs, tmp_path):
+    page = parse(build_report(runs, tmp_path / "r.html"))
+    assert shown(page.cells[("qwen-kk-a100", "score:kkCOPA")]["text"]) == pytest.approx(0.6125, abs=5e-4)
+    assert shown(page.cells[("qwen-kk-a100", "score:Belebele")]["text"]) == pytest.approx(0.4811, abs=5e-4)
+    assert shown(page.cells[("qwen-kk-a100", "score:Flores-101")]["text"]) == pytest.approx(31.25)
+    assert page.cells[("llama-kk-t4", "score:kkCOPA")]["text"] == "—"
+
+
+def test_self_contained_and_holds_every_plot(runs, tmp_path):
+    out = build_report(runs, tmp_path / "r.html")
+    html = out.read_text(encoding="utf-8")
+    page = parse(out)
+    for tag, name, value in page.attrs:
+        if name in ("src", "href", "xlink:href", "action", "poster", "srcset"):
+            assert not re.match(r"\s*(https?:|//|file:)", value, re.I), (tag, name, value)
+    assert not re.search(r"url\(\s*['\"]?\s*(https?:|//)", html, re.I)
+    assert not re.search(r"@import|<link\b|<script\b|<iframe\b", html, re.I)
+    assert set(page.svgs) == {"loss_vs_kzt", "throughput", "score_vs_kzt", "cost_by_phase"}
+    assert page.empty_figures == []
+    # the only URLs are the price/exchange sources, as text
+    assert set(re.findall(r"https?://[^\s<\"']+", html)) == {
+        "https://colab.research.google.com/signup", "https://nationalbank.kz/en/exchangerates"}
+
+
+def test_stopped_and_running_runs_say_why_and_how_to_resume(runs, tmp_path):
+    page = parse(build_report(runs, tmp_path / "r.html"))
+    text = "\n".join(page.callouts)
+    assert "SIGTERM from the provider (spot preemption) at step 130" in text
+    assert "arzan train --resume runs/qwen-kk-l4-spot" in text
+    assert "Still running: step 90 of 400" in text
+    assert "₸301.20" in text
+
+
+def test_markdown_next_to_html(runs, tmp_path):
+    out = build_report(runs, tmp_path / "r.html")
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "| 667.29 |" in md and "| 4,212,736 |" in md
+    assert "`arzan train --resume runs/qwen-kk-l4-spot`" in md
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(images) == 4 and all((out.parent / p).is_file() for p in images)
+    assert "hub:kz-nlp/alpaca-kk@9c1e2f0" in md and "4f2a9c1d" in md
+
+
+def test_resume_command_defaults_and_budget_reason(tmp_path):
+    ledger = make_ledger("capped", "stopped_budget", usd_per_hour=1.18, gpu="A100-40GB", trained=1000,
+                         phases=dict.fromkeys(PHASES, 100.0), budget__stop_reason="max_kzt 300 reached")
+    folder = write_run(tmp_path / "capped", ledger, [])
+    page = parse(build_report([folder], tmp_path / "r.html"))
+    text = "\n".join(page.callouts)
+    assert "max_kzt 300 reached" in text and f"arzan train --resume {folder}" in text
+    assert set(page.empty_figures) == {"loss_vs_kzt", "throughput", "score_vs_kzt"}
+
+
+def test_reference_scores_drawn_when_present_and_tolerated_when_bad(runs, tmp_path):
+    refs = tmp_path / "refs.yaml"
+    refs.write_text(yaml.safe_dump({"references": [
+        {"model": "KazLLM-8B", "task": "kkCOPA", "score": 0.71, "source": "paper"},
+        {"model": "Qwen2.5-1.5B base", "task": "kkCOPA", "score": 0.55, "cost_kzt": 0.0}]}))
+    assert build_report(runs, tmp_path / "a.html", references=refs).is_file()
+    refs.write_text(": not [valid yaml")
+    html = build_report(runs, tmp_path / "b.html", references=refs).read_text()
+    assert "references left out" in html
+    assert build_report(runs, tmp_path / "c.html", references=tmp_path / "missing.yaml").is_file()
+
+
+def test_clear_errors(tmp_path, runs):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArzanError, match=r"empty: not an arzan run folder \(no cost.json\)"):
+        build_report([tmp_path / "empty"], tmp_path / "r.html")
+    with pytest.raises(ArzanError, match="no such run folder"):
+        build_report([tmp_path / "nope"], tmp_path / "r.html")
+    (runs[0] / "cost.json").write_text('{"schema_version": 1, "status": "fin')
+    with pytest.raises(ArzanError) as err:
+        build_report(runs, tmp_path / "r.html")
+    message = str(err.value)
+    assert str(runs[0] / "cost.json") in message and "corrupt" in message and "\n" not in message
+    assert not (tmp_path / "r.html").exists()
+    with pytest.raises(ArzanError, match="at least one run folder"):
+        build_report([], tmp_path / "r.html")
+
+
+def test_bad_middle_metrics_line_is_noted_not_fatal(runs, tmp_path):
+    metrics = runs[0] / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    lines[3] = "{oops"
+    metrics.write_text("\n".join(lines) + "\n")
+    html = build_report(runs, tmp_path / "r.html").read_text()
+    assert "line 4 is not JSON, skipped" in html
+
+
+def test_free_cpu_run_plots_against_step(tmp_path):
+    ledger = make_ledger("cpu-smoke", "finished", usd_per_hour=0.0, gpu="", trained=2048,
+                         phases={"setup": 3.0, "data": 1.0, "train": 20.0, "eval": 0.0, "save": 1.0},
+                         hardware__device="cpu", hardware__gpu_count=0, energy_basis="unavailable")
+    folder = write_run(tmp_path / "cpu-smoke", ledger, metrics_rows(5, 0.0, 20, 100.0))
+    out = build_report([folder], tmp_path / "r.html")
+    page = parse(out)
+    assert page.cells[("cpu-smoke", "gpu")]["text"] == "CPU"
+    assert page.cells[("cpu-smoke", "kzt")]["text"] == "0.00"
+    assert "free" in out.read_text()
+
+
+@pytest.mark.slow
+def test_report_from_a_real_cpu_run(tmp_path):
+    """The trainer's own run folder (smoke recipe, shortened, priced as a T4) reports cleanly."""
+    from arzan.train import train_from_recipe
+    from tests.conftest import REPO
+
+    result = train_from_recipe(REPO / "recipes" / "smoke.yaml",
+                               ["train.max_steps=12", "train.logging_steps=3", "train.save_steps=6",
+                                "train.eval_steps=6"], out=tmp_path / "smoke", cost_overrides={"gpu": "T4"})
+    out = build_report([result.run_dir], tmp_path / "report.html")
+    ledger = json.loads((tmp_path / "smoke" / "cost.json").read_text())
+    page = parse(out)
+    cells = {col: page.cells[("smoke", col)] for col in ("kzt", "usd", "tokens", "gpu")}
+    assert float(cells["kzt"]["value"]) == ledger["money"]["kzt"] > 0
+    assert float(cells["usd"]["value"]) == ledger["money"]["usd"]
+    assert shown(cells["tokens"]["text"]) == ledger["tokens"]["trained"] > 0
+    assert cells["gpu"]["text"] == "CPU (priced as T4 × 1)"
+    assert set(page.svgs) == {"loss_vs_kzt", "throughput", "cost_by_phase"}
+    assert page.empty_figures == ["score_vs_kzt"]  # not evaluated
+    html = out.read_text(encoding="utf-8")
+    assert ledger["summary"]["data"][0]["fingerprint"] in html
+    for tag, name, value in page.attrs:
+        assert not (name in ("src", "href", "xlink:href") and re.match(r"\s*(https?:|//)", value)), (tag, value)
+
+
+def test_shipped_reference_scores_load():
+    """The curated file (another module's) must stay in a shape the report understands."""
+    from arzan.reporting.refs import default_path, load_references
+
+    path = default_path()
+    if path is None:
+        pytest.skip("no resources/reference_scores.yaml in this checkout")
+    notes: list[str] = []
+    refs = load_references(path, notes)
+    assert refs and not notes
+    assert all(0 <= r.score <= 100 and r.task and r.model for r in refs)
+
+
+def test_scores_in_arzan_eval_json_shape_and_ledger_summary(tmp_path):
+    from arzan.reporting.scores import parse_scores
+
+    arzan_eval = {"schema_version": 1, "limit": 50, "rows": [{"task": "x", "value": 0.1}],
+                  "tasks": {"kkcopa": {"metric": "acc", "acc": 0.62, "acc_stderr": None, "n": 50, "version": "1.0"}}}
+    assert parse_scores(arzan_eval)["kkcopa"].value == 0.62
+    assert parse_scores({"results": {"belebele": {"alias": "b", "acc,none": 0.4, "acc_stderr,none": 0.01}}}) \
+        ["belebele"].value == 0.4
+    ledger = make_ledger("evald", "finished", usd_per_hour=1.0, gpu="L4", trained=10,
+                         phases=dict.fromkeys(PHASES, 10.0),
+                         summary__eval={"tasks": {"kkcopa": {"metric": "acc", "acc": 0.5}}})
+    folder = write_run(tmp_path / "evald", ledger, [])
+    page = parse(build_report([folder], tmp_path / "r.html"))
+    assert page.cells[("evald", "score:kkcopa")]["text"] == "0.500"
+    (folder / "eval.json").write_text(json.dumps(arzan_eval))
+    html = build_report([folder], tmp_path / "r.html").read_text()
+    assert parse(tmp_path / "r.html").cells[("evald", "score:kkcopa")]["text"] == "0.620"
+    assert "limit 50 examples per task" in html
