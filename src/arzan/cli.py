@@ -18,8 +18,8 @@ from arzan.errors import ArzanError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="arzan: cheap, honest LoRA fine-tunes on one GPU, with the bill next to the model.")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # a path or a resume command must stay copy-pasteable
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(exc: ArzanError) -> None:

@@ -7,7 +7,7 @@ same pricing rules serve `arzan train`, `arzan estimate` and the benchmarks.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from arzan.cost.ledger import ModelInfo, new_ledger, read_ledger
 from arzan.cost.meter import CostMeter
@@ -47,7 +47,8 @@ def price_for(recipe: Recipe) -> tuple[Price, Exchange]:
     return price, exchange
 
 
-def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool) -> CostMeter:
+def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool,
+               clock: Callable[[], float] | None = None) -> CostMeter:
     price, exchange = price_for(recipe)
     if resume:
         ledger = read_ledger(folder.ledger)
@@ -56,7 +57,7 @@ def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool) ->
     b = recipe.budget
     return CostMeter(folder.ledger, ledger, price, exchange, max_kzt=b.max_kzt, max_usd=b.max_usd,
                      max_hours=b.max_hours, token_counter=counter, metrics_path=folder.metrics,
-                     grid_kg_co2_per_kwh=recipe.cost.grid_kg_co2_per_kwh)
+                     grid_kg_co2_per_kwh=recipe.cost.grid_kg_co2_per_kwh, **({"clock": clock} if clock else {}))
 
 
 def record_backend(meter: CostMeter, info: Any) -> None:

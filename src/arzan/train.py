@@ -136,7 +136,10 @@ def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool)
 
 def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", console: Any = None,
           budget: BudgetSection | None = None, allow_over_budget: bool = False,
-          cost_overrides: dict[str, Any] | None = None) -> RunResult:
+          cost_overrides: dict[str, Any] | None = None, callbacks: list[Any] | None = None,
+          clock: Callable[[], float] | None = None) -> RunResult:
+    """Train a recipe into a run folder. `callbacks` are extra TrainerCallbacks; `clock` replaces
+    time.monotonic for the bill (tests use it to make money deterministic)."""
     from arzan import runtime
 
     folder, note = open_run_folder(recipe.run_dir(out), mode)
@@ -149,7 +152,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     if budget is not None:
         recipe.budget = budget
     counter = TokenCounter()
-    meter = runtime.make_meter(recipe, folder, counter, resume=mode == "resume")
+    meter = runtime.make_meter(recipe, folder, counter, resume=mode == "resume", clock=clock)
     stopper = StopOnSignal()
     status, reason = "failed", None
     stopper.install()
@@ -168,7 +171,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         trainer = _metered_trainer_class()(
             model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None),
             train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-            callbacks=[meter, SaveOnClock(recipe.train.save_every_minutes), stopper, PrintProgress(meter, console)])
+            callbacks=[meter, SaveOnClock(recipe.train.save_every_minutes), stopper, PrintProgress(meter, console),
+                       *(callbacks or [])])
         trainer.token_counter = counter
         trainer.remove_callback(PrinterCallback)  # its raw dicts would drown the money line
         meter.attach(trainer)

@@ -1,0 +1,116 @@
+"""Never pass the budget, never lose a paid-for step: budget stop, SIGTERM, --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from transformers import TrainerCallback
+
+from arzan.recipe import load_recipe
+from arzan.train import train
+from tests.conftest import base_recipe
+
+STEP_SECONDS = 60.0
+
+
+class StepClock(TrainerCallback):
+    """A bill clock that advances exactly STEP_SECONDS per optimizer step and not at all elsewhere."""
+
+    def __init__(self) -> None:
+        self.state = None
+
+    def __call__(self) -> float:
+        return STEP_SECONDS * self.state.global_step if self.state is not None else 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.state = state
+
+
+def test_budget_stop_at_the_right_step_saves_adapter_and_ledger(tmp_path, write_recipe):
+    usd_per_hour, usd_kzt, cap = 1.0, 500.0, 95.0
+    recipe = load_recipe(write_recipe(base_recipe(
+        train={"max_length": 64, "max_steps": 40, "per_device_train_batch_size": 2, "logging_steps": 1,
+               "save_steps": 1000, "gradient_accumulation_steps": 1},
+        cost={"usd_per_gpu_hour": usd_per_hour, "usd_kzt": usd_kzt}, budget={"max_kzt": cap})))
+    clock = StepClock()
+    result = train(recipe, out=tmp_path / "run", clock=clock, callbacks=[clock])
+    step_kzt = STEP_SECONDS / 3600 * usd_per_hour * usd_kzt
+    expected_step = next(k for k in range(1, 100) if (k + 1) * step_kzt > cap)  # the next step would pass it
+    led = json.loads((tmp_path / "run" / "cost.json").read_text())
+    assert result.status == led["status"] == "stopped_budget"
+    assert led["progress"]["step"] == expected_step
+    assert led["money"]["kzt"] == pytest.approx(expected_step * step_kzt)
+    assert led["money"]["kzt"] <= cap
+    assert "max_kzt" in led["budget"]["stop_reason"]
+    assert led["resume_command"] == f"arzan train --resume {tmp_path / 'run'}"
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoints" / f"checkpoint-{expected_step}" / "arzan_ledger.json").is_file()
+
+
+def _run_cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "arzan", "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, **kw)
+
+
+def _wait_for_steps(metrics: Path, steps: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= steps:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early:\n{proc.stdout.read()}")
+        time.sleep(0.2)
+    raise AssertionError("training did not reach the step in time")
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_then_resume_finishes_without_double_counting(tmp_path, write_recipe):
+    train_section = {"max_length": 64, "max_steps": 24, "per_device_train_batch_size": 4, "logging_steps": 2,
+                     "save_steps": 1000, "gradient_accumulation_steps": 1}
+    recipe = write_recipe(base_recipe(train=train_section, cost={"usd_per_gpu_hour": 2.0}))
+    run = tmp_path / "run"
+    proc = _run_cli(str(recipe), "--out", str(run))
+    _wait_for_steps(run / "metrics.jsonl", 3, proc)
+    t_signal = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert time.monotonic() - t_signal < 30, "checkpoint + ledger must be saved within 30 s"
+    assert proc.returncode not in (0, 2), out
+    assert f"arzan train --resume {run}" in out
+    led = json.loads((run / "cost.json").read_text())
+    assert led["status"] == "interrupted" and "SIGTERM" in led["status_reason"]
+    stopped_at = led["progress"]["step"]
+    assert 0 < stopped_at < 24
+    assert (run / "checkpoints" / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
+    first_tokens = led["tokens"]["trained"]
+
+    resumed = _run_cli("--resume", str(run))
+    out2, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out2
+    led2 = json.loads((run / "cost.json").read_text())
+    assert led2["status"] == "finished" and led2["progress"]["step"] == 24
+    assert len(led2["sessions"]) == 2
+    assert led2["sessions"][0]["tokens"]["trained"] == first_tokens
+    assert led2["tokens"]["trained"] == sum(s["tokens"]["trained"] for s in led2["sessions"])
+    assert led2["money"]["usd"] == pytest.approx(sum(s["money"]["usd"] for s in led2["sessions"]))
+
+    # one uninterrupted run of the same recipe trains exactly the same tokens
+    straight = tmp_path / "straight"
+    ref = _run_cli(str(recipe), "--out", str(straight))
+    assert ref.wait(timeout=300) == 0
+    led_ref = json.loads((straight / "cost.json").read_text())
+    assert led2["tokens"]["trained"] == led_ref["tokens"]["trained"]
+    assert led2["tokens"]["seen"] == led_ref["tokens"]["seen"]
+    # money: the same train time within one logging interval, plus the resumed session's own setup
+    interval_s = 2 * led_ref["phases"]["train"] / 24
+    resumed_setup = led2["sessions"][1]["billed_seconds"] - led2["sessions"][1]["phases"]["train"]
+    extra = led2["billed_seconds"] - led_ref["billed_seconds"]
+    assert extra <= resumed_setup + interval_s + 0.5 * led_ref["phases"]["train"], (extra, resumed_setup)
