@@ -1,0 +1,151 @@
+"""Score tables across runs, with published numbers beside them, clearly marked as such.
+
+Why reference rows are in the same table: the claim arzan exists to test ("a 5000 ₸ LoRA is
+comparable to KazLLM") is a comparison, and a reader should see the measured row, the published
+row and the price on one screen. Why they are marked on every row: a published number was made
+with someone else's prompt, split and scoring, so it is context, never a measurement of ours.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arzan.errors import ArzanError
+
+PUBLISHED = "published, not measured here"
+
+
+def default_references_path() -> Path:
+    return Path(str(resources.files("arzan") / "resources" / "reference_scores.yaml"))
+
+
+def load_references(path: str | Path | None = None) -> list[dict]:
+    """Entries of reference_scores.yaml: {model, source, table, protocol, metric, scores}."""
+    path = Path(path) if path else default_references_path()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ArzanError(f"{path}: unreadable reference scores ({e})") from None
+    refs = data.get("references") if isinstance(data, dict) else None
+    if not isinstance(refs, list):
+        raise ArzanError(f"{path}: expected a `references:` list")
+    for i, ref in enumerate(refs, start=1):
+        if not isinstance(ref, dict) or not ref.get("model") or not ref.get("source"):
+            raise ArzanError(f"{path}: reference {i}: needs at least `model` and `source` (a URL)")
+    return refs
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArzanError(f"{path}: not found (run `arzan eval` on the run first)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArzanError(f"{path}: not valid JSON ({e})") from None
+
+
+def _measured(source: str | Path, detail: bool) -> list[dict]:
+    p = Path(source)
+    eval_file = p / "eval.json" if p.is_dir() else p
+    doc = _read_json(eval_file)
+    ledger_file = eval_file.parent / "cost.json"
+    ledger = _read_json(ledger_file) if ledger_file.is_file() else {}
+    label = ledger.get("run_id") or (eval_file.parent.name if p.is_dir() or p.name == "eval.json"
+                                     else p.stem)
+    kzt = (ledger.get("money") or {}).get("kzt")
+    if detail:
+        picked = [r for r in doc.get("rows", []) if r.get("primary")]
+    else:
+        picked = [{"task": t, "metric": h["metric"], "value": h.get(h["metric"]),
+                   "stderr": h.get(f"{h['metric']}_stderr"), "n": h.get("n")}
+                  for t, h in (doc.get("tasks") or {}).items()]
+    rows = []
+    for r in picked:
+        value = r.get("value")
+        rows.append({"model": str(label), "basis": "measured", "task": r["task"], "metric": r["metric"],
+                     "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
+                     "limit": doc.get("limit"), "kzt": kzt,
+                     "kzt_per_point": kzt / (100 * value) if kzt and value else None,
+                     "source": str(eval_file)})
+    return rows
+
+
+def compare(sources: list[str | Path], references: bool | str | Path = True,
+            detail: bool = False) -> list[dict]:
+    """One row per (model, task): run folders or eval.json files, then published rows.
+
+    `kzt` is the run's whole bill from its ledger and `kzt_per_point` is that bill divided by the
+    score in percentage points, the "₸ per point" the cost claims are argued in. With `detail`,
+    group members (each UNT subject, ...) get rows too. Published rows are kept only for tasks
+    some measured row has, unless nothing was measured.
+    """
+    rows = [r for s in sources for r in _measured(s, detail)]
+    if references:
+        tasks = {r["task"] for r in rows}
+        for ref in load_references(None if references is True else references):
+            for task, value in (ref.get("scores") or {}).items():
+                if value is None or (tasks and task not in tasks):
+                    continue
+                rows.append({"model": ref["model"], "basis": PUBLISHED, "task": task,
+                             "metric": ref.get("metric", "acc"), "value": float(value), "stderr": None,
+                             "n": None, "limit": None, "kzt": None, "kzt_per_point": None,
+                             "source": ref["source"], "table": ref.get("table"),
+                             "protocol": ref.get("protocol")})
+    return rows
+
+
+def _pivot(rows: list[dict]) -> tuple[list[str], list[tuple[str, str, Any]], dict]:
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    models = list(dict.fromkeys((r["model"], r["basis"], r["kzt"]) for r in rows))
+    cells = {(r["model"], r["basis"], r["task"]): r for r in rows}
+    return tasks, models, cells
+
+
+def _cell(r: dict | None) -> str:
+    if r is None or r.get("value") is None:
+        return "–"
+    s = f"{100 * r['value']:.1f}"
+    if r.get("stderr") is not None:
+        s += f" ±{100 * r['stderr']:.1f}"
+    return s + (f" (n={r['n']})" if r.get("n") else "")
+
+
+def _money(kzt: float | None) -> str:
+    return "–" if kzt is None else f"{kzt:,.0f} ₸"
+
+
+def scores_table(rows: list[dict], title: str = "Kazakh scores (% correct)"):
+    """A rich Table: one line per model or run, one column per task."""
+    from rich.table import Table
+
+    tasks, models, cells = _pivot(rows)
+    table = Table(title=title, caption=f"'{PUBLISHED}': copied from the source in "
+                  "reference_scores.yaml, made with its own prompts and splits")
+    for col in ("model", "basis", "cost", *tasks):
+        table.add_column(col, justify="right" if col not in ("model", "basis") else "left")
+    for model, basis, kzt in models:
+        table.add_row(model, basis, _money(kzt), *[_cell(cells.get((model, basis, t))) for t in tasks])
+    return table
+
+
+def scores_markdown(rows: list[dict]) -> str:
+    """The same table as Markdown, with the sources of published rows listed under it."""
+    tasks, models, cells = _pivot(rows)
+    lines = ["| model | basis | cost | " + " | ".join(tasks) + " |",
+             "|---|---|---:|" + "---:|" * len(tasks)]
+    for model, basis, kzt in models:
+        lines.append(f"| {model} | {basis} | {_money(kzt)} | "
+                     + " | ".join(_cell(cells.get((model, basis, t))) for t in tasks) + " |")
+    sources = list(dict.fromkeys((r["model"], r["source"], r.get("table"), r.get("protocol"))
+                                 for r in rows if r["basis"] == PUBLISHED))
+    if sources:
+        lines += ["", "Published rows (not measured here):"]
+        for m, src, table, proto in sources:
+            lines.append(f"- {m}: {src}" + (f" — {table}" if table else "")
+                         + (f". Protocol: {proto}" if proto else ""))
+    return "\n".join(lines) + "\n"

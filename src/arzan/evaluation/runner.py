@@ -1,0 +1,108 @@
+"""`arzan eval`: lm-evaluation-harness on a run's base model plus its LoRA adapter.
+
+Why through lm-eval and not our own scorer: the numbers have to mean what the same task name
+means in everyone else's paper, so the harness owns prompts, few-shot sampling and metrics; arzan
+only decides which model, which tasks, where the data comes from, and writes the result where
+the bill is (eval.json next to cost.json, and a copy in the ledger's summary).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from arzan.errors import ArzanError
+from arzan.evaluation import suites
+from arzan.evaluation.results import extract_rows, headline, put_in_ledger, write_json_atomic
+from arzan.evaluation.targets import Target, resolve_target, sha256
+from arzan.evaluation.taskdata import DATA_DIR_ENV
+
+EVAL_FILE = "eval.json"
+
+
+class _QuietCustomDataset(logging.Filter):
+    """lm-eval warns on every task with a `custom_dataset`, which is all of arzan's: noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomDataset())
+
+
+def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int | None = None,
+             out_dir: Path | None = None, data_dir: Path | None = None,
+             batch_size: int | str | None = None, device: str | None = None,
+             num_fewshot: int | None = None, update_ledger: bool = True) -> dict:
+    """Evaluates `target` (run folder, adapter folder, model folder or Hub id) on `tasks`.
+
+    Writes `eval.json` in the run folder (or `out_dir`) and, when that folder has a cost.json and
+    `update_ledger` is true, puts the headline scores into the ledger's `summary.eval`. train.py
+    passes `update_ledger=False` and copies `result["summary"]` into its own in-memory ledger, so
+    two writers never race on one file. Returns what eval.json holds.
+    """
+    started = time.monotonic()
+    if data_dir is None and os.environ.get(DATA_DIR_ENV):
+        data_dir = Path(os.environ[DATA_DIR_ENV])
+    tgt = resolve_target(target, Path(out_dir) if out_dir else None)
+    plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
+    results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot)
+    rows = extract_rows(results, plan.data_source)
+    import lm_eval
+
+    from arzan import __version__
+    adapter = tgt.adapter
+    doc = {
+        "schema_version": 1,
+        "created_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "model": {"target": str(target), "kind": tgt.kind, "base": tgt.base_name,
+                  "adapter": str(adapter) if adapter else None,
+                  "adapter_sha256": sha256(adapter / "adapter_model.safetensors") if adapter else None,
+                  **lm_info},
+        "tasks_requested": tasks if isinstance(tasks, str) else list(tasks),
+        "tasks_run": plan.tasks, "substituted": plan.substituted, "data_source": plan.data_source,
+        "limit": limit, "seconds": round(time.monotonic() - started, 2),
+        "versions": {"lm_eval": getattr(lm_eval, "__version__", None), "arzan": __version__},
+        "rows": rows,
+        "tasks": headline(rows, plan.tasks),
+    }
+    doc["summary"] = {"tasks": doc["tasks"], "limit": limit, "seconds": doc["seconds"],
+                      "eval_json": EVAL_FILE}
+    write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
+    if update_ledger and (tgt.out_dir / "cost.json").is_file():
+        put_in_ledger(tgt.out_dir / "cost.json", doc["summary"])
+    return doc
+
+
+def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot):
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = device.startswith("cuda")
+    tm = TaskManager(include_path=[str(p) for p in plan.include_paths],
+                     include_defaults=plan.needs_lm_eval_registry,
+                     metadata={"arzan_data_dir": str(data_dir)} if data_dir else None)
+    missing = [t for t in plan.tasks if t not in tm.all_tasks]
+    if missing:
+        raise ArzanError(f"unknown task(s) {', '.join(missing)}; suites: {', '.join(suites.SUITES)}; "
+                         "or name a task YAML file")
+    try:  # fp32 on CPU: bf16 matmuls are slow there, and adapter-vs-merged checks need exactness
+        lm = HFLM(pretrained=tgt.base, peft=str(tgt.adapter) if tgt.adapter else None,
+                  tokenizer=tgt.tokenizer, device=device, dtype="auto" if on_gpu else "float32",
+                  batch_size=batch_size or ("auto" if on_gpu else 8))
+    except (OSError, ValueError) as e:
+        with_adapter = f" with adapter {tgt.adapter}" if tgt.adapter else ""
+        raise ArzanError(f"cannot load {tgt.base_name}{with_adapter}: {e}") from None
+    results = simple_evaluate(model=lm, tasks=plan.tasks, task_manager=tm, limit=limit,
+                              num_fewshot=num_fewshot, log_samples=False)
+    cfg = results.get("config", {})
+    info = {"revision": cfg.get("model_revision"), "sha": cfg.get("model_sha") or None,
+            "dtype": str(cfg.get("model_dtype")), "num_parameters": cfg.get("model_num_parameters"),
+            "device": device}
+    return results, info

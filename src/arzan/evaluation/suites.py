@@ -1,0 +1,152 @@
+"""Which lm-eval tasks "Kazakh" means, and where their data will come from.
+
+Why this exists: `--tasks kazakh` has to expand to the same list on every machine, mixing
+lm-eval's own Kazakh tasks with arzan's shipped YAMLs and a user's own YAML files; and every
+local data file has to be checked before a model is loaded, so a bad row costs seconds, not a
+GPU-hour of loading an 8B model first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from arzan.errors import ArzanError
+from arzan.evaluation.taskdata import DATA_DIR_ENV, local_path, validate_file
+
+# Kazakh tasks that lm-eval 0.4.13 itself ships; each name checked against its task registry
+# (tests/test_eval_suites.py keeps it that way). `global_piqa_nonparallel_*` exists as `_cloze_`
+# (log-likelihood) and `_generation_` (free text) variants.
+LM_EVAL_KAZAKH = [
+    "belebele_kaz_Cyrl",
+    "include_base_44_kazakh",
+    "global_piqa_nonparallel_cloze_kaz_cyrl",
+    "multiblimp_kaz",
+]
+ARZAN_KAZAKH = [
+    "arzan_kkcopa",
+    "arzan_kazmmlu_kk",
+    "arzan_mmlu_translated_kk",
+    "arzan_unt_kk",
+    "arzan_constitution_kk",
+    "arzan_dastur_kk",
+    "arzan_kazllm_kk",
+]
+SUITES: dict[str, list[str]] = {
+    # everything scored by log-likelihood: cheap enough to run after every fine-tune
+    "kazakh": LM_EVAL_KAZAKH + ARZAN_KAZAKH,
+    # plus the generative tasks, which cost minutes of decoding per hundred items on an 8B model
+    "kazakh_full": LM_EVAL_KAZAKH + ARZAN_KAZAKH
+    + ["global_piqa_nonparallel_generation_kaz_cyrl", "arzan_kazllm_gsm8k_kk"],
+    # the two sets with a shared local copy: runs offline from --data-dir
+    "kazakh_local": ["arzan_belebele_kk", "arzan_kkcopa"],
+}
+# lm-eval tasks that have an arzan twin reading the same items from a local file
+LOCAL_TWINS = {"belebele_kaz_Cyrl": "arzan_belebele_kk"}
+
+
+def tasks_dir() -> Path:
+    return Path(str(resources.files("arzan") / "resources" / "tasks"))
+
+
+class _Loader(yaml.SafeLoader):
+    """Reads task YAMLs without importing the functions their `!function` tags name."""
+
+
+_Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def read_task_yaml(path: Path) -> dict:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, yaml.YAMLError) as e:
+        raise ArzanError(f"{path}: unreadable task YAML ({e})") from None
+    if not isinstance(data, dict) or not (data.get("task") or data.get("group")):
+        raise ArzanError(f"{path}: not an lm-eval task: it needs a `task:` (or `group:`) name")
+    return data
+
+
+def task_name(cfg: dict) -> str:
+    return str(cfg["task"] if isinstance(cfg.get("task"), str) else cfg["group"])
+
+
+def index_yamls(folder: Path) -> dict[str, tuple[Path, dict]]:
+    """{task or group name: (file, config)} for the task YAMLs directly in `folder`; other YAML
+    files there (a user's folder may hold anything) are skipped, as lm-eval skips them."""
+    out = {}
+    for p in sorted(folder.glob("*.yaml")):
+        try:
+            cfg = read_task_yaml(p)
+        except ArzanError:
+            continue
+        out[task_name(cfg)] = (p, cfg)
+    return out
+
+
+@dataclass
+class Plan:
+    """What to hand lm-eval: task names, extra include paths, and where each task's data is."""
+    tasks: list[str]
+    include_paths: list[Path]
+    needs_lm_eval_registry: bool
+    data_source: dict[str, str] = field(default_factory=dict)
+    substituted: dict[str, str] = field(default_factory=dict)
+
+
+def resolve(tasks: list[str] | str, data_dir: str | os.PathLike | None = None) -> Plan:
+    """Expands suites and YAML paths, swaps in local twins, and validates every local file."""
+    items = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t and t.strip()]
+    if not items:
+        raise ArzanError("no tasks given; try --tasks kazakh (suites: " + ", ".join(SUITES) + ")")
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
+    known = index_yamls(tasks_dir())
+    include, names, substituted = [tasks_dir()], [], {}
+    for item in items:
+        if item.endswith((".yaml", ".yml")):
+            path = Path(item).expanduser().resolve()
+            if not path.is_file():
+                raise ArzanError(f"{item}: task YAML not found")
+            cfg = read_task_yaml(path)
+            known.update(index_yamls(path.parent))
+            include.append(path.parent)
+            names.append(task_name(cfg))
+        else:
+            names.extend(SUITES.get(item, [item]))
+    for builtin, twin in LOCAL_TWINS.items():
+        if builtin in names and data_dir and _local_file(known[twin][1], data_dir):
+            names[names.index(builtin)] = twin
+            substituted[builtin] = twin
+    names = list(dict.fromkeys(names))
+    plan = Plan(names, list(dict.fromkeys(include)), any(n not in known for n in names), {}, substituted)
+    for name in names:
+        for leaf in _leaves(name, known):
+            path, cfg = known[leaf]
+            kw = cfg.get("dataset_kwargs") or {}
+            local = local_path(kw.get("local_file"), data_dir, str(path))
+            if local is not None:
+                validate_file(local, kw.get("schema", "mc"))
+                plan.data_source[leaf] = f"local:{local}"
+            elif kw.get("hub_path") or cfg.get("dataset_path"):
+                plan.data_source[leaf] = f"hub:{kw.get('hub_path') or cfg.get('dataset_path')}"
+            elif kw.get("local_file"):
+                raise ArzanError(f"{path}: data file {kw['local_file']!r} not found "
+                                 f"(data dir: {data_dir or 'none'}) and no Hub dataset named")
+    return plan
+
+
+def _local_file(cfg: dict, data_dir: str | os.PathLike) -> bool:
+    kw = cfg.get("dataset_kwargs") or {}
+    return local_path(kw.get("local_file"), data_dir) is not None
+
+
+def _leaves(name: str, known: dict[str, tuple[Path, dict]]) -> list[str]:
+    if name not in known:
+        return []  # an lm-eval built-in: its data is lm-eval's business
+    cfg = known[name][1]
+    if "group" in cfg and isinstance(cfg.get("task"), list):
+        return [leaf for sub in cfg["task"] if isinstance(sub, str) for leaf in _leaves(sub, known)]
+    return [name]

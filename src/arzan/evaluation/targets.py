@@ -1,0 +1,83 @@
+"""What `arzan eval TARGET` evaluates: a run folder, an adapter, a model folder or a Hub id.
+
+Why the run folder is the usual target: it already says everything needed (the adapter, the
+tokenizer it was trained with, and via adapter_config.json the base it sits on), and it is where
+the bill lives, so the scores belong next to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from arzan.errors import ArzanError
+
+
+@dataclass
+class Target:
+    """`base` is loadable (a folder or Hub id); `base_name` is what eval.json records."""
+    kind: str  # run | adapter | model
+    base: str
+    base_name: str
+    adapter: Path | None
+    tokenizer: str
+    out_dir: Path
+
+
+def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Target:
+    from arzan.tiny import is_tiny, tiny_model_dir
+
+    def loadable(name: str) -> str:
+        return str(tiny_model_dir()) if is_tiny(name) else name
+
+    given = Path(target).expanduser()
+    p = given.resolve() if given.exists() else given
+    if p.is_dir():
+        adapter = p / "adapter" if (p / "adapter" / "adapter_config.json").is_file() else p
+        if (adapter / "adapter_config.json").is_file():
+            base = _adapter_base(adapter, p / "recipe.yaml")
+            tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else loadable(base)
+            default_out = p.parent if adapter == p and p.name == "adapter" else p
+            return Target("run" if adapter != p else "adapter", loadable(base), base, adapter,
+                          tokenizer, out_dir or default_out)
+        if (p / "config.json").is_file():
+            return Target("model", str(p), str(p), None, str(p), out_dir or p)
+        raise ArzanError(f"{p}: not a run folder (no adapter/adapter_config.json), "
+                         "adapter folder (adapter_config.json) or model folder (config.json)")
+    name = str(target)
+    hub_like = (re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not p.exists()
+                and not p.parent.is_dir() and not name.startswith((".", "~")))
+    if is_tiny(name) or hub_like:
+        return Target("model", loadable(name), name, None, loadable(name),
+                      out_dir or Path("evals") / re.sub(r"[^\w.-]+", "_", name))
+    raise ArzanError(f"{target}: no such run folder or model folder, and not a Hub id (org/name)")
+
+
+def _adapter_base(adapter: Path, recipe: Path) -> str:
+    cfg_file = adapter / "adapter_config.json"
+    try:
+        base = json.loads(cfg_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArzanError(f"{cfg_file}: unreadable adapter config ({e})") from None
+    if not base and recipe.is_file():  # older adapters may lack it; the recipe names the base
+        base = ((yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name")
+    if not base:
+        raise ArzanError(f"{cfg_file}: no base_model_name_or_path, and no model.name in {recipe}")
+    return str(base)
+
+
+def sha256(path: Path) -> str | None:
+    """Pins local weights, for which a Hub revision means nothing."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

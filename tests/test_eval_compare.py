@@ -1,0 +1,80 @@
+"""Score tables: measured runs with their bill, published rows marked and sourced."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from arzan.errors import ArzanError
+from arzan.evaluation import compare, load_references, scores_markdown, scores_table
+from arzan.evaluation.compare import PUBLISHED
+from arzan.evaluation.results import headline
+from arzan.evaluation.suites import index_yamls, tasks_dir
+
+
+def fake_run(root: Path, name: str, acc: float, kzt: float | None) -> Path:
+    run = root / name
+    run.mkdir()
+    rows = [{"task": "arzan_mmlu_translated_kk", "metric": "acc", "value": acc, "stderr": 0.01, "n": 100,
+             "version": "1.0", "num_fewshot": 0, "primary": True},
+            {"task": "arzan_unt_kk_biology", "metric": "acc", "value": 0.3, "stderr": 0.05, "n": 50,
+             "version": "1.0", "num_fewshot": 0, "primary": True}]
+    doc = {"rows": rows, "tasks": headline(rows, ["arzan_mmlu_translated_kk"]), "limit": 100}
+    (run / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
+    if kzt is not None:
+        (run / "cost.json").write_text(json.dumps({"run_id": name, "money": {"kzt": kzt}}), encoding="utf-8")
+    return run
+
+
+def test_compare_rows_money_and_references(tmp_path):
+    a = fake_run(tmp_path, "lora-a", 0.40, 5000.0)
+    b = fake_run(tmp_path, "lora-b", 0.35, None)
+    rows = compare([a, b / "eval.json"])
+    mine = [r for r in rows if r["basis"] == "measured"]
+    assert [(r["model"], r["task"], r["value"]) for r in mine] == [
+        ("lora-a", "arzan_mmlu_translated_kk", 0.40), ("lora-b", "arzan_mmlu_translated_kk", 0.35)]
+    assert math.isclose(mine[0]["kzt_per_point"], 5000 / 40) and mine[1]["kzt_per_point"] is None
+    published = [r for r in rows if r["basis"] == PUBLISHED]
+    assert published and {r["task"] for r in published} == {"arzan_mmlu_translated_kk"}
+    assert all(r["source"].startswith("https://") for r in published)
+
+    detail = compare([a], detail=True)
+    assert "arzan_unt_kk_biology" in {r["task"] for r in detail if r["basis"] == PUBLISHED}
+
+    md = scores_markdown(rows)
+    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) |" in md
+    assert "Published rows (not measured here):" in md and "horde-common" in md
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200)
+    console.print(scores_table(rows))
+    out = console.file.getvalue()
+    assert "lora-a" in out and PUBLISHED in out
+
+
+def test_compare_missing_eval_is_a_clear_error(tmp_path):
+    with pytest.raises(ArzanError, match="run `arzan eval` on the run first"):
+        compare([tmp_path])
+
+
+def test_reference_file_is_sourced_and_keyed_by_real_tasks():
+    known = set(index_yamls(tasks_dir()))
+    refs = load_references()
+    assert any(r["model"] == "issai/LLama-3.1-KazLLM-1.0-8B" for r in refs)
+    for ref in refs:
+        assert ref["source"].startswith("https://") and ref.get("table"), ref["model"]
+        for task, value in (ref.get("scores") or {}).items():
+            assert task in known, f"{ref['model']}: unknown task {task}"
+            assert 0.0 <= value <= 1.0, f"{ref['model']}/{task}: {value} is not a fraction"
+
+
+def test_bad_reference_file(tmp_path):
+    f = tmp_path / "refs.yaml"
+    f.write_text("references:\n  - model: x\n", encoding="utf-8")
+    with pytest.raises(ArzanError, match="reference 1: needs at least `model` and `source`"):
+        load_references(f)

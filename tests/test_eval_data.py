@@ -1,0 +1,101 @@
+"""Local evaluation data is checked before lm-eval sees it: bad rows fail with file and row named."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from arzan.errors import ArzanError
+from arzan.evaluation.taskdata import convert, load, read_rows, validate_file
+
+SHARED = Path(os.environ.get("ARZAN_KK_EVAL_DIR")
+              or Path(__file__).resolve().parents[2] / "shared" / "data" / "kazakh-eval")
+needs_shared = pytest.mark.skipif(not (SHARED / "kkCOPA.jsonl").is_file(),
+                                  reason=f"shared Kazakh eval data not at {SHARED}")
+
+
+def write_jsonl(path: Path, rows: list, bom: bool = False) -> Path:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+GOOD = {"question": "Қазақстанның астанасы?", "choices": ["Астана", "Алматы"], "answer": 0}
+
+
+def test_good_file_with_bom_validates(tmp_path):
+    f = write_jsonl(tmp_path / "quiz.jsonl", [GOOD, {**GOOD, "answer": 1}], bom=True)
+    assert validate_file(f, "mc") == 2
+    assert read_rows(f)[0][1]["question"] == GOOD["question"]  # the BOM is not part of the key
+
+
+def test_missing_column_names_file_and_line(tmp_path):
+    f = write_jsonl(tmp_path / "quiz.jsonl", [GOOD, {"question": "q", "answer": 0}])
+    with pytest.raises(ArzanError) as e:
+        validate_file(f, "mc")
+    assert str(f) in str(e.value) and "line 2" in str(e.value) and "'choices'" in str(e.value)
+
+
+def test_out_of_range_answer_names_file_and_line(tmp_path):
+    f = write_jsonl(tmp_path / "quiz.jsonl", [GOOD, GOOD, {**GOOD, "answer": 2}])
+    with pytest.raises(ArzanError, match=r"quiz\.jsonl: line 3: .*out of range for 2 choices"):
+        validate_file(f, "mc")
+
+
+def test_answer_must_be_an_integer_index(tmp_path):
+    f = write_jsonl(tmp_path / "quiz.jsonl", [{**GOOD, "answer": "A"}])
+    with pytest.raises(ArzanError, match="line 1: 'answer' must be a 0-based integer"):
+        validate_file(f, "mc")
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ArzanError, match="file not found"):
+        validate_file(tmp_path / "nope.jsonl")
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes('{"question": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(ArzanError, match="latin1.jsonl: cannot read as UTF-8"):
+        validate_file(latin)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(GOOD) + "\n\n{not json\n", encoding="utf-8")
+    with pytest.raises(ArzanError, match=r"broken\.jsonl: line 3: not valid JSON"):
+        validate_file(broken)
+    parquet = tmp_path / "x.parquet"
+    parquet.write_bytes(b"PAR1")
+    with pytest.raises(ArzanError, match="unsupported file type"):
+        validate_file(parquet)
+
+
+def test_letter_answers_including_cyrillic_lookalikes():
+    rows = [(1, {"question": "q", "A": "a", "B": "b", "C": "c", "D": "d", "E": "", "correct_answer": "С"})]
+    doc = convert("unt", rows, "mem")[0]
+    assert doc["label"] == 2 and doc["choices"] == ["a", "b", "c", "d"] and doc["letters"] == list("ABCD")
+    with pytest.raises(ArzanError, match="mem: line 1: answer 'E' is not one of the letters A, B, C, D"):
+        convert("unt", [(1, {**rows[0][1], "correct_answer": "E"})], "mem")
+
+
+def test_kazllm_csv_schemas(tmp_path):
+    f = tmp_path / "hellaswag_kk.csv"
+    f.write_text("ctx,option1,option2,option3,option4,answer\nбасы,а,ә,б,в,3\nбасы,а,ә,б,в,7\n",
+                 encoding="utf-8-sig")
+    with pytest.raises(ArzanError, match=r"hellaswag_kk\.csv: row 3: answer '7' is out of range"):
+        validate_file(f, "kazllm_hellaswag")
+    g = tmp_path / "gsm8k_kk_v2.csv"
+    g.write_text('question,hints,answer\n"2+2?",,"1,024"\n', encoding="utf-8")
+    assert convert("kazllm_gsm8k", read_rows(g), str(g))[0]["target"] == "1024"
+
+
+@needs_shared
+def test_shared_files_validate_and_load_through_the_task_loader():
+    assert validate_file(SHARED / "kkCOPA.jsonl", "kkcopa") == 500  # starts with a BOM
+    assert validate_file(SHARED / "Belebele.jsonl", "belebele") == 900
+    ds = load("kkcopa", local_file="kkCOPA.jsonl", arzan_data_dir=str(SHARED))["test"]
+    first = ds[0]
+    assert first["connector"] == "себебі" and first["label"] == 0 and len(first["choices"]) == 2
+
+
+def test_loader_without_data_or_hub_explains(tmp_path):
+    with pytest.raises(ArzanError, match="'x.jsonl' not found"):
+        load("mc", local_file="x.jsonl", arzan_data_dir=str(tmp_path))

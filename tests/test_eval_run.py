@@ -1,0 +1,200 @@
+"""The real lm-eval on the tiny model, offline: run folders, local Kazakh data, known answers.
+
+Each test runs lm-evaluation-harness itself (no mocks) with a small --limit; together they take
+well under a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from arzan.errors import ArzanError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("lm_eval")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from arzan.evaluation import run_eval  # noqa: E402
+from arzan.tiny import TINY_MODEL_NAME, tiny_model_dir  # noqa: E402
+
+SHARED = Path(os.environ.get("ARZAN_KK_EVAL_DIR")
+              or Path(__file__).resolve().parents[2] / "shared" / "data" / "kazakh-eval")
+needs_shared = pytest.mark.skipif(not (SHARED / "kkCOPA.jsonl").is_file(),
+                                  reason=f"shared Kazakh eval data not at {SHARED}")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A fake run folder: a random (non-identity) LoRA on the tiny model, recipe, ledger."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tmp_path_factory.mktemp("runs") / "smoke"
+    base = tiny_model_dir()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    peft_model.save_pretrained(run / "adapter")
+    AutoTokenizer.from_pretrained(base).save_pretrained(run / "adapter")
+    cfg_file = run / "adapter" / "adapter_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["base_model_name_or_path"] = TINY_MODEL_NAME  # as a real run records it
+    cfg_file.write_text(json.dumps(cfg))
+    (run / "recipe.yaml").write_text(f"name: smoke\nmodel:\n  name: {TINY_MODEL_NAME}\n")
+    try:
+        from arzan.cost.ledger import new_ledger, write_ledger
+        from arzan.cost.prices import Price, resolve_exchange
+
+        write_ledger(run / "cost.json", new_ledger("smoke", Price(), resolve_exchange()))
+    except ImportError:
+        pass
+    return run
+
+
+@pytest.fixture(scope="module")
+def merged_dir(run_dir, tmp_path_factory) -> Path:
+    """The same adapter merged into the fp32 base: must score exactly like base + adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("merged")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32)
+    PeftModel.from_pretrained(base, run_dir / "adapter").merge_and_unload().save_pretrained(out)
+    AutoTokenizer.from_pretrained(run_dir / "adapter").save_pretrained(out)
+    return out
+
+
+@needs_shared
+def test_run_folder_on_local_kazakh_data(run_dir):
+    doc = run_eval(run_dir, tasks="kazakh_local", limit=12, data_dir=SHARED)
+    assert set(doc["tasks"]) == {"arzan_belebele_kk", "arzan_kkcopa"}
+    for task in ("arzan_belebele_kk", "arzan_kkcopa"):
+        head = doc["tasks"][task]
+        assert head["metric"] == "acc" and 0.0 <= head["acc"] <= 1.0
+        assert head["n"] == 12 and head["num_fewshot"] == 0 and head["version"] == "1.0"
+        assert doc["data_source"][task].startswith(f"local:{SHARED}")
+    row = next(r for r in doc["rows"] if r["task"] == "arzan_kkcopa" and r["metric"] == "acc")
+    assert row["n_total"] == 500 and row["stderr"] > 0
+    model = doc["model"]
+    assert model["kind"] == "run" and model["base"] == TINY_MODEL_NAME and model["adapter_sha256"]
+    on_disk = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+    assert on_disk["tasks"] == doc["tasks"]
+    if (run_dir / "cost.json").is_file():
+        ledger = json.loads((run_dir / "cost.json").read_text(encoding="utf-8"))
+        assert ledger["summary"]["eval"]["tasks"]["arzan_kkcopa"]["acc"] == doc["tasks"]["arzan_kkcopa"]["acc"]
+
+
+@needs_shared
+def test_adapter_and_merged_model_score_the_same(run_dir, merged_dir, tmp_path):
+    kw = dict(tasks="kazakh_local", limit=8, data_dir=SHARED, update_ledger=False)
+    with_adapter = run_eval(run_dir, out_dir=tmp_path / "a", **kw)
+    merged = run_eval(merged_dir, out_dir=tmp_path / "m", **kw)
+    base = run_eval(TINY_MODEL_NAME, out_dir=tmp_path / "b", **kw)
+    values = lambda d: {(r["task"], r["metric"]): round(r["value"], 6) for r in d["rows"]}  # noqa: E731
+    assert values(with_adapter) == values(merged)
+    # the adapter was really applied: LoRA weights counted, and the base is a different model
+    assert with_adapter["model"]["num_parameters"] > merged["model"]["num_parameters"]
+    assert merged["model"]["num_parameters"] == base["model"]["num_parameters"]
+
+
+def _loglik(model, tok, context: str, continuation: str) -> float:
+    """Our own log P(continuation | context), split the way a causal LM scores it."""
+    whole = tok(context + continuation)["input_ids"]
+    n_ctx = len(tok(context)["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), dim=-1)
+    return float(sum(logp[i - 1, whole[i]] for i in range(n_ctx, len(whole))))
+
+
+def test_accuracy_matches_an_independent_computation(tmp_path):
+    """Answers are set from our own log-likelihoods: 7 of 10 to the model's pick, 3 not; lm-eval
+    must report acc == 0.7 exactly, through a user's JSONL and a short task YAML."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_model_dir()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    words = ["Астана", "Алматы", "Шымкент", "Ақтөбе", "Тараз", "Орал", "Қарағанды", "Атырау"]
+    rows = []
+    for i in range(10):
+        question = f"Сұрақ {i}: Қазақстандағы қала қайсы?"
+        choices = [words[(i + j) % len(words)] for j in range(4)]
+        lls = [_loglik(model, tok, f"{question}\nЖауап:", " " + c) for c in choices]
+        pick = max(range(4), key=lls.__getitem__)
+        rows.append({"question": question, "choices": choices, "answer": pick if i < 7 else (pick + 1) % 4})
+    data = tmp_path / "quiz.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    task = tmp_path / "kk_quiz.yaml"
+    task.write_text("""\
+task: kk_quiz
+custom_dataset: !function arzan.evaluation.taskdata.load
+dataset_kwargs:
+  schema: mc
+  local_file: quiz.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{question}}\\nЖауап:"
+doc_to_choice: "{{choices}}"
+doc_to_target: label
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+""", encoding="utf-8")
+    doc = run_eval(path, tasks=[str(task)], out_dir=tmp_path / "out")
+    assert doc["tasks"]["kk_quiz"]["acc"] == pytest.approx(0.7, abs=1e-12)
+    assert doc["tasks"]["kk_quiz"]["n"] == 10
+
+
+def test_bad_local_file_stops_before_the_model_loads(tmp_path, monkeypatch):
+    import arzan.evaluation.runner as runner
+
+    def boom(*a, **k):
+        raise AssertionError("the model must not be loaded for a bad data file")
+
+    monkeypatch.setattr(runner, "_evaluate", boom)
+    (tmp_path / "quiz.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": 5}\n',
+                                         encoding="utf-8")
+    (tmp_path / "t.yaml").write_text("task: t\ndataset_kwargs:\n  schema: mc\n  local_file: quiz.jsonl\n",
+                                     encoding="utf-8")
+    with pytest.raises(ArzanError, match=r"quiz\.jsonl: line 1: answer 5 is out of range"):
+        run_eval(TINY_MODEL_NAME, tasks=[str(tmp_path / "t.yaml")], out_dir=tmp_path)
+
+
+def test_adapter_without_base_falls_back_to_the_recipe(tmp_path):
+    from arzan.evaluation.targets import resolve_target
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(ArzanError, match="no base_model_name_or_path"):
+        resolve_target(tmp_path)
+    (tmp_path / "recipe.yaml").write_text(f"model:\n  name: {TINY_MODEL_NAME}\n")
+    target = resolve_target(tmp_path)
+    assert target.kind == "run" and target.base_name == TINY_MODEL_NAME and target.out_dir == tmp_path.resolve()
+
+
+def test_targets_that_are_not_models(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArzanError, match="not a run folder"):
+        run_eval(tmp_path / "empty", tasks="kazakh_local")
+    with pytest.raises(ArzanError, match="no such run folder"):
+        run_eval(str(tmp_path / "missing" / "run"), tasks="kazakh_local")
+
+
+def test_generative_gsm8k_task_runs_and_scores(tmp_path):
+    """The generate_until path (filters, exact_match) on the tiny model: it cannot do sums."""
+    (tmp_path / "gsm8k_kk_v2.csv").write_text(
+        'question,hints,answer\n"2 алма мен 3 алма қанша?",,5\n"10 кем 4?",,6\n', encoding="utf-8")
+    doc = run_eval(TINY_MODEL_NAME, tasks="arzan_kazllm_gsm8k_kk", data_dir=tmp_path,
+                   out_dir=tmp_path / "out", limit=1)  # 256 greedy tokens: the slow part
+    head = doc["tasks"]["arzan_kazllm_gsm8k_kk"]
+    assert head["metric"] == "exact_match" and head["exact_match"] == 0.0 and head["n"] == 1
+    assert doc["rows"][0]["filter"] == "last-number"

@@ -1,0 +1,136 @@
+"""`--tasks kazakh` names tasks that exist, and arzan's YAMLs load in the installed lm-eval."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from arzan.errors import ArzanError
+from arzan.evaluation import suites
+
+pytest.importorskip("lm_eval")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+SHARED = Path(os.environ.get("ARZAN_KK_EVAL_DIR")
+              or Path(__file__).resolve().parents[2] / "shared" / "data" / "kazakh-eval")
+needs_shared = pytest.mark.skipif(not (SHARED / "kkCOPA.jsonl").is_file(),
+                                  reason=f"shared Kazakh eval data not at {SHARED}")
+
+
+def test_every_suite_task_exists_in_the_installed_lm_eval():
+    """Indexes lm-eval's ~14k built-in tasks (about 10 s): the suite must not name ghosts."""
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(suites.tasks_dir()))
+    names = set(tm.all_tasks)
+    for suite, tasks in suites.SUITES.items():
+        missing = [t for t in tasks if t not in names]
+        assert not missing, f"suite {suite!r} names tasks lm-eval does not have: {missing}"
+
+
+def test_arzan_yamls_index_without_the_builtin_registry():
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(suites.tasks_dir()), include_defaults=False)
+    ours = set(suites.index_yamls(suites.tasks_dir()))
+    assert ours == set(tm.all_tasks)
+    assert {"arzan_kkcopa", "arzan_belebele_kk", "arzan_unt_kk", "arzan_kazllm_kk"} <= ours
+
+
+def test_every_arzan_yaml_says_where_its_format_came_from():
+    for name, (path, cfg) in suites.index_yamls(suites.tasks_dir()).items():
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith("#"), f"{path.name}: begins with no comment"
+        if "group" not in cfg and "include: _arzan_unt" not in text and "include: _arzan_kazllm" not in text:
+            assert "http" in text or "UNVERIFIED" in text, f"{path.name}: no format source"
+
+
+@needs_shared
+def test_kazakh_suite_with_local_data_swaps_in_the_local_twin():
+    plan = suites.resolve("kazakh", data_dir=SHARED)
+    assert "belebele_kaz_Cyrl" not in plan.tasks and "arzan_belebele_kk" in plan.tasks
+    assert plan.substituted == {"belebele_kaz_Cyrl": "arzan_belebele_kk"}
+    assert plan.data_source["arzan_kkcopa"].startswith("local:")
+    assert plan.data_source["arzan_kazllm_arc_kk"] == "hub:issai/KazLLM_Benchmark_Dataset"
+    assert plan.needs_lm_eval_registry  # include_base_44_kazakh etc. are lm-eval's own
+
+
+def test_kazakh_suite_without_data_uses_the_hub(monkeypatch):
+    monkeypatch.delenv("ARZAN_KK_EVAL_DIR", raising=False)
+    plan = suites.resolve(["kazakh"])
+    assert plan.tasks[0] == "belebele_kaz_Cyrl" and not plan.substituted
+    assert plan.data_source["arzan_kkcopa"] == "hub:issai/LLM_Eval_Using_Kazakh"
+
+
+def test_user_yaml_is_indexed_and_its_data_checked(tmp_path):
+    (tmp_path / "quiz.jsonl").write_text('{"question": "q", "choices": ["a"], "answer": 0}\n', encoding="utf-8")
+    (tmp_path / "notes.yaml").write_text("just: notes\n", encoding="utf-8")  # not a task: ignored
+    task = tmp_path / "my_quiz.yaml"
+    task.write_text("task: my_quiz\ndataset_kwargs:\n  schema: mc\n  local_file: quiz.jsonl\n", encoding="utf-8")
+    with pytest.raises(ArzanError, match=r"quiz\.jsonl: line 1: needs at least 2 non-empty choices"):
+        suites.resolve([str(task)])
+    with pytest.raises(ArzanError, match="task YAML not found"):
+        suites.resolve([str(tmp_path / "other.yaml")])
+    with pytest.raises(ArzanError, match="no tasks given"):
+        suites.resolve("")
+
+
+SAMPLE_ROWS = {  # one made-up row per schema, in each source's own column layout
+    "belebele": {"flores_passage": "Мәтін.", "question": "Сұрақ?", "mc_answer1": "а", "mc_answer2": "ә",
+                 "mc_answer3": "б", "mc_answer4": "в", "correct_answer_num": "2"},
+    "kkcopa": {"p_contents_kz": "Ер адам құлады.", "a1_contents_kz": "Ол тайып кетті.",
+               "a2_contents_kz": "Ол күлді.", "asks-for_kz": "себебі", "correct_answers": "1"},
+    "kazmmlu": {"Question": "Сұрақ?", "Option A": "а", "Option B": "ә", "Option C": "б", "Option D": "в",
+                "Option E": "", "Answer Key": "B"},
+    "option_letter": {"Question": "Сұрақ?", "Option A": "а", "Option B": "ә", "Option C": "б",
+                      "Option D": "в", "Correct Answer": "D"},
+    "unt": {"question": "Сұрақ?", "A": "а", "B": "ә", "C": "б", "D": "в", "E": "г", "correct_answer": "Б"},
+    "kazllm_mcq": {"question": "Сұрақ?", "A": "а", "B": "ә", "C": "б", "D": "в", "answer": "C"},
+    "kazllm_hellaswag": {"ctx": "Ол есікті ашып", "option1": "кірді", "option2": "ұшты", "option3": "жүзді",
+                         "option4": "ұйықтады", "answer": "1"},
+    "kazllm_winogrande": {"sentence": "Ол _ алды.", "option1": "кітапты", "option2": "үйді", "answer": "2"},
+    "kazllm_gsm8k": {"question": "2 алма мен 3 алма қанша?", "hints": "", "answer": "5"},
+}
+
+
+def _write_sample(path: Path, row: dict, copies: int = 3) -> None:
+    if path.suffix == ".csv":
+        import csv
+
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerows([row] * copies)
+    else:
+        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for _ in range(copies)),
+                        encoding="utf-8")
+
+
+def test_every_arzan_task_builds_from_local_files(tmp_path):
+    """Every shipped YAML renders its prompt, choices and target on its own dataset's layout."""
+    from lm_eval.tasks import TaskManager
+
+    known = suites.index_yamls(suites.tasks_dir())
+    for name, (_, cfg) in known.items():
+        kw = cfg.get("dataset_kwargs") or {}
+        if kw.get("local_file"):
+            _write_sample(tmp_path / kw["local_file"], SAMPLE_ROWS[kw["schema"]])
+    plan = suites.resolve(list(known), data_dir=tmp_path)
+    assert all(src.startswith("local:") for src in plan.data_source.values())
+    tm = TaskManager(include_path=str(suites.tasks_dir()), include_defaults=False,
+                     metadata={"arzan_data_dir": str(tmp_path)})
+    loaded = tm.load([n for n in known if "group" not in known[n][1]])["tasks"]
+    assert len(loaded) == sum("group" not in c for _, c in known.values())
+    for name, task in loaded.items():
+        doc = task.test_docs()[0]
+        text, target = task.doc_to_text(doc), task.doc_to_target(doc)
+        assert isinstance(text, str) and text.strip(), name
+        if task.OUTPUT_TYPE == "multiple_choice":
+            choices = task.doc_to_choice(doc)
+            assert 2 <= len(choices) and 0 <= target < len(choices), name
+        else:
+            assert target == "5", name
