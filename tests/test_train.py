@@ -148,3 +148,29 @@ def test_version_and_prices():
     assert result.exit_code == 0 and "A100" in result.output
     bad = cli("prices", "--currency", "EUR")
     assert bad.exit_code == 2 and "EUR" in bad.output
+
+
+def test_generation_check_is_in_the_summary(smoke_run):
+    led = json.loads((smoke_run / "cost.json").read_text())
+    check = led["summary"]["generation_check"]
+    assert check["total"] == len(check["prompts"]) > 0
+    assert all("before" in p and "text" in p for p in check["prompts"])
+    assert led["phases"]["eval"] > 0
+
+
+def test_cli_eval_compare_report_on_the_run(smoke_run, tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/kazakh-eval is absent (a user's fresh clone)")
+    result = cli("eval", str(smoke_run), "--tasks", "kazakh_local", "--limit", "3", "--data-dir", str(SHARED_DATA))
+    assert result.exit_code == 0, result.output
+    doc = json.loads((smoke_run / "eval.json").read_text())
+    assert {r["task"] for r in doc["rows"]} >= {"arzan_belebele_kk", "arzan_kkcopa"}
+    assert json.loads((smoke_run / "cost.json").read_text())["summary"]["eval"]["tasks"]
+    assert cli("compare", str(smoke_run), "--markdown").exit_code == 0
+    out = tmp_path / "r.html"
+    rep = cli("report", str(smoke_run), "--out", str(out))
+    assert rep.exit_code == 0 and out.is_file() and out.with_suffix(".md").is_file()
+    bad = cli("report", str(tmp_path / "nope"))
+    assert bad.exit_code == 2 and "nope" in bad.output

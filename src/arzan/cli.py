@@ -119,6 +119,59 @@ def prices(
         _fail(exc)
 
 
+@app.command(name="eval")
+def eval_(
+    target: str = typer.Argument(..., help="Run folder, adapter folder, model folder or hub id."),
+    tasks: str = typer.Option("kazakh", "--tasks", help="Suite (kazakh, kazakh_full, kazakh_local) or task names, comma-separated."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N items per task (cheap runs)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local Kazakh eval files (Belebele, kkCOPA)."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="lm-eval batch size (or auto)."),
+) -> None:
+    """Score a fine-tune (base + adapter) on the Kazakh suite with lm-evaluation-harness."""
+    from arzan.evaluation import compare, run_eval, scores_table
+
+    try:
+        task_list: list[str] | str = tasks if "," not in tasks else [t.strip() for t in tasks.split(",") if t.strip()]
+        result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size)
+        console.print(scores_table(compare([result["path"]], references=False)))
+        console.print(f"scores written to {result['path']}")
+    except ArzanError as exc:
+        _fail(exc)
+
+
+@app.command(name="compare")
+def compare_(
+    sources: list[str] = typer.Argument(..., help="Run folders or eval.json files."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print Markdown instead of a table."),
+    no_references: bool = typer.Option(False, "--no-references", help="Leave out published reference rows."),
+) -> None:
+    """Scores of runs side by side, with their cost and published reference rows."""
+    from arzan.evaluation import compare, scores_markdown, scores_table
+
+    try:
+        rows = compare(sources, references=not no_references)
+        console.print(scores_markdown(rows) if markdown else scores_table(rows))
+    except ArzanError as exc:
+        _fail(exc)
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="HTML file; Markdown goes beside it."),
+    title: Optional[str] = typer.Option(None, "--title"),
+) -> None:
+    """One self-contained HTML page (and Markdown) with what each run cost and what it bought."""
+    from arzan.report import build_report
+
+    try:
+        path = build_report(run_dirs, out, title=title)
+    except ArzanError as exc:
+        _fail(exc)
+        return
+    console.print(f"report: {path} (and {path.with_suffix('.md')})")
+
+
 def run() -> None:  # pragma: no cover - console-script entry for `python -m arzan`
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(app())

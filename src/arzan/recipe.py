@@ -181,9 +181,14 @@ class OutputSection(_Strict):
 
 
 class EvalSection(_Strict):
-    tasks: list[str] | str = "kazakh"
+    """After training: a generation check (does it answer and stop?) and, if tasks are named, lm-eval."""
+
+    tasks: list[str] | str = Field(default_factory=list)  # e.g. kazakh, kazakh_local; [] = none
     limit: int | None = Field(None, gt=0)
+    data_dir: str | None = None  # local copies of the Kazakh eval files (Belebele, kkCOPA)
     generation_check: bool = True
+    prompts: list[str] | None = None  # default: arzan's Kazakh prompts
+    max_new_tokens: int = Field(64, gt=0)
 
 
 class Recipe(_Strict):
@@ -196,7 +201,7 @@ class Recipe(_Strict):
     budget: BudgetSection = Field(default_factory=BudgetSection)
     cost: CostSection = Field(default_factory=CostSection)
     output: OutputSection = Field(default_factory=OutputSection)
-    eval: EvalSection | None = None
+    eval: EvalSection = Field(default_factory=EvalSection)
 
     # where relative data paths are resolved from; not part of the YAML
     _base_dir: Path = Path(".")

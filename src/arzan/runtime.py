@@ -7,6 +7,7 @@ same pricing rules serve `arzan train`, `arzan estimate` and the benchmarks.
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable
 
 from arzan.cost.ledger import ModelInfo, new_ledger, read_ledger
@@ -90,3 +91,50 @@ def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, rea
 
         write_card(folder.adapter / "README.md", recipe, ledger)
     return ledger
+
+
+def check_generation(recipe: Recipe, meter: CostMeter, model: Any, tokenizer: Any, console: Any) -> None:
+    """Answers before (adapter off) and after (adapter on): the most common complaint about a
+    fine-tune is a model that never stops, and the summary says so when it happens."""
+    from arzan.evaluation import generation_check
+
+    ev = recipe.eval
+    with model.disable_adapter():
+        before = generation_check(model, tokenizer, ev.prompts, max_new_tokens=ev.max_new_tokens)
+    after = generation_check(model, tokenizer, ev.prompts, max_new_tokens=ev.max_new_tokens)
+    for b, a in zip(before["prompts"], after["prompts"]):
+        a["before"] = b["text"]
+    meter.ledger.summary.generation_check = after
+    if console is not None:
+        from rich.table import Table
+
+        table = Table(title="Generation check: base model vs fine-tune", show_lines=True)
+        for col in ("prompt", "before training", "after training"):
+            table.add_column(col, overflow="fold")
+        for a in after["prompts"]:
+            table.add_row(a["prompt"], a["before"][:200], a["text"][:200] + ("" if a["stopped_at_eos"] else " …"))
+        console.print(table)
+        console.print(("[green]" if after["ok"] else "[yellow]") + after["summary"], highlight=False)
+
+
+def free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter) -> None:
+    """lm-eval on the saved adapter; the scores go into the ledger this meter owns (one writer)."""
+    from arzan.evaluation import run_eval
+
+    ev = recipe.eval
+    result = run_eval(folder.root, tasks=ev.tasks, limit=ev.limit, update_ledger=False,
+                      data_dir=Path(ev.data_dir) if ev.data_dir else None)
+    meter.ledger.summary.eval = result.get("summary")

@@ -181,6 +181,15 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         with meter.phase("save"):
             trainer.model.save_pretrained(folder.adapter)
             tokenizer.save_pretrained(folder.adapter)
+        stopped_early = stopper.received is not None or meter.ledger.budget.stop_reason is not None
+        if not stopped_early:  # a preempted machine has seconds left, a capped budget nothing
+            with meter.phase("eval"):
+                if recipe.eval.generation_check:
+                    runtime.check_generation(recipe, meter, trainer.model, tokenizer, console)
+                if recipe.eval.tasks:
+                    model = trainer = None  # lm-eval loads base + adapter afresh: free the GPU first
+                    runtime.free_accelerator_memory()
+                    runtime.evaluate_after_training(recipe, folder, meter)
         status, reason = runtime.final_status(meter, stopper)
     except ArzanError:
         reason = "stopped by an error before training finished"

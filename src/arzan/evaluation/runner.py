@@ -74,7 +74,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
     if update_ledger and (tgt.out_dir / "cost.json").is_file():
         put_in_ledger(tgt.out_dir / "cost.json", doc["summary"])
-    return doc
+    return {**doc, "path": str(tgt.out_dir / EVAL_FILE)}  # where it went; not part of eval.json
 
 
 def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot):
