@@ -130,6 +130,7 @@ def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool)
     kw.setdefault("gradient_checkpointing", on_cuda)  # SFTConfig defaults to True; on a CPU it only costs time
     if has_eval:
         kw.setdefault("eval_strategy", "steps" if kw.get("eval_steps") else "epoch")
+    # TensorBoard (report_to) writes under checkpoints/runs/ unless TENSORBOARD_LOGGING_DIR is set
     return SFTConfig(output_dir=str(folder.checkpoints), use_cpu=not on_cuda, disable_tqdm=True,
                      dataloader_pin_memory=on_cuda, save_strategy="steps", **kw)
 
