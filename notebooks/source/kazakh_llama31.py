@@ -1,0 +1,172 @@
+# %% [markdown]
+# # @@TITLE@@
+#
+# A LoRA fine-tune of **Llama-3.1-8B-Instruct** on public Kazakh instruction data with arzan
+# (Unsloth + TRL), with the bill in tenge and dollars next to the model. It runs the recipe
+# [`recipes/@@RECIPE@@.yaml`](../recipes/@@RECIPE@@.yaml), embedded below so this notebook needs no
+# clone of the repository.
+#
+# **Before you start**
+# 1. *Runtime → Change runtime type →* **@@GPU@@** GPU.
+# 2. Llama 3.x is gated: accept its licence on the Hugging Face hub, then add a Colab secret named
+#    `HF_TOKEN` (the key icon on the left). arzan reads it from the environment and never writes it.
+# 3. *Runtime → Run all.* If Colab disconnects, open the notebook again and *Run all*: the run folder
+#    lives on Google Drive, and the notebook resumes from its last checkpoint; the ledger adds the new
+#    session to the same bill, never counting the old one twice.
+#
+# **What it should cost** — derived, not measured (how: see the recipe header and `recipes/README.md`):
+#
+# @@EXPECTED@@
+
+# %% tags=["parameters"]
+RECIPE = "recipes/@@RECIPE@@.yaml"  # written from the copy embedded below when the file is missing
+OVERRIDES: list = []  # --set style overrides for a new run, e.g. ["train.num_train_epochs=1"]
+DRIVE_ROOT = "/content/drive/MyDrive/arzan-runs"  # Colab wipes /content on disconnect; Drive survives
+OUT = None  # run folder; None: DRIVE_ROOT/<recipe name> in Colab, runs/<recipe name> elsewhere
+ARZAN_SPEC = "arzan[gpu]==0.1.0"  # or "arzan[gpu] @ git+https://github.com/<you>/arzan", or a local path
+SAMPLE_IN_4BIT = @@SAMPLE_IN_4BIT@@  # load the base in 4-bit for the sample answers (fits a 16 GB T4)
+MAX_NEW_TOKENS = 128
+PUSH_TO = None  # e.g. "your-name/kazakh-llama31-lora": upload the adapter (HF_TOKEN needs write access)
+
+# %% [markdown]
+# ## Install (Colab only)
+# Pinned to the versions arzan is tested with (`pyproject.toml`). Outside Colab this cell installs
+# nothing: use an environment where arzan is installed. Not verified here: that `arzan` is published
+# on PyPI under this name; if it is not, point `ARZAN_SPEC` at your clone.
+
+# %% tags=["colab-only"]
+import subprocess
+import sys
+
+IN_COLAB = "google.colab" in sys.modules
+PINS = ["transformers==5.17.0", "trl==1.14.2", "peft==0.21.2", "datasets==4.8.5", "accelerate==1.15.0",
+        "unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "bitsandbytes==0.50.2"]
+if IN_COLAB:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", ARZAN_SPEC, *PINS], check=True)
+else:
+    print("not in Colab: skipping pip install")
+
+# %% tags=["colab-only"]
+import os
+
+if IN_COLAB:
+    from google.colab import drive, userdata
+
+    drive.mount("/content/drive")
+    try:
+        os.environ["HF_TOKEN"] = userdata.get("HF_TOKEN")  # into this process only; never printed
+    except Exception:
+        print("no HF_TOKEN secret: gated models such as Llama 3.x will not download")
+else:
+    print("not in Colab: no Drive to mount; the run folder stays on this machine")
+
+# %% [markdown]
+# ## The recipe
+# The copy below is generated from the recipe file by `notebooks/make_notebooks.py`; a test fails if
+# the two ever differ.
+
+# %%
+from pathlib import Path
+
+RECIPE_TEXT = r'''@@RECIPE_TEXT@@'''
+recipe_path = Path(RECIPE)
+if not recipe_path.is_file():
+    recipe_path.parent.mkdir(parents=True, exist_ok=True)
+    recipe_path.write_text(RECIPE_TEXT, encoding="utf-8")
+
+# %%
+import torch
+
+if torch.cuda.is_available():  # unsloth must be imported before transformers/trl for its patches to apply
+    try:
+        import unsloth  # noqa: F401
+    except Exception as exc:
+        print(f"unsloth is unavailable ({exc}); a recipe with backend: unsloth will stop with a clear error")
+
+# %% [markdown]
+# ## Run folder: new, resumed, or already done
+# A folder with a ledger resumes from its last checkpoint; a finished one is only shown. A folder
+# left half-made by a crash before its ledger existed is moved aside (never deleted).
+
+# %%
+import json
+
+from arzan.recipe import load_recipe
+from arzan.runfolder import is_run_folder
+
+recipe = load_recipe(recipe_path, OVERRIDES)
+out = Path(OUT or (f"{DRIVE_ROOT}/{recipe.name}" if IN_COLAB else f"runs/{recipe.name}"))
+if is_run_folder(out):
+    mode = "done" if json.loads((out / "cost.json").read_text("utf-8"))["status"] == "finished" else "resume"
+elif out.exists() and any(out.iterdir()):
+    mode = "overwrite"
+else:
+    mode = "new"
+print(f"run folder: {out} · mode: {mode}")
+
+# %% [markdown]
+# ## Train
+# One line per logging step, with the money spent so far. Stopping the cell (or a Colab
+# disconnect) saves a checkpoint and the ledger; *Run all* again continues.
+
+# %%
+from rich.console import Console
+
+from arzan.train import train_from_recipe
+
+if mode == "done":
+    ledger = json.loads((out / "cost.json").read_text("utf-8"))
+    print("this run already finished; showing its results")
+else:
+    result = train_from_recipe(recipe_path, OVERRIDES, out=out, mode=mode, console=Console())
+    ledger = result.ledger
+    print(result.status, "·", result.note or "", "·", ledger.get("status_reason") or "")
+
+# %% [markdown]
+# ## The bill
+# Every figure comes from the run's ledger, `cost.json`, next to the adapter.
+
+# %%
+from IPython.display import Markdown, display
+
+from arzan.modelcard import cost_table
+
+money, price = ledger["money"], ledger["price"]
+print(f"{ledger['status']} · {ledger['billed_seconds'] / 3600:.2f} h billed · {money['kzt']:,.0f} ₸ = "
+      f"{money['usd']:,.2f} $ at {price['usd_per_gpu_hour']} $/GPU-hour ({price['source']})")
+display(Markdown(cost_table(ledger)))
+
+# %% [markdown]
+# ## Kazakh answers from the fine-tune
+# The base model plus the saved adapter, loaded as anyone using the adapter will load it
+# (transformers + peft). Each answer should end on its own: one that runs to the token limit means
+# the model never learned to stop.
+
+# %%
+import gc
+
+from arzan.evaluation.generation import generation_check
+from arzan.export import load_for_inference
+
+gc.collect()
+if torch.cuda.is_available():
+    torch.cuda.empty_cache()
+if (out / "adapter" / "adapter_config.json").is_file():
+    model, tokenizer = load_for_inference(out, load_in_4bit=SAMPLE_IN_4BIT and torch.cuda.is_available())
+    check = generation_check(model, tokenizer, max_new_tokens=MAX_NEW_TOKENS)
+    for answer in check["prompts"]:
+        print(f"» {answer['prompt']}\n  {answer['text']}\n")
+    print(check["summary"])
+else:
+    print("no adapter yet: the run stopped before its first save")
+
+# %% [markdown]
+# ## Share it (optional)
+# Uploads the adapter with its `cost.json` and `recipe.yaml` to a private hub repo. The token is
+# read from `HF_TOKEN` and never written into the run folder.
+
+# %%
+if PUSH_TO:
+    from arzan.export import push_to_hub
+
+    print(push_to_hub(out, PUSH_TO, private=True))

@@ -1,0 +1,189 @@
+"""Taking a fine-tune out of arzan: a merged 16-bit model, or the adapter, on the Hugging Face hub.
+
+Why the base is always reloaded unquantised before merging: folding LoRA deltas into 4-bit (QLoRA)
+weights re-quantises the sum, and the merged model then scores worse than the adapter it came from.
+So the base is loaded in full precision (float32 on a CPU, where the merge is exact; the requested
+16-bit dtype on a GPU), merged, and only then cast for saving. Unsloth's pre-quantised mirrors
+(`...-bnb-4bit`) are mapped back to their 16-bit repos for the same reason.
+
+Why the hub token is read from the environment and passed to the client only: a run folder is
+meant to be copied, zipped and published, so nothing that writes into it may ever see the token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arzan.errors import ArzanError
+
+DTYPES = ("bfloat16", "float16", "float32")
+_QUANT_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
+
+
+def _locate(path: str | Path) -> tuple[Path, Path | None]:
+    """(adapter folder, run folder or None) from either a run folder or an adapter folder."""
+    p = Path(path)
+    if (p / "adapter" / "adapter_config.json").is_file():
+        return p / "adapter", p
+    if (p / "adapter_config.json").is_file():
+        run = p.parent if (p.parent / "recipe.yaml").is_file() else None
+        return p, run
+    raise ArzanError(f"{p}: neither a run folder with adapter/ nor an adapter folder (no adapter_config.json)")
+
+
+def unquantised_name(name: str) -> str:
+    """'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit' -> 'unsloth/Meta-Llama-3.1-8B-Instruct'."""
+    for suffix in _QUANT_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def base_model_of(adapter: Path, run: Path | None) -> tuple[str, str | None]:
+    """The base the adapter was trained on: the run's recipe first (the name the user chose, which
+    survives unsloth's renaming), else the adapter's own config."""
+    from arzan.model import resolve_model_name
+
+    if run is not None:
+        model = (yaml.safe_load((run / "recipe.yaml").read_text("utf-8")) or {}).get("model") or {}
+        if model.get("name"):
+            return resolve_model_name(model["name"]), model.get("revision")
+    cfg = json.loads((adapter / "adapter_config.json").read_text("utf-8"))
+    name = cfg.get("base_model_name_or_path")
+    if not name:
+        raise ArzanError(f"{adapter}: adapter_config.json names no base model; pass base_model=")
+    return resolve_model_name(unquantised_name(name)), cfg.get("revision")
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if device == "cpu":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name not in DTYPES:
+        raise ArzanError(f"dtype '{name}': use one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool = False,
+                       device: str | None = None, base_model: str | None = None) -> tuple[Any, Any]:
+    """Base + adapter as the fine-tune is used: (PeftModel in eval mode, tokenizer)."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    adapter, run = _locate(path)
+    name, revision = (base_model, None) if base_model else base_model_of(adapter, run)
+    device = _device(device)
+    kwargs: dict[str, Any] = {"revision": revision, "dtype": _dtype(dtype, device)}
+    if getattr(AutoConfig.from_pretrained(name, revision=revision), "quantization_config", None) and not load_in_4bit:
+        raise ArzanError(f"{name}: a quantised checkpoint; give the unquantised base with base_model=")
+    if load_in_4bit:
+        if device != "cuda":
+            raise ArzanError("load_in_4bit needs a CUDA GPU (bitsandbytes); load in 16/32-bit on a CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=kwargs["dtype"])
+    if device == "cuda":
+        kwargs["device_map"] = {"": 0}
+    try:
+        base = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ArzanError(f"cannot load base model '{name}': {str(exc).splitlines()[0]}") from None
+    tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else name
+    tokenizer = AutoTokenizer.from_pretrained(tok_src)
+    model = PeftModel.from_pretrained(base, adapter)
+    model.eval()
+    return model, tokenizer
+
+
+def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: str = "bfloat16",
+                  device: str | None = None, base_model: str | None = None) -> Path:
+    """Write base + LoRA as one ordinary transformers model (no peft needed to use it).
+
+    On a CPU the merge runs in float32 (an 8B model then needs ~32 GB of RAM) and is cast to
+    `dtype` when saved; on a GPU it runs in `dtype` (~16 GB of VRAM for 8B in bf16).
+    """
+    if dtype not in DTYPES:
+        raise ArzanError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
+    adapter, run = _locate(path)
+    out = Path(out_dir) if out_dir else (run or adapter.parent) / "merged"
+    if out.exists() and any(out.iterdir()):
+        raise ArzanError(f"{out}: already exists and is not empty; choose another out_dir or move it aside")
+    device = _device(device)
+    compute = "float32" if device == "cpu" else dtype
+    model, tokenizer = load_for_inference(adapter, dtype=compute, device=device, base_model=base_model)
+    name = base_model or base_model_of(adapter, run)[0]
+    merged = model.merge_and_unload(safe_merge=True)
+    merged = merged.to(_dtype(dtype, device))
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(merged_card(name, adapter, dtype, compute, device, run), encoding="utf-8")
+    return out
+
+
+def merged_card(base: str, adapter: Path, dtype: str, compute: str, device: str, run: Path | None) -> str:
+    """A short card: what was merged into what, how, and (from the ledger) what the training cost."""
+    meta = {"base_model": base, "library_name": "transformers", "language": ["kk"],
+            "pipeline_tag": "text-generation", "tags": ["arzan", "lora", "merged", "kazakh"]}
+    body = [f"# Merged model\n\nLoRA adapter `{adapter.name}` merged into `{base}` with "
+            f"`arzan.export.merge_adapter`: the base was reloaded unquantised ({compute} on {device}), "
+            f"merged, and saved as {dtype}. It loads with plain transformers; no peft needed.\n"]
+    ledger_path = run / "cost.json" if run else None
+    if ledger_path is not None and ledger_path.is_file():
+        from arzan.modelcard import cost_table
+
+        body.append("## Training cost\n\n" + cost_table(json.loads(ledger_path.read_text("utf-8"))) + "\n")
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n" + "\n".join(body)
+
+
+def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = True, merged: bool = False) -> str:
+    """Upload the adapter (or merged/) with the run's cost.json and recipe.yaml, in one commit.
+
+    The token comes from $HF_TOKEN and goes only to the hub client; the run folder gets a hub.json
+    saying where the model went, never with what credential.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    run = Path(run_dir)
+    folder = run / ("merged" if merged else "adapter")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        hint = "run merge_adapter first" if merged else "train first"
+        raise ArzanError(f"{folder}: nothing to upload ({hint})")
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise ArzanError("HF_TOKEN is not set: create a write token at https://huggingface.co/settings/tokens "
+                         "and export HF_TOKEN=... (arzan never stores it)")
+    ops = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+           for p in sorted(folder.rglob("*")) if p.is_file()]
+    ops += [CommitOperationAdd(path_in_repo=f"arzan/{n}", path_or_fileobj=str(run / n))
+            for n in ("cost.json", "recipe.yaml") if (run / n).is_file()]
+    api = HfApi(token=token)
+    try:
+        url = str(api.create_repo(repo_id=repo_id, private=private, exist_ok=True, repo_type="model"))
+        info = api.create_commit(repo_id=repo_id, operations=ops, repo_type="model",
+                                 commit_message=f"arzan: {'merged model' if merged else 'LoRA adapter'} "
+                                                f"from run {run.name}")
+    except Exception as exc:  # the hub raises many types; say which repo and why, never the token
+        raise ArzanError(f"push to {repo_id} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                         .replace(token, "***")) from None
+    record = {"repo_id": repo_id, "url": url, "private": private, "merged": merged,
+              "commit": getattr(info, "oid", None), "pushed_at": datetime.now(timezone.utc).isoformat()}
+    (run / "hub.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return url

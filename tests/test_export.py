@@ -1,0 +1,163 @@
+"""Export: a merged model must compute what base + adapter computed, and a hub push must leave no
+trace of the token in the run folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from arzan.errors import ArzanError
+from arzan.export import merge_adapter, push_to_hub, unquantised_name
+from arzan.recipe import ALL_PROJECTIONS
+
+TOKEN = "hf_arzanTESTtoken0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_dir):
+    """A run folder holding a deliberately non-trivial LoRA (random A and B) on the tiny model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tmp_path_factory.mktemp("export") / "run"
+    (run / "adapter").mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    ids = tokenizer("Қазақстанның астанасы қай қала?", return_tensors="pt").input_ids
+    with torch.no_grad():
+        base_logits = base(ids).logits
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=ALL_PROJECTIONS,
+                                            init_lora_weights=False, task_type="CAUSAL_LM"))
+    model.eval()
+    with torch.no_grad():
+        adapter_logits = model(ids).logits
+    model.save_pretrained(run / "adapter")
+    tokenizer.save_pretrained(run / "adapter")
+    (run / "recipe.yaml").write_text(yaml.safe_dump({"name": "t", "model": {"name": "arzan/tiny-llama-kk"}}))
+    (run / "cost.json").write_text(json.dumps({"status": "finished", "money": {"kzt": 1.0, "usd": 0.002}}))
+    return run, ids, base_logits, adapter_logits
+
+
+def _logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_merged_model_gives_the_adapters_logits(lora_run, tmp_path):
+    run, ids, base_logits, adapter_logits = lora_run
+    assert not torch.allclose(adapter_logits, base_logits, atol=1e-3), "the LoRA must change the output"
+    out = merge_adapter(run, tmp_path / "merged", dtype="float32")
+    assert not (out / "adapter_config.json").exists()  # an ordinary transformers model now
+    torch.testing.assert_close(_logits(out, ids), adapter_logits, atol=1e-5, rtol=1e-5)
+    card = (out / "README.md").read_text("utf-8")
+    assert card.startswith("---\n") and "library_name: transformers" in card and "Training cost" in card
+
+
+def test_merge_from_adapter_folder_saves_requested_dtype(lora_run, tmp_path):
+    from safetensors import safe_open
+
+    run, ids, _, adapter_logits = lora_run
+    out = merge_adapter(run / "adapter", tmp_path / "m16", dtype="bfloat16")
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    torch.testing.assert_close(_logits(out, ids), adapter_logits, atol=0.1, rtol=0.05)  # bf16 rounding only
+
+
+def test_merge_refuses_bad_requests(lora_run, tmp_path):
+    run = lora_run[0]
+    with pytest.raises(ArzanError, match="dtype"):
+        merge_adapter(run, tmp_path / "x", dtype="int8")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("paid for")
+    with pytest.raises(ArzanError, match="not empty"):
+        merge_adapter(run, tmp_path / "busy")
+    with pytest.raises(ArzanError, match="adapter_config.json"):
+        merge_adapter(tmp_path / "busy")
+
+
+def test_merge_never_uses_a_quantised_base(lora_run, tiny_dir, tmp_path):
+    quantised = tmp_path / "tiny-bnb-4bit"
+    shutil.copytree(tiny_dir, quantised)
+    cfg = json.loads((quantised / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (quantised / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArzanError, match="quantised"):
+        merge_adapter(lora_run[0], tmp_path / "out", base_model=str(quantised))
+
+
+def test_unsloth_prequantised_names_map_to_16bit_repos():
+    assert unquantised_name("unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit") == "unsloth/Meta-Llama-3.1-8B-Instruct"
+    assert unquantised_name("unsloth/Llama-3.2-3B-Instruct-unsloth-bnb-4bit") == "unsloth/Llama-3.2-3B-Instruct"
+    assert unquantised_name("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+class FakeHfApi:
+    """Records what would be sent; `fail` makes it raise an error that quotes the token."""
+
+    calls: list = []
+    fail = False
+
+    def __init__(self, token=None):
+        FakeHfApi.calls.append(("init", token))
+
+    def create_repo(self, repo_id, private, exist_ok, repo_type):
+        if FakeHfApi.fail:
+            raise RuntimeError(f"401 Unauthorized: bad token {TOKEN}")
+        FakeHfApi.calls.append(("create_repo", repo_id, private))
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_commit(self, repo_id, operations, repo_type, commit_message):
+        FakeHfApi.calls.append(("commit", repo_id, sorted(op.path_in_repo for op in operations)))
+        return type("Info", (), {"oid": "abc123"})()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    import huggingface_hub
+
+    FakeHfApi.calls, FakeHfApi.fail = [], False
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return FakeHfApi
+
+
+def _files_containing(root: Path, secret: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_push_uploads_adapter_with_its_bill_and_leaves_no_token(lora_run, fake_hub, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(lora_run[0], run)
+    url = push_to_hub(run, "someone/kazakh-llama", private=True)
+    assert url == "https://huggingface.co/someone/kazakh-llama"
+    assert ("init", TOKEN) in fake_hub.calls and ("create_repo", "someone/kazakh-llama", True) in fake_hub.calls
+    files = next(c[2] for c in fake_hub.calls if c[0] == "commit")
+    assert {"adapter_config.json", "adapter_model.safetensors", "arzan/cost.json", "arzan/recipe.yaml"} <= set(files)
+    hub = json.loads((run / "hub.json").read_text())
+    assert hub["repo_id"] == "someone/kazakh-llama" and hub["commit"] == "abc123"
+    assert _files_containing(run, TOKEN) == []
+
+
+def test_push_errors_name_the_problem_not_the_token(lora_run, fake_hub, monkeypatch, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(lora_run[0], run)
+    fake_hub.fail = True
+    with pytest.raises(ArzanError) as err:
+        push_to_hub(run, "someone/kazakh-llama")
+    assert TOKEN not in str(err.value) and "someone/kazakh-llama" in str(err.value)
+    with pytest.raises(ArzanError, match="merge_adapter first"):
+        push_to_hub(run, "someone/kazakh-llama", merged=True)
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(ArzanError, match="HF_TOKEN is not set"):
+        push_to_hub(run, "someone/kazakh-llama")
+    assert _files_containing(run, TOKEN) == []
