@@ -174,3 +174,15 @@ def test_cli_eval_compare_report_on_the_run(smoke_run, tmp_path):
     assert rep.exit_code == 0 and out.is_file() and out.with_suffix(".md").is_file()
     bad = cli("report", str(tmp_path / "nope"))
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_save_merged_writes_a_plain_transformers_model(tmp_path, write_recipe):
+    from transformers import AutoModelForCausalLM
+
+    recipe = write_recipe(base_recipe(train={"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 64,
+                                             "logging_steps": 1}, output={"save_merged": True},
+                                      eval={"generation_check": False}))
+    result = cli("train", str(recipe), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged")
+    assert not any("lora" in n for n, _ in merged.named_parameters())

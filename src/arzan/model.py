@@ -43,21 +43,46 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+_UNSLOTH_IMPORT_ERROR: list[str] = []  # why `import unsloth` failed in this process, if it did
+
+
+def import_unsloth_early(requested: str) -> None:
+    """Import unsloth before trl/transformers/peft are used, as unsloth requires for its patches.
+
+    Called by `load_recipe` as soon as the backend is known, before recipe validation imports trl.
+    A failed import is remembered so that `auto` falls back to hf and says why.
+    """
+    if requested not in ("auto", "unsloth") or importlib.util.find_spec("unsloth") is None:
+        return
+    if not cuda_available() or _UNSLOTH_IMPORT_ERROR:
+        return
+    try:
+        import unsloth  # noqa: F401
+    except Exception as exc:  # unsloth raises many kinds on a bad driver or version mix
+        _UNSLOTH_IMPORT_ERROR.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
 def choose_backend(requested: str) -> tuple[str, str | None]:
     """(backend to use, why auto fell back to hf or None)."""
     has_cuda = cuda_available()
     has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if has_cuda and has_unsloth and requested in ("auto", "unsloth"):
+        import_unsloth_early(requested)
+    broken = _UNSLOTH_IMPORT_ERROR[0] if _UNSLOTH_IMPORT_ERROR else None
     if requested == "unsloth":
         if not has_cuda:
             raise ArzanError("model.backend: 'unsloth' needs a CUDA GPU and none was found; "
                              "use backend: auto (falls back to hf) or hf")
         if not has_unsloth:
             raise ArzanError("model.backend: 'unsloth' is not installed; pip install 'arzan[gpu]'")
+        if broken:
+            raise ArzanError(f"model.backend: unsloth failed to import ({broken}); use backend: hf")
         return "unsloth", None
     if requested == "auto":
-        if has_cuda and has_unsloth:
+        if has_cuda and has_unsloth and not broken:
             return "unsloth", None
-        return "hf", "no CUDA GPU" if not has_cuda else "unsloth not installed"
+        return "hf", ("no CUDA GPU" if not has_cuda else "unsloth not installed" if not has_unsloth
+                      else f"unsloth failed to import: {broken}")
     return "hf", None
 
 
@@ -131,13 +156,17 @@ def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel  # noqa: I001 - must precede transformers' use
 
     m, lo = recipe.model, recipe.lora
+    # use_exact_model_name: unsloth would otherwise swap in its own mirror (and drop `revision`),
+    # while the ledger and model card name the repo the recipe asked for.
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=name, max_seq_length=recipe.train.max_length, dtype=None, load_in_4bit=m.load_in_4bit,
-        revision=m.revision, trust_remote_code=m.trust_remote_code)
+        model_name=name, max_seq_length=recipe.train.max_length,
+        dtype=None if m.dtype == "auto" else _torch_dtype(m.dtype, True), load_in_4bit=m.load_in_4bit,
+        revision=m.revision, trust_remote_code=m.trust_remote_code, use_exact_model_name=True)
+    checkpointing = "unsloth" if recipe.train.gradient_checkpointing is not False else False
     model = FastLanguageModel.get_peft_model(
         model, r=lo.r, lora_alpha=lo.lora_alpha, lora_dropout=lo.lora_dropout, target_modules=lo.target_modules,
         bias=lo.bias, use_rslora=lo.use_rslora, modules_to_save=lo.modules_to_save,
-        use_gradient_checkpointing="unsloth", random_state=recipe.train.seed)
+        use_gradient_checkpointing=checkpointing, random_state=recipe.train.seed)
     if not tokenizer.chat_template:
         from unsloth.chat_templates import get_chat_template
 

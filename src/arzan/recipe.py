@@ -343,7 +343,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}: not UTF-8 text") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping (name:, model:, data:, ...), got {type(raw).__name__}")
-    recipe = recipe_from_dict(apply_overrides(raw, overrides or []), source=str(path))
+    raw = apply_overrides(raw, overrides or [])
+    backend = (raw.get("model") or {}).get("backend", "auto") if isinstance(raw.get("model"), dict) else "auto"
+    from arzan.model import import_unsloth_early  # before validation imports trl (unsloth must be first)
+
+    import_unsloth_early(str(backend))
+    recipe = recipe_from_dict(raw, source=str(path))
     recipe._base_dir = path.resolve().parent
     check_files(recipe, source=str(path))
     return recipe

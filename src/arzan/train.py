@@ -191,6 +191,13 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                     model = trainer = None  # lm-eval loads base + adapter afresh: free the GPU first
                     runtime.free_accelerator_memory()
                     runtime.evaluate_after_training(recipe, folder, meter)
+            if recipe.output.save_merged:
+                with meter.phase("save"):  # merged into the 16-bit base, never into 4-bit weights
+                    model = trainer = None
+                    runtime.free_accelerator_memory()
+                    from arzan.export import merge_adapter
+
+                    merge_adapter(folder.root, folder.merged, dtype="bfloat16" if info.device == "cuda" else "float32")
         status, reason = runtime.final_status(meter, stopper)
     except ArzanError:
         reason = "stopped by an error before training finished"
@@ -204,6 +211,11 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     finally:
         stopper.uninstall()
         ledger = runtime.finish(meter, folder, recipe, status, reason)
+    if status == "finished" and recipe.output.push_to_hub:  # after finish, so the card shows the final bill
+        from arzan.export import push_to_hub
+
+        push_to_hub(folder.root, recipe.output.hub_model_id, private=recipe.output.hub_private,
+                    merged=recipe.output.save_merged)
     return RunResult(folder.root, status, ledger, note)
 
 
