@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/arzan train recipes/smoke.yaml --overwrite
+	OMP_NUM_THREADS=1 $(VENV)/bin/arzan train recipes/smoke.yaml --overwrite
 
 test: setup
 	$(PY) -m pytest -q

@@ -24,7 +24,8 @@ def smoke_run(tmp_path_factory) -> Path:
     """One real training of the smoke recipe, shortened, priced as a catalog T4 so money is non-zero."""
     out = tmp_path_factory.mktemp("runs") / "smoke"
     result = cli("train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out), "--gpu", "T4",
-                 "--set", "train.max_steps=60", "--set", "train.save_steps=30", "--set", "train.eval_steps=30")
+                 "--set", "train.max_steps=300", "--set", "train.save_steps=150", "--set", "train.eval_steps=150",
+                 "--set", "train.logging_steps=25")
     assert result.exit_code == 0, result.output
     return out
 
@@ -33,7 +34,7 @@ def test_loss_falls(smoke_run):
     rows = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r.get("loss") is not None]
     assert len(losses) >= 4
-    assert losses[-1] < losses[0] * 0.8, losses
+    assert losses[-1] < losses[0] * 0.6, losses
 
 
 def test_run_folder_layout(smoke_run):
@@ -70,7 +71,7 @@ def test_trained_tokens_equal_the_data(smoke_run):
     led = json.loads((smoke_run / "cost.json").read_text())
     batch = recipe.train.per_device_train_batch_size
     steps_per_epoch = -(-len(data.train) // batch)
-    epochs, rest = divmod(60, steps_per_epoch)
+    epochs, rest = divmod(300, steps_per_epoch)
     assert led["tokens"]["trained"] >= epochs * per_epoch
     assert led["tokens"]["trained"] <= (epochs + (1 if rest else 0)) * per_epoch
 

@@ -103,7 +103,7 @@ def check_generation(recipe: Recipe, meter: CostMeter, model: Any, tokenizer: An
         before = generation_check(model, tokenizer, ev.prompts, max_new_tokens=ev.max_new_tokens)
     after = generation_check(model, tokenizer, ev.prompts, max_new_tokens=ev.max_new_tokens)
     for b, a in zip(before["prompts"], after["prompts"]):
-        a["before"] = b["text"]
+        a["before"], a["before_stopped_at_eos"] = b["text"], b["stopped_at_eos"]
     meter.ledger.summary.generation_check = after
     if console is not None:
         from rich.table import Table
@@ -112,7 +112,9 @@ def check_generation(recipe: Recipe, meter: CostMeter, model: Any, tokenizer: An
         for col in ("prompt", "before training", "after training"):
             table.add_column(col, overflow="fold")
         for a in after["prompts"]:
-            table.add_row(a["prompt"], a["before"][:200], a["text"][:200] + ("" if a["stopped_at_eos"] else " …"))
+            table.add_row(a["prompt"], a["before"][:200] + ("" if a["before_stopped_at_eos"] else " …"),
+                          a["text"][:200] + ("" if a["stopped_at_eos"] else " …"))
+        table.caption = "… = ran to the token limit without stopping"
         console.print(table)
         console.print(("[green]" if after["ok"] else "[yellow]") + after["summary"], highlight=False)
 
