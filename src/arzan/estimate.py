@@ -1,0 +1,296 @@
+"""`arzan estimate`: what a run will cost on every catalog GPU, before one is rented.
+
+Tokens the trainer will see (`runplan`: counted through the trainer's own data path) x hardware
+FLOPs per token (`vram`) / what the GPU sustains (`throughput`: measured or derived, and it says
+which), plus setup, checkpoints and the adapter save, x the catalog price. Speeds are *seen* tokens
+per second, as the ledger's `tokens.per_second`, because compute scales with every token in a batch,
+not only those with labels; the same arithmetic (`money_for`) turns seconds into tenge, so an
+estimate and the bill that follows it can be compared line by line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arzan.cost.ledger import money_for
+from arzan.cost.prices import Exchange, Price, load_catalog, resolve_exchange, resolve_price
+from arzan.errors import ArzanError
+from arzan.recipe import Recipe
+from arzan.runplan import Plan, Tokens, count_tokens, plan_run
+from arzan.throughput import Table, load_table, model_shape
+from arzan.vram import ModelShape, Vram, estimate_vram, size_label
+
+
+# --- one place to run it -----------------------------------------------------------------------
+@dataclass
+class Option:
+    device: str  # catalog GPU name, or "cpu"
+    price: Price
+    backend: str
+    tokens_per_s: float | None  # seen tokens per train second, as the ledger's tokens.per_second
+    basis: str  # measured | derived | unknown
+    source: str
+    phases: dict[str, float] = field(default_factory=dict)  # as the ledger's phases
+    eval_s: float = 0.0  # inside "train": the Trainer evaluates from within train()
+    billed_seconds: float | None = None
+    usd: float | None = None
+    kzt: float | None = None
+    vram_gb: float | None = None  # the card's
+    fits: bool | None = None
+
+    @property
+    def hours(self) -> float | None:
+        return None if self.billed_seconds is None else self.billed_seconds / 3600
+
+
+@dataclass
+class Estimate:
+    recipe: str
+    model: str
+    shape: ModelShape
+    method: str
+    lora_params: int
+    tokens: Tokens
+    plan: Plan
+    vram: Vram  # on a GPU, with the backend the GPU rows assume
+    exchange: Exchange
+    options: list[Option]  # every catalog GPU: those it fits on first, each group cheapest first
+    target: Option | None  # how `arzan train` would bill this recipe here (its price, this machine's speed)
+    target_label: str = "this machine"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data for `arzan estimate --json`."""
+        d = asdict(self)
+        for o, od in zip([self.target, *self.options], [d["target"], *d["options"]]):
+            if o is not None:
+                od["price"], od["hours"] = o.price.model_dump(), o.hours
+        d["exchange"] = self.exchange.model_dump()
+        return d
+
+
+def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None, sample_rows: int | None = None,
+             *, size_hint: str | None = None, table: Table | None = None, tokenizer: Any = None) -> Estimate:
+    """Time and money of `recipe` on every catalog GPU (or `gpu`), and on the machine it would run on now."""
+    from arzan.model import resolve_model_name
+    from arzan.runtime import price_for
+
+    table = table or load_table()
+    shape = model_shape(recipe, size_hint, table)
+    tokens = count_tokens(recipe, tokenizer, sample_rows)
+    plan = plan_run(recipe, tokens)
+    lo, qlora = recipe.lora, recipe.model.load_in_4bit
+    lora = shape.lora_params(lo.r, lo.target_modules)
+    method = "qlora" if qlora else "lora"
+    hub = not Path(resolve_model_name(recipe.model.name)).is_dir()
+    gpu_backend = "hf" if recipe.model.backend == "hf" else "unsloth"
+    gpu_ckpt = True if gpu_backend == "unsloth" else recipe.train.gradient_checkpointing is not False
+    micro = recipe.train.per_device_train_batch_size * recipe.train.max_length
+    full = sum(shape.embedding_params for m in lo.modules_to_save or [] if m in ("embed_tokens", "lm_head"))
+    vram = estimate_vram(shape, lora_params=lora, micro_batch_tokens=micro, qlora=qlora, checkpointing=gpu_ckpt,
+                         backend=gpu_backend, extra_trainable=full)
+    notes = [n for n in [tokens.extrapolated] if n]
+    if recipe.model.backend == "auto":
+        notes.append("GPU rows assume backend auto picks unsloth there (arzan[gpu] installed); "
+                     "with backend hf they take longer: `--set model.backend=hf` shows how much")
+    if recipe.eval.tasks:
+        notes.append("lm-eval tasks after training (eval.tasks) are not in the estimate; they are billed as eval")
+    if hub:
+        notes.append(f"GPU rows include downloading {shape.total_params * 2 / 1e9:.0f} GB of weights from the hub")
+
+    def option(device: str, price: Price, backend: str, ckpt: bool, card_gb: float | None, v: Vram,
+               download: bool) -> Option:
+        entry = table.find(device, method, backend, shape.total_params)
+        opt = Option(device=device, price=price, backend=backend, tokens_per_s=None, basis="unknown",
+                     source=f"no throughput figure for {device}/{method}/{backend} in throughput.yaml",
+                     vram_gb=card_gb, fits=None if card_gb is None else v.total <= card_gb)
+        if entry is None:
+            return opt
+        phases, opt.eval_s = table.phase_seconds(entry, shape, tokens, plan, recipe, lora, ckpt, hub=download)
+        opt.phases, opt.basis, opt.source = phases, entry.basis, entry.source
+        opt.tokens_per_s = plan.seen / max(phases["train"], 1e-9)
+        opt.billed_seconds = sum(phases.values()) + price.overhead_s
+        opt.usd, opt.kzt = money_for(opt.billed_seconds, price, exchange)
+        return opt
+
+    c = recipe.cost
+    exchange = resolve_exchange(c.usd_kzt)  # the same rate price_for uses below
+    cat = load_catalog()
+    wanted = [gpu] if gpu else list(cat.gpus)
+    options = []
+    for g in wanted:
+        try:
+            price = resolve_price(gpu=g, provider=provider, gpu_count=c.gpu_count, overhead_s=c.overhead_minutes * 60,
+                                  pricing=c.pricing, exchange=exchange)
+        except ArzanError as exc:
+            if gpu:
+                raise
+            notes.append(f"{g}: {exc}")
+            continue
+        options.append(option(price.gpu, price, gpu_backend, gpu_ckpt, cat.gpus[price.gpu].get("vram_gb"), vram,
+                              download=hub))
+    options.sort(key=lambda o: (o.fits is False, o.usd if o.usd is not None else math.inf))
+
+    price, _ = price_for(recipe)  # exactly how `arzan train` will bill it
+    here = _detected_gpu() or "cpu"
+    device = price.gpu or here
+    priced = c.gpu or c.usd_per_gpu_hour is not None or c.kzt_per_gpu_hour is not None
+    where = ", ".join(w for w in ["this machine" if device == here else "", "recipe's price" if priced else ""] if w)
+    if device == "cpu":
+        if qlora:
+            target, notes = None, notes + ["this machine has no CUDA GPU: 4-bit QLoRA cannot run here"]
+        else:
+            v = estimate_vram(shape, lora_params=lora, micro_batch_tokens=micro, qlora=False,
+                              checkpointing=bool(recipe.train.gradient_checkpointing), device="cpu",
+                              extra_trainable=full)
+            target = option("cpu", price, "hf", bool(recipe.train.gradient_checkpointing), None, v,
+                            download=hub and not _cached(recipe))
+    else:
+        backend = _backend_here(recipe, gpu_backend) if device == here else gpu_backend
+        target = option(device, price, backend, gpu_ckpt, cat.gpus.get(device, {}).get("vram_gb"), vram,
+                        download=hub and not (device == here and _cached(recipe)))
+    return Estimate(recipe=recipe.name, model=recipe.model.name, shape=shape, method=method, lora_params=lora,
+                    tokens=tokens, plan=plan, vram=vram, exchange=exchange, options=options, target=target,
+                    target_label=where or "as `arzan train` bills it", notes=notes)
+
+
+def _cached(recipe: Recipe) -> bool:
+    """Weights already in this machine's hub cache cost no download here (a rented GPU starts empty)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(recipe.model.name, "config.json", revision=recipe.model.revision),
+                          str)
+    except Exception:  # an odd name or cache layout: assume a download, the dearer case
+        return False
+
+
+def _backend_here(recipe: Recipe, default: str) -> str:
+    """What `arzan train` would pick on this GPU (auto: unsloth only if it is installed)."""
+    from arzan.model import choose_backend
+
+    try:
+        return choose_backend(recipe.model.backend)[0]
+    except ArzanError:
+        return default
+
+
+def _detected_gpu() -> str | None:
+    from arzan.runtime import _detected_gpu as detected
+
+    name = detected()
+    if name is None:
+        return None
+    try:
+        from arzan.cost.prices import canonical_gpu
+
+        return canonical_gpu(name)
+    except ArzanError:
+        return name
+
+
+# --- output -------------------------------------------------------------------------------------
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _money(x: float | None, digits: int) -> str:
+    return "?" if x is None else f"{x:,.{digits}f}".replace(",", " ")
+
+
+def kzt_text(x: float | None) -> str:
+    """Tenge as printed everywhere: whole tenge from 100 up, kopecks below (a CPU demo costs 0.25 ₸)."""
+    return "?" if x is None else _money(x, 0 if x >= 100 else 2) + " ₸"
+
+
+def render(est: Estimate) -> Any:
+    """The table `arzan estimate` prints: this machine first, then every catalog GPU."""
+    from rich.console import Group
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    t, p, v = est.tokens, est.plan, est.vram
+    head = [
+        Text(f"{est.recipe}: {est.model} ({size_label(est.shape.total_params)} params, {est.method}, "
+             f"{size_label(est.lora_params)} trainable) · config from {est.shape.source}", style="bold"),
+        Text(f"tokens: {p.seen:,} seen / {p.trained:,} trained in {p.steps:,} steps ({p.epochs:.2f} epochs of "
+             f"{t.rows:,} sequences), {p.evals} evaluations, {p.saves} checkpoints"),
+        Text(f"GPU memory: ~{v.total:.1f} GB = weights {v.weights:.1f} + LoRA and optimizer {v.adapter:.1f} + "
+             f"activations {v.activations:.1f} + logits {v.logits:.1f} + CUDA and allocator {v.overhead:.1f} "
+             f"(micro-batch of {v.tokens_per_micro_batch:,} tokens)"),
+    ]
+    table = RichTable(title_justify="left", caption_justify="left",
+                      caption=f"1 USD = {est.exchange.usd_kzt:g} ₸ ({est.exchange.source}). tok/s: seen tokens "
+                              "per train second, as in the ledger. Rows that do not fit come last.")
+    for col, just in [("GPU", "left"), ("provider", "left"), ("pricing", "left"), ("VRAM", "right"),
+                      ("fits", "center"), ("tok/s", "right"), ("basis", "left"), ("time", "right"),
+                      ("₸", "right"), ("$", "right")]:
+        table.add_column(col, justify=just)
+    rows = ([(est.target_label, est.target)] if est.target else []) + [("", o) for o in est.options]
+    for label, o in rows:
+        fits = "" if o.fits is None else ("yes" if o.fits else "[red]no[/]")
+        table.add_row(f"{o.device} ({label})" if label else o.device, o.price.provider or o.price.source,
+                      o.price.pricing, f"{o.vram_gb:g} GB" if o.vram_gb else "", fits, _money(o.tokens_per_s, 0),
+                      o.basis, _hms(o.billed_seconds), kzt_text(o.kzt).removesuffix(" ₸"),
+                      _money(o.usd, 2), style="bold" if label else None)
+    if est.target and est.target.billed_seconds is not None:
+        ph = est.target.phases
+        head.append(Text(f"{est.target_label}: setup {_hms(ph['setup'])} · data {_hms(ph['data'])} · train "
+                         f"{_hms(ph['train'])} ({_hms(est.target.eval_s)} of it evaluating) · generation check "
+                         f"{_hms(ph['eval'])} · save {_hms(ph['save'])} · {est.target.source}"))
+    notes = [Text(f"note: {n}", style="dim") for n in est.notes]
+    return Group(*head, table, *notes)
+
+
+# --- budget -------------------------------------------------------------------------------------
+def check_budget(recipe: Recipe, est: Estimate) -> str | None:
+    """Why the run should not start, or None: the estimate for where it will run against `budget:`."""
+    b, o = recipe.budget, est.target
+    if o is None or o.billed_seconds is None:
+        return None
+    over = []
+    if b.max_kzt is not None and o.kzt > b.max_kzt:
+        over.append(f"budget.max_kzt {b.max_kzt:g} ₸")
+    if b.max_usd is not None and o.usd > b.max_usd:
+        over.append(f"budget.max_usd {b.max_usd:g} $")
+    if b.max_hours is not None and o.hours > b.max_hours:
+        over.append(f"budget.max_hours {b.max_hours:g} h")
+    if not over:
+        return None
+    where = f"{_hms(o.billed_seconds)} on {o.device} at {o.price.provider or o.price.source} " \
+            f"{o.price.usd_per_gpu_hour:g} $/h"
+    return (f"the estimate for '{recipe.name}' is {kzt_text(o.kzt)} ({o.usd:.2f} $, {where}; "
+            f"{o.basis} throughput) and it is over {' and '.join(over)}. Shorten the run (train.max_steps, a data "
+            f"sample), choose a cheaper GPU (`arzan estimate` lists them), raise the cap, or start anyway with "
+            f"--allow-over-budget (the meter still stops the run at the cap)")
+
+
+def preflight_budget(recipe: Recipe, allow_over_budget: bool = False) -> str | None:
+    """For `arzan train`, before the meter starts: refuse a run whose estimate is over its caps.
+
+    Estimates only when a cap is set (it tokenizes the data once more). Returns a line to print, or
+    None; raises ArzanError to refuse. An estimate that cannot be made never blocks a run: the
+    meter enforces the caps during training anyway.
+    """
+    b = recipe.budget
+    if b.max_kzt is None and b.max_usd is None and b.max_hours is None:
+        return None
+    try:
+        est = estimate(recipe)
+    except ArzanError as exc:
+        return f"budget pre-check skipped: {exc}"
+    msg = check_budget(recipe, est)
+    if msg is None:
+        return None
+    if allow_over_budget:
+        return f"starting over budget (--allow-over-budget): {msg}"
+    raise ArzanError(f"refusing to start: {msg}")

