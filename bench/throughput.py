@@ -382,7 +382,7 @@ def run_cpu(args: argparse.Namespace, command: str) -> list[Path]:
         torch.set_num_threads(args.threads)
     info = {**device_info(), "torch_threads": torch.get_num_threads()}
     recipe_path = Path(args.recipe)
-    results, entries = [], []
+    results = []
     with tempfile.TemporaryDirectory(prefix="arzan-bench-") as tmp:
         for i in range(args.repeat):
             recipe = cpu_recipe(recipe_path, args.steps, args.set, Path(tmp) / f"r{i}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import arzan.cost.ledger as ledger_mod
+import arzan.fileio as fileio_mod
 from arzan.cost.ledger import (
     Ledger,
     Session,
@@ -126,9 +126,9 @@ class _HalfWriter:
 def _interrupted_writes(monkeypatch):
     real_open = open
     yield "half-written file", lambda: monkeypatch.setattr(
-        ledger_mod, "open", lambda *a, **k: _HalfWriter(real_open(*a, **k)), raising=False)
-    yield "fsync fails", lambda: monkeypatch.setattr(ledger_mod.os, "fsync", _raise)
-    yield "rename fails", lambda: monkeypatch.setattr(ledger_mod.os, "replace", _raise)
+        fileio_mod, "open", lambda *a, **k: _HalfWriter(real_open(*a, **k)), raising=False)
+    yield "fsync fails", lambda: monkeypatch.setattr(fileio_mod.os, "fsync", _raise)
+    yield "rename fails", lambda: monkeypatch.setattr(fileio_mod.os, "replace", _raise)
     yield "serialisation fails", lambda: monkeypatch.setattr(Ledger, "model_dump_json", _raise)
 
 

@@ -15,7 +15,6 @@ import pytest
 from matplotlib import image
 
 from arzan.report import build_report
-
 from tests.test_report import runs  # noqa: F401  (fixture)
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")

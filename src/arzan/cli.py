@@ -104,6 +104,42 @@ def train(
 
 
 @app.command()
+def estimate(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field: --set train.num_train_epochs=1"),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Only this catalog GPU (default: every one)."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="Only this provider's prices."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Check against a cap: 5000KZT, 10USD or 3h."),
+    size: Optional[str] = typer.Option(None, "--size", help="Model size when its config is out of reach: 8B, 3B, 1B."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A local copy of the model's tokenizer."),
+    sample_rows: int = typer.Option(20_000, "--sample-rows", help="Above this many rows, tokenize a sample."),
+    as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+) -> None:
+    """What a run will cost on every catalog GPU, in tenge and dollars, before you rent one."""
+    from arzan.estimate import check_budget, render
+    from arzan.estimate import estimate as run_estimate
+    from arzan.recipe import load_recipe
+
+    try:
+        loaded = load_recipe(recipe, set_)
+        if (cap := parse_budget(budget)) is not None:
+            loaded.budget = cap
+        est = run_estimate(loaded, gpu=gpu, provider=provider, sample_rows=sample_rows, size_hint=size,
+                           tokenizer=tokenizer)
+    except ArzanError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        import json
+
+        console.print_json(json.dumps(est.to_dict(), default=str, ensure_ascii=False))
+    else:
+        console.print(render(est))
+    if (over := check_budget(loaded, est)) is not None:
+        console.print(f"[yellow]over budget:[/] {over}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def prices(
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Only this GPU (e.g. A100-80GB, H100, T4)."),
     currency: str = typer.Option("KZT", "--currency", help="KZT or USD."),

@@ -205,7 +205,10 @@ def load_sources(sources: list[DataSource], section: DataSection, base_dir: Path
 
 def training_chat_template(tokenizer: Any) -> str | None:
     """The template to tokenize with: TRL's own with generation markers where it has one."""
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+    from trl.chat_template_utils import (
+        get_training_chat_template,
+        has_generation_markers,
+    )
 
     if not tokenizer.chat_template:
         raise ArzanError("the tokenizer has no chat template; use data format 'text' or 'prompt_completion', "

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from arzan.cost.ledger import money_for
-from arzan.cost.prices import Exchange, Price, load_catalog, resolve_exchange, resolve_price
+from arzan.cost.prices import (
+    Exchange,
+    Price,
+    load_catalog,
+    resolve_exchange,
+    resolve_price,
+)
 from arzan.errors import ArzanError
 from arzan.recipe import Recipe
 from arzan.runplan import Plan, Tokens, count_tokens, plan_run

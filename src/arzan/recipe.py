@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from arzan.errors import ArzanError
 
@@ -345,7 +352,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}: a recipe is a YAML mapping (name:, model:, data:, ...), got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
     backend = (raw.get("model") or {}).get("backend", "auto") if isinstance(raw.get("model"), dict) else "auto"
-    from arzan.model import import_unsloth_early  # before validation imports trl (unsloth must be first)
+    from arzan.model import (
+        import_unsloth_early,  # before validation imports trl (unsloth must be first)
+    )
 
     import_unsloth_early(str(backend))
     recipe = recipe_from_dict(raw, source=str(path))

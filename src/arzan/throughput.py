@@ -24,7 +24,12 @@ import yaml
 from arzan.errors import ArzanError
 from arzan.recipe import Recipe
 from arzan.runplan import Plan, Tokens
-from arzan.vram import ModelShape, eval_flops_per_token, nearest_by_size, train_flops_per_token
+from arzan.vram import (
+    ModelShape,
+    eval_flops_per_token,
+    nearest_by_size,
+    train_flops_per_token,
+)
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,14 @@ def _corpus() -> list[str]:
 
 def build_tokenizer():
     """Byte-level BPE on our own text: any Unicode still encodes, and Kazakh gets real merges."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())

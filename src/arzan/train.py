@@ -119,11 +119,15 @@ class RunResult:
     note: str | None = None
 
 
-def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool) -> Any:
+def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool, backend: str = "hf") -> Any:
     import torch
     from trl import SFTConfig
 
     kw = recipe.train.sft_kwargs()
+    if backend != "unsloth" and kw.get("padding_free") and not kw.get("packing"):
+        # TRL refuses padding-free batches without packing; unsloth keeps attention per sample, the
+        # hf path (sdpa) would not, so plain padding is the correct fallback, not an error
+        kw["padding_free"] = False
     bf16_ok = on_cuda and torch.cuda.is_bf16_supported()
     kw["bf16"] = kw.get("bf16", bf16_ok) and on_cuda  # SFTConfig defaults bf16=True, which a CPU cannot do
     kw["fp16"] = kw.get("fp16", on_cuda and not bf16_ok) and on_cuda
@@ -143,6 +147,17 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     time.monotonic for the bill (tests use it to make money deterministic)."""
     from arzan import runtime
 
+    if mode != "resume":  # a resumed run has spent part of its budget already; the meter knows how much
+        from arzan.estimate import preflight_budget
+
+        planned = recipe.model_copy(deep=True)
+        if cost_overrides:
+            planned.cost = planned.cost.model_copy(update={k: v for k, v in cost_overrides.items() if v is not None})
+        if budget is not None:
+            planned.budget = budget
+        over = preflight_budget(planned, allow_over_budget)  # raises ArzanError("refusing to start: ...")
+        if over and console is not None:
+            console.print(f"[yellow]warning:[/] {over}", highlight=False)
     folder, note = open_run_folder(recipe.run_dir(out), mode)
     if mode == "resume":
         recipe = load_recipe(folder.recipe)
@@ -170,7 +185,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             data = tokenize_data(raw, tokenizer, recipe.data, recipe.train.max_length)
             runtime.record_data(meter, data)
         trainer = _metered_trainer_class()(
-            model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None),
+            model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None, info.name),
             train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
             callbacks=[meter, SaveOnClock(recipe.train.save_every_minutes), stopper, PrintProgress(meter, console),
                        *(callbacks or [])])

@@ -1,6 +1,14 @@
 """Cost: a price catalog, a ledger, and a meter that keeps the ledger while the model trains."""
 
-from arzan.cost.ledger import Ledger, apply_totals, money_for, new_ledger, per_million, read_ledger, write_ledger
+from arzan.cost.ledger import (
+    Ledger,
+    apply_totals,
+    money_for,
+    new_ledger,
+    per_million,
+    read_ledger,
+    write_ledger,
+)
 from arzan.cost.prices import (
     Exchange,
     Price,

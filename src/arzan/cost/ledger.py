@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from arzan.cost.prices import Exchange, Price
 from arzan.errors import ArzanError
+from arzan.fileio import write_text_atomic
 
 Status = Literal["running", "finished", "stopped_budget", "interrupted", "failed"]
 PHASES = ("setup", "data", "train", "eval", "save")
@@ -203,27 +204,7 @@ def apply_totals(ledger: Ledger) -> Ledger:
 
 def write_ledger(path: str | os.PathLike, ledger: Ledger) -> None:
     """Write to a temp file beside ``path``, fsync, then os.replace: a crash leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(ledger.model_dump_json(indent=2))
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every filesystem allows opening a directory
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    write_text_atomic(path, ledger.model_dump_json(indent=2) + "\n")
 
 
 def read_ledger(path: str | os.PathLike) -> Ledger:

@@ -34,7 +34,16 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from arzan.cost.ledger import PHASES, Ledger, Progress, Session, apply_totals, money_for, utcnow, write_ledger
+from arzan.cost.ledger import (
+    PHASES,
+    Ledger,
+    Progress,
+    Session,
+    apply_totals,
+    money_for,
+    utcnow,
+    write_ledger,
+)
 from arzan.cost.prices import Exchange, Price, canonical_gpu, grid_factor, load_catalog
 from arzan.errors import ArzanError
 

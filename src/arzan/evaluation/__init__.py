@@ -5,7 +5,12 @@ task YAMLs call), `runner` (`run_eval`), `compare` (score tables with published 
 `generation` (does the fine-tune answer and stop?).
 """
 
-from arzan.evaluation.compare import compare, load_references, scores_markdown, scores_table
+from arzan.evaluation.compare import (
+           compare,
+           load_references,
+           scores_markdown,
+           scores_table,
+)
 from arzan.evaluation.generation import default_prompts, generation_check
 from arzan.evaluation.runner import run_eval
 from arzan.evaluation.suites import SUITES

@@ -8,9 +8,10 @@ of it (task, metric, value, stderr, n, version, few-shot count, where the data c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from arzan.fileio import write_text_atomic
 
 
 def extract_rows(results: dict, data_source: dict[str, str]) -> list[dict]:
@@ -68,30 +69,14 @@ def headline(rows: list[dict], requested: list[str]) -> dict[str, dict]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """tmp + fsync + os.replace, as the ledger does: a killed eval leaves the old file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """A killed eval leaves the previous eval.json whole."""
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def put_in_ledger(path: Path, summary: dict) -> None:
     """summary.eval in cost.json, through the ledger's own reader and atomic writer."""
-    try:
-        from arzan.cost.ledger import read_ledger, write_ledger
-    except ImportError:  # arzan.cost is optional for this module; fall back to plain JSON
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data.setdefault("summary", {})["eval"] = summary
-        write_json_atomic(path, data)
-        return
+    from arzan.cost.ledger import read_ledger, write_ledger
+
     ledger = read_ledger(path)
     ledger.summary.eval = summary
     write_ledger(path, ledger)

@@ -16,7 +16,12 @@ from pathlib import Path
 
 from arzan.errors import ArzanError
 from arzan.evaluation import suites
-from arzan.evaluation.results import extract_rows, headline, put_in_ledger, write_json_atomic
+from arzan.evaluation.results import (
+    extract_rows,
+    headline,
+    put_in_ledger,
+    write_json_atomic,
+)
 from arzan.evaluation.targets import Target, resolve_target, sha256
 from arzan.evaluation.taskdata import DATA_DIR_ENV
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from matplotlib import rc_context

@@ -16,6 +16,7 @@ from arzan.reporting import prov, table
 from arzan.reporting.figures import Plot, svg_markup
 from arzan.reporting.runs import Run
 
+
 def _text(text: str) -> str:
     """Escaped text whose `backticked` bits become <code>, as in the Markdown report."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))

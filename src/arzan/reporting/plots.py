@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from matplotlib import rc_context
 
-from arzan.reporting.figures import END_MARKERS, PHASE_COLORS, STYLE, Plot, new_figure, thousands
+from arzan.reporting.figures import (
+    END_MARKERS,
+    PHASE_COLORS,
+    STYLE,
+    Plot,
+    new_figure,
+    thousands,
+)
 from arzan.reporting.refs import Reference
 from arzan.reporting.runs import PHASES, Run
 from arzan.reporting.scoreplot import score_vs_cost
+
 
 def _series(run: Run, x: str, y: str) -> tuple[list[float], list[float]]:
     points = [(r[x], r[y]) for r in run.metrics
