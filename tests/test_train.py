@@ -187,3 +187,20 @@ def test_save_merged_writes_a_plain_transformers_model(tmp_path, write_recipe):
     assert result.exit_code == 0, result.output
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged")
     assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_over_budget_is_refused_before_renting_and_capped_when_allowed(tmp_path, write_recipe):
+    recipe = write_recipe(base_recipe(train={"max_steps": 40, "per_device_train_batch_size": 4, "max_length": 64,
+                                             "logging_steps": 1}, eval={"generation_check": False}))
+    out = tmp_path / "run"
+    refused = cli("train", str(recipe), "--out", str(out), "--price", "500", "--budget", "1KZT")
+    assert refused.exit_code == 2
+    assert "refusing to start" in refused.output and "--allow-over-budget" in refused.output
+    assert not out.exists(), "a refused run leaves no folder behind"
+    allowed = cli("train", str(recipe), "--out", str(out), "--price", "500", "--budget", "1KZT",
+                  "--allow-over-budget")
+    assert allowed.exit_code == 3, allowed.output
+    led = json.loads((out / "cost.json").read_text())
+    assert led["status"] == "stopped_budget" and led["progress"]["step"] < 40
+    assert f"arzan train --resume {out}" in allowed.output
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
