@@ -9,6 +9,7 @@ import pytest
 
 import arzan.fileio as fileio_mod
 from arzan.cost.ledger import (
+    Hardware,
     Ledger,
     Session,
     apply_totals,
@@ -26,6 +27,7 @@ FX = Exchange(usd_kzt=512.5, source="test", as_of="2026-11-01")
 
 
 def make_ledger(**kw) -> Ledger:
+    kw.setdefault("hardware", Hardware(device="cuda", gpu_count=2))
     return Ledger(run_id="t", started_at=T0, price=Price(usd_per_gpu_hour=1.8, gpu_count=2), exchange=FX, **kw)
 
 
@@ -35,6 +37,16 @@ def test_money_is_time_times_price_times_gpus_then_converted():
     assert usd == pytest.approx(1500 / 3600 * 1.8 * 2)
     assert kzt == pytest.approx(usd * FX.usd_kzt)
     assert money_for(0.0, price, FX) == (0.0, 0.0)
+
+
+def test_a_cpu_run_with_no_gpu_priced_uses_no_gpu_hours():
+    led = make_ledger(hardware=Hardware(device="cpu"))
+    led.sessions = [Session(index=0, started_at=T0, billed_seconds=360.0)]
+    apply_totals(led)
+    assert led.billed_seconds == 360.0 and led.gpu_hours == 0.0
+    led.price = Price(gpu="T4", usd_per_gpu_hour=0.18)  # priced as a GPU: its hours count
+    apply_totals(led)
+    assert led.gpu_hours == pytest.approx(0.1)
 
 
 def test_per_million_and_co2():

@@ -18,7 +18,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from arzan.cost.ledger import Ledger, money_for, read_ledger
+from arzan.cost.ledger import Hardware, Ledger, money_for, read_ledger
 from arzan.cost.meter import CostMeter
 from arzan.cost.prices import Exchange, Price, load_catalog
 
@@ -49,7 +49,7 @@ class Counter:
 
 def make_meter(tmp_path, price, ledger=None, clock=None, **kw):
     clock = clock or Clock()
-    ledger = ledger or Ledger(run_id="t", price=price, exchange=FX)
+    ledger = ledger or Ledger(run_id="t", price=price, exchange=FX, hardware=Hardware(device="cuda"))
     meter = CostMeter(tmp_path / "cost.json", ledger, price, FX, clock=clock, now=Now(), **kw)
     return meter, clock
 

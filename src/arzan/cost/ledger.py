@@ -186,7 +186,9 @@ def apply_totals(ledger: Ledger) -> Ledger:
     s = ledger.sessions
     ledger.phases = Phases(**{p: sum(getattr(x.phases, p) for x in s) for p in PHASES})
     ledger.billed_seconds = sum(x.billed_seconds for x in s)
-    ledger.gpu_hours = ledger.billed_seconds / 3600.0 * ledger.price.gpu_count
+    # GPU-hours only where a GPU ran or was priced: a CPU run at the user's rate used none
+    on_gpu = ledger.hardware.device == "cuda" or ledger.price.gpu is not None
+    ledger.gpu_hours = ledger.billed_seconds / 3600.0 * ledger.price.gpu_count if on_gpu else 0.0
     seen, trained = sum(x.tokens.seen for x in s), sum(x.tokens.trained for x in s)
     ledger.tokens = Tokens(seen=seen, trained=trained,
                            per_second=seen / ledger.phases.train if ledger.phases.train > 0 else 0.0)
