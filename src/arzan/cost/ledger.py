@@ -83,7 +83,7 @@ class Energy(BaseModel):
     co2_kg: float | None = None
     grid_kg_co2_per_kwh: float = 0.0
     basis: Literal["measured", "estimated", "unavailable"] = "unavailable"
-    method: Literal["nvml", "tdp", "none"] = "none"
+    method: Literal["nvml", "rapl", "tdp", "none"] = "none"
 
 
 class Money(BaseModel):

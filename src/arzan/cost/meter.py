@@ -52,6 +52,31 @@ def _kzt(x: float, digits: int) -> str:
     return f"{x:,.{digits}f}".replace(",", " ")
 
 
+RAPL_ROOT = Path("/sys/class/powercap")
+
+
+def _rapl_reader() -> Callable[[], float | None] | None:
+    """kWh since now from the CPU packages' RAPL counters (they wrap at max_energy_range_uj)."""
+    zones = [z for z in sorted(RAPL_ROOT.glob("intel-rapl:*")) if z.name.count(":") == 1]
+    try:
+        counters = [(z / "energy_uj", int((z / "max_energy_range_uj").read_text())) for z in zones]
+        last = [int(f.read_text()) for f, _ in counters]
+    except (OSError, ValueError):  # absent, or readable by root only
+        return None
+    if not counters:
+        return None
+    total = [0]
+
+    def kwh() -> float:
+        for i, (f, wrap) in enumerate(counters):
+            now = int(f.read_text())
+            total[0] += now - last[i] if now >= last[i] else now + wrap - last[i]
+            last[i] = now
+        return total[0] / 3.6e12
+
+    return kwh
+
+
 class CostMeter(TrainerCallback):
     def __init__(
         self,
@@ -118,6 +143,9 @@ class CostMeter(TrainerCallback):
         if tdp:
             count = self.ledger.price.gpu_count
             return "estimated", "tdp", lambda: tdp * count * self.session.phases.total() / 3.6e6
+        rapl = _rapl_reader()
+        if rapl is not None:  # a CPU run: the package energy counters, where the kernel exposes them
+            return "measured", "rapl", rapl
         return "unavailable", "none", lambda: None
 
     # --- time ---
