@@ -54,6 +54,7 @@ class Entry:
     dequant_s_per_micro_batch: float = 0.0  # QLoRA: time to unpack 4-bit weights, per micro-batch
     eval_speedup: float | None = None  # eval tokens/s over train tokens/s, when measured
     overheads: str = "gpu"  # which `overheads:` block prices setup and saves
+    torch_threads: int | None = None  # CPU entries: one thread and two differ by a quarter
     source: str = ""  # one line: measured where/when, or derived from what
 
     @property
@@ -89,7 +90,9 @@ class Table:
         rows = [e for e in self.entries if e.device == device and e.method == method and e.backend == backend]
         if not rows:
             return None
-        return min(rows, key=lambda e: (e.basis != "measured", abs(math.log(e.shape.total_params / params))))
+        threads = _torch_threads() if device == "cpu" else None
+        return min(rows, key=lambda e: (e.basis != "measured", abs(math.log(e.shape.total_params / params)),
+                                         threads is not None and e.torch_threads != threads))
 
     def phase_seconds(self, entry: Entry, shape: ModelShape, tokens: Tokens, plan: Plan, recipe: Recipe,
                       lora: int, ckpt: bool, hub: bool) -> tuple[dict[str, float], float]:
@@ -133,7 +136,14 @@ def entry_from_dict(d: dict[str, Any], models: dict[str, ModelShape]) -> Entry:
     source = (f"measured on {m['device']} {m['date']} ({m.get('result', 'bench')})" if m
               else f"derived: {d.get('derived', '?')}")
     return Entry(shape=shape, lora_r=lora["r"], lora_targets=lora["target_modules"], source=source,
-                 **{k: v for k, v in d.items() if k in keys})
+                 torch_threads=(m or {}).get("torch_threads"),
+                 **{k: v for k, v in d.items() if k in keys - {"torch_threads"}})
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 @lru_cache(maxsize=1)
