@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 from datetime import date
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +51,11 @@ def raw_table() -> dict[str, Any]:
 
 # --- what ran where -------------------------------------------------------------------------------
 def versions() -> dict[str, str | None]:
-    def v(pkg: str) -> str | None:
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return None
+    from arzan.cost.ledger import git_commit, package_version
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=REPO, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     pkgs = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "unsloth")
-    return {"python": platform.python_version(), **{p: v(p) for p in pkgs}, "arzan_commit": commit}
+    return {"python": platform.python_version(), **{p: package_version(p) for p in pkgs},
+            "arzan_commit": git_commit(REPO, short=True)}
 
 
 def device_info() -> dict[str, Any]:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
-SHARED_DATA = REPO.parent / "shared" / "data" / "kazakh-eval"
+SHARED_DATA = Path(os.environ.get("ARZAN_KK_EVAL_DIR") or REPO.parent / "shared" / "data" / "kazakh-eval")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from arzan.errors import ArzanError
+from tests.conftest import SHARED_DATA
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("lm_eval")
@@ -22,8 +23,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from arzan.evaluation import run_eval  # noqa: E402
 from arzan.tiny import TINY_MODEL_NAME, tiny_model_dir  # noqa: E402
 
-SHARED = Path(os.environ.get("ARZAN_KK_EVAL_DIR")
-              or Path(__file__).resolve().parents[2] / "shared" / "data" / "kazakh-eval")
+SHARED = SHARED_DATA
 needs_shared = pytest.mark.skipif(not (SHARED / "kkCOPA.jsonl").is_file(),
                                   reason=f"shared Kazakh eval data not at {SHARED}")
 

@@ -10,13 +10,13 @@ import pytest
 
 from arzan.errors import ArzanError
 from arzan.evaluation import suites
+from tests.conftest import SHARED_DATA
 
 pytest.importorskip("lm_eval")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SHARED = Path(os.environ.get("ARZAN_KK_EVAL_DIR")
-              or Path(__file__).resolve().parents[2] / "shared" / "data" / "kazakh-eval")
+SHARED = SHARED_DATA
 needs_shared = pytest.mark.skipif(not (SHARED / "kkCOPA.jsonl").is_file(),
                                   reason=f"shared Kazakh eval data not at {SHARED}")
 

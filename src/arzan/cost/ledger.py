@@ -246,22 +246,26 @@ def detect_hardware() -> Hardware:
     return hw
 
 
+def package_version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit(cwd: str | os.PathLike | None = None, short: bool = False) -> str | None:
+    args = ["git", "rev-parse", *(["--short"] if short else []), "HEAD"]
+    try:
+        return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def detect_software() -> Software:
     from arzan import __version__
 
-    def version(pkg: str) -> str | None:
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return None
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return Software(python=platform.python_version(), arzan=__version__, git_commit=commit,
-                    **{p: version(p) for p in ("torch", "transformers", "peft", "trl", "datasets", "unsloth")})
+    return Software(python=platform.python_version(), arzan=__version__, git_commit=git_commit(),
+                    **{p: package_version(p) for p in ("torch", "transformers", "peft", "trl", "datasets", "unsloth")})
 
 
 def new_ledger(run_id: str, price: Price, exchange: Exchange, model: ModelInfo | None = None) -> Ledger:
