@@ -17,7 +17,7 @@ from arzan.cost.prices import (
 )
 from arzan.errors import ArzanError
 
-CANONICAL = ["T4", "L4", "A10", "RTX4090", "A100-40GB", "A100-80GB", "H100"]
+CANONICAL = ["T4", "L4", "A10", "RTX4090", "A100-40GB", "A100-80GB", "H100", "H100-PCIe", "H200"]
 
 
 def test_catalog_shape_every_price_says_where_and_when():
@@ -48,10 +48,49 @@ def test_colab_compute_units_are_converted_at_the_unit_price():
     "spelling, name",
     [("a100", "A100-40GB"), ("NVIDIA A100-SXM4-80GB", "A100-80GB"), ("Tesla T4", "T4"), ("l4", "L4"),
      ("NVIDIA GeForce RTX 4090", "RTX4090"), ("4090", "RTX4090"), ("NVIDIA H100 80GB HBM3", "H100"),
-     ("h100", "H100"), ("A10", "A10"), ("rtx-4090", "RTX4090")],
+     ("h100", "H100"), ("A10", "A10"), ("rtx-4090", "RTX4090"),
+     # torch.cuda.get_device_name() of the PCIe board and of the lent H200
+     ("NVIDIA H100 PCIe", "H100-PCIe"), ("h100 pcie", "H100-PCIe"), ("NVIDIA H200", "H200")],
 )
 def test_canonical_gpu_names(spelling, name):
     assert canonical_gpu(spelling) == name
+
+
+def test_h100_pcie_is_its_own_gpu_and_never_priced_as_the_sxm_board():
+    """A PCIe H100 is sold cheaper and trains slower than the SXM board: its rows, its power and its
+    speed must all be the PCIe board's, or `arzan estimate` shows it ~30% too cheap."""
+    from importlib import resources
+
+    import yaml
+
+    from arzan.throughput import load_table
+
+    cat = load_catalog()
+    h100_rows = [e for e in cat.prices if e.gpu.startswith("H100")]
+    assert {e.gpu for e in h100_rows} == {"H100", "H100-PCIe"}
+    for e in h100_rows:
+        assert ("PCIe" in e.variant) == (e.gpu == "H100-PCIe"), e
+    assert cat.gpus["H100-PCIe"]["tdp_watts"] < cat.gpus["H100"]["tdp_watts"]
+    assert all(e.tdp_watts == cat.gpus["H100-PCIe"]["tdp_watts"] for e in h100_rows if e.gpu == "H100-PCIe")
+    runpod_pcie = [e for e in cat.prices if e.gpu == "H100-PCIe" and e.provider == "runpod"]
+    assert runpod_pcie and lookup("NVIDIA H100 PCIe", "runpod") == min(runpod_pcie, key=lambda e: e.usd_per_gpu_hour)
+    assert lookup("H100", "runpod").gpu == "H100" and "PCIe" not in lookup("H100", "runpod").variant
+    specs = load_table().specs
+    assert specs["H100-PCIe"]["tflops"] < specs["H100"]["tflops"]
+    assert specs["H100-PCIe"]["mem_tb_s"] < specs["H100"]["mem_tb_s"]
+    assert specs["H100-PCIe"]["source"].startswith("https://")
+    raw = yaml.safe_load(resources.files("arzan").joinpath("resources/throughput.yaml").read_text("utf-8"))
+    speed = {(e["device"], e["method"], e["backend"]): e["seen_tokens_per_s"] for e in raw["entries"]}
+    for method in ("lora", "qlora"):
+        for backend in ("hf", "unsloth"):
+            assert speed[("H100-PCIe", method, backend)] < speed[("H100", method, backend)]
+
+
+def test_h200_has_a_sourced_price():
+    """The lent machine is an H200: a bench run there gets ₸ per 1M tokens at a published price."""
+    e = lookup("NVIDIA H200")
+    assert e.gpu == "H200" and e.source.startswith("https://") and e.as_of and e.note.startswith("read")
+    assert e.vram_gb == load_catalog().gpus["H200"]["vram_gb"] > 80
 
 
 def test_lookup_returns_the_cheapest_matching_entry():

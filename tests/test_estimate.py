@@ -153,6 +153,18 @@ def test_every_catalog_gpu_is_priced_cheapest_first(llama_estimate):
         assert o.phases["setup"] > 100  # 16 GB of weights from the hub on a fresh machine
 
 
+def test_h100_pcie_is_estimated_at_its_own_speed(llama_estimate):
+    """The PCIe board has 76% of the SXM board's FLOP/s and 60% of its bandwidth: it takes longer, and
+    its bill is its own price times that longer time (not the SXM time at the PCIe price)."""
+    _, est = llama_estimate
+    by = {o.device: o for o in est.options}
+    sxm, pcie = by["H100"], by["H100-PCIe"]
+    assert pcie.price.gpu == "H100-PCIe" and pcie.tokens_per_s < sxm.tokens_per_s
+    assert pcie.phases["train"] > sxm.phases["train"]
+    assert pcie.usd == pytest.approx(pcie.billed_seconds / 3600 * pcie.price.usd_per_gpu_hour)
+    assert "756" in pcie.source and "989" in sxm.source  # each derived from its own board's spec
+
+
 def test_render_shows_the_table(llama_estimate):
     from rich.console import Console
 
