@@ -75,6 +75,32 @@ def test_vram_marks_what_fits():
     assert longer.total > full.total
 
 
+@pytest.mark.parametrize("ckpt", [None, False])
+def test_estimate_shows_memory_with_and_without_checkpointing(tiny_tokenizer, ckpt):
+    """Both settings are estimated and shown; the fit marks follow the recipe's setting (None: on, on a GPU)."""
+    from rich.console import Console
+
+    raw = base_recipe(model={"name": LLAMA_8B, "backend": "hf"})
+    raw["train"].update(max_steps=10, max_length=2048, per_device_train_batch_size=2, gradient_checkpointing=ckpt)
+    est = estimate(recipe_from_dict(raw), tokenizer=tiny_tokenizer)
+    on = ckpt is not False
+    v, w = est.vram, est.vram_other
+    assert (v.checkpointing, w.checkpointing) == (on, not on)
+    full, ckpted = (v, w) if not on else (w, v)
+    assert full.activations > 5 * ckpted.activations and full.total > ckpted.total
+    assert (v.weights, v.adapter, v.logits) == (w.weights, w.adapter, w.logits)  # only activations differ
+    for o in est.options:
+        assert o.fits == (v.total <= o.vram_gb) and o.fits_other == (w.total <= o.vram_gb), o.device
+    assert any(o.fits != o.fits_other for o in est.options)  # a 4096-token micro-batch of an 8B: some cards differ
+    console = Console(width=220, record=True)
+    console.print(render(est))
+    text = console.export_text()
+    assert f"with gradient checkpointing{' (the recipe' if on else ':'}" in text
+    assert f"without gradient checkpointing{' (the recipe' if not on else ':'}" in text
+    assert f"~{v.total:.1f} GB" in text and f"~{w.total:.1f} GB" in text
+    assert ("fits w/o ckpt" if on else "fits with ckpt") in text
+
+
 # --- tokens and schedule -----------------------------------------------------------------------------------
 def _price(recipe: dict) -> dict:
     recipe["cost"] = {"usd_per_gpu_hour": 1.0}

@@ -27,7 +27,7 @@ from arzan.errors import ArzanError
 from arzan.recipe import Recipe
 from arzan.runplan import Plan, Tokens, count_tokens, plan_run
 from arzan.throughput import Table, load_table, model_shape
-from arzan.vram import ModelShape, Vram, estimate_vram, size_label
+from arzan.vram import ModelShape, Vram, estimate_vram, estimate_vram_both, size_label
 
 
 # --- one place to run it -----------------------------------------------------------------------
@@ -45,7 +45,8 @@ class Option:
     usd: float | None = None
     kzt: float | None = None
     vram_gb: float | None = None  # the card's
-    fits: bool | None = None
+    fits: bool | None = None  # with the recipe's gradient-checkpointing setting
+    fits_other: bool | None = None  # with the other setting (checkpointing turned off, or on)
 
     @property
     def hours(self) -> float | None:
@@ -61,12 +62,13 @@ class Estimate:
     lora_params: int
     tokens: Tokens
     plan: Plan
-    vram: Vram  # on a GPU, with the backend the GPU rows assume
+    vram: Vram  # on a GPU, with the backend the GPU rows assume and the recipe's checkpointing setting
     exchange: Exchange
     options: list[Option]  # every catalog GPU: those it fits on first, each group cheapest first
     target: Option | None  # how `arzan train` would bill this recipe here (its price, this machine's speed)
     target_label: str = "this machine"
     notes: list[str] = field(default_factory=list)
+    vram_other: Vram | None = None  # the same run with gradient checkpointing the other way
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data for `arzan estimate --json`."""
@@ -93,11 +95,12 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
     method = "qlora" if qlora else "lora"
     hub = not Path(resolve_model_name(recipe.model.name)).is_dir()
     gpu_backend = "hf" if recipe.model.backend == "hf" else "unsloth"
-    gpu_ckpt = True if gpu_backend == "unsloth" else recipe.train.gradient_checkpointing is not False
+    # on a GPU checkpointing is on unless the recipe turns it off (train.py; unsloth's own kind likewise)
+    gpu_ckpt = recipe.train.gradient_checkpointing is not False
     micro = recipe.train.per_device_train_batch_size * recipe.train.max_length
     full = sum(shape.embedding_params for m in lo.modules_to_save or [] if m in ("embed_tokens", "lm_head"))
-    vram = estimate_vram(shape, lora_params=lora, micro_batch_tokens=micro, qlora=qlora, checkpointing=gpu_ckpt,
-                         backend=gpu_backend, extra_trainable=full)
+    vram, vram_other = estimate_vram_both(shape, lora_params=lora, micro_batch_tokens=micro, qlora=qlora,
+                                          checkpointing=gpu_ckpt, backend=gpu_backend, extra_trainable=full)
     notes = [n for n in [tokens.extrapolated] if n]
     if recipe.model.backend == "auto":
         notes.append("GPU rows assume backend auto picks unsloth there (arzan[gpu] installed); "
@@ -108,11 +111,12 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
         notes.append(f"GPU rows include downloading {shape.total_params * 2 / 1e9:.0f} GB of weights from the hub")
 
     def option(device: str, price: Price, backend: str, ckpt: bool, card_gb: float | None, v: Vram,
-               download: bool) -> Option:
+               download: bool, other: Vram | None = None) -> Option:
         entry = table.find(device, method, backend, shape.total_params)
         opt = Option(device=device, price=price, backend=backend, tokens_per_s=None, basis="unknown",
                      source=f"no throughput figure for {device}/{method}/{backend} in throughput.yaml",
-                     vram_gb=card_gb, fits=None if card_gb is None else v.total <= card_gb)
+                     vram_gb=card_gb, fits=None if card_gb is None else v.total <= card_gb,
+                     fits_other=None if card_gb is None or other is None else other.total <= card_gb)
         if entry is None:
             return opt
         phases, opt.eval_s = table.phase_seconds(entry, shape, tokens, plan, recipe, lora, ckpt, hub=download)
@@ -137,7 +141,7 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
             notes.append(f"{g}: {exc}")
             continue
         options.append(option(price.gpu, price, gpu_backend, gpu_ckpt, cat.gpus[price.gpu].get("vram_gb"), vram,
-                              download=hub))
+                              download=hub, other=vram_other))
     options.sort(key=lambda o: (o.fits is False, o.usd if o.usd is not None else math.inf))
 
     price, _ = price_for(recipe)  # exactly how `arzan train` will bill it
@@ -157,10 +161,10 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
     else:
         backend = _backend_here(recipe, gpu_backend) if device == here else gpu_backend
         target = option(device, price, backend, gpu_ckpt, cat.gpus.get(device, {}).get("vram_gb"), vram,
-                        download=hub and not (device == here and _cached(recipe)))
+                        download=hub and not (device == here and _cached(recipe)), other=vram_other)
     return Estimate(recipe=recipe.name, model=recipe.model.name, shape=shape, method=method, lora_params=lora,
                     tokens=tokens, plan=plan, vram=vram, exchange=exchange, options=options, target=target,
-                    target_label=where or "as `arzan train` bills it", notes=notes)
+                    target_label=where or "as `arzan train` bills it", notes=notes, vram_other=vram_other)
 
 
 def _cached(recipe: Recipe) -> bool:
@@ -218,6 +222,10 @@ def kzt_text(x: float | None) -> str:
     return "?" if x is None else _money(x, 0 if x >= 100 else 2) + " ₸"
 
 
+def _ckpt_words(v: Vram) -> str:
+    return "with gradient checkpointing" if v.checkpointing else "without gradient checkpointing"
+
+
 def render(est: Estimate) -> Any:
     """The table `arzan estimate` prints: this machine first, then every catalog GPU."""
     from rich.console import Group
@@ -230,24 +238,34 @@ def render(est: Estimate) -> Any:
              f"{size_label(est.lora_params)} trainable) · config from {est.shape.source}", style="bold"),
         Text(f"tokens: {p.seen:,} seen / {p.trained:,} trained in {p.steps:,} steps ({p.epochs:.2f} epochs of "
              f"{t.rows:,} sequences), {p.evals} evaluations, {p.saves} checkpoints"),
-        Text(f"GPU memory: ~{v.total:.1f} GB = weights {v.weights:.1f} + LoRA and optimizer {v.adapter:.1f} + "
-             f"activations {v.activations:.1f} + logits {v.logits:.1f} + CUDA and allocator {v.overhead:.1f} "
-             f"(micro-batch of {v.tokens_per_micro_batch:,} tokens)"),
+        Text(f"GPU memory {_ckpt_words(v)} (the recipe's setting): ~{v.total:.1f} GB = weights {v.weights:.1f} + "
+             f"LoRA and optimizer {v.adapter:.1f} + activations {v.activations:.1f} + logits {v.logits:.1f} + "
+             f"CUDA and allocator {v.overhead:.1f} (micro-batch of {v.tokens_per_micro_batch:,} tokens)"),
     ]
+    w = est.vram_other
+    if w is not None:
+        trade = ("each layer's forward is recomputed: about a third more compute" if w.checkpointing
+                 else "nothing recomputed: faster")
+        head.append(Text(f"GPU memory {_ckpt_words(w)}: ~{w.total:.1f} GB (activations {w.activations:.1f}, "
+                         f"the rest as above; {trade})"))
     table = RichTable(title_justify="left", caption_justify="left",
                       caption=f"1 USD = {est.exchange.usd_kzt:g} ₸ ({est.exchange.source}). tok/s: seen tokens "
                               "per train second, as in the ledger. Rows that do not fit come last.")
+    other = "fits w/o ckpt" if est.vram.checkpointing else "fits with ckpt"
     for col, just in [("GPU", "left"), ("provider", "left"), ("pricing", "left"), ("VRAM", "right"),
-                      ("fits", "center"), ("tok/s", "right"), ("basis", "left"), ("time", "right"),
-                      ("₸", "right"), ("$", "right")]:
+                      ("fits", "center"), (other, "center"), ("tok/s", "right"), ("basis", "left"),
+                      ("time", "right"), ("₸", "right"), ("$", "right")]:
         table.add_column(col, justify=just)
     rows = ([(est.target_label, est.target)] if est.target else []) + [("", o) for o in est.options]
+
+    def yes_no(x: bool | None) -> str:
+        return "" if x is None else ("yes" if x else "[red]no[/]")
+
     for label, o in rows:
-        fits = "" if o.fits is None else ("yes" if o.fits else "[red]no[/]")
         table.add_row(f"{o.device} ({label})" if label else o.device, o.price.provider or o.price.source,
-                      o.price.pricing, f"{o.vram_gb:g} GB" if o.vram_gb else "", fits, _money(o.tokens_per_s, 0),
-                      o.basis, _hms(o.billed_seconds), kzt_text(o.kzt).removesuffix(" ₸"),
-                      _money(o.usd, 2), style="bold" if label else None)
+                      o.price.pricing, f"{o.vram_gb:g} GB" if o.vram_gb else "", yes_no(o.fits),
+                      yes_no(o.fits_other), _money(o.tokens_per_s, 0), o.basis, _hms(o.billed_seconds),
+                      kzt_text(o.kzt).removesuffix(" ₸"), _money(o.usd, 2), style="bold" if label else None)
     if est.target and est.target.billed_seconds is not None:
         ph = est.target.phases
         head.append(Text(f"{est.target_label}: setup {_hms(ph['setup'])} · data {_hms(ph['data'])} · train "

@@ -122,6 +122,7 @@ class Vram:
     overhead: float  # CUDA context + allocator slack; zero on a CPU
     tokens_per_micro_batch: int
     notes: tuple[str, ...] = ()
+    checkpointing: bool = True  # the gradient-checkpointing setting these activations are for
 
     @property
     def allocated(self) -> float:
@@ -176,7 +177,14 @@ def estimate_vram(shape: ModelShape, *, lora_params: int, micro_batch_tokens: in
         overhead += allocated * (FRAGMENTATION - 1)
     return Vram(weights=weights / GB, adapter=adapter / GB, activations=per_token * micro_batch_tokens / GB,
                 logits=logits / GB, overhead=overhead / GB, tokens_per_micro_batch=micro_batch_tokens,
-                notes=tuple(notes))
+                notes=tuple(notes), checkpointing=checkpointing)
+
+
+def estimate_vram_both(shape: ModelShape, *, checkpointing: bool, **kw: Any) -> tuple[Vram, Vram]:
+    """(the run's setting, the other one): peak memory with and without gradient checkpointing, so a
+    user sees what turning it off would cost (speed) or need (memory) before renting a card."""
+    return (estimate_vram(shape, checkpointing=checkpointing, **kw),
+            estimate_vram(shape, checkpointing=not checkpointing, **kw))
 
 
 def size_label(params: int) -> str:
