@@ -214,8 +214,21 @@ def test_scores_from_eval_json(runs, tmp_path):
     assert page.cells[("llama-kk-t4", "score:kkCOPA")]["text"] == "—"
 
 
+REF_URL = "https://huggingface.co/example/kazllm-card/blob/0123abc/README.md"
+
+
+def write_refs(path: Path) -> Path:
+    """One published score on a task the fixture runs were scored on, one on a task they were not."""
+    path.write_text(yaml.safe_dump({"references": [
+        {"model": "KazLLM-8B", "source": REF_URL, "table": "model card, Kazakh table",
+         "protocol": "generative, zero-shot, letter parsed", "metric": "acc", "scores": {"kkCOPA": 0.71}},
+        {"model": "Other-7B", "source": "https://example.org/not-drawn", "protocol": "x",
+         "scores": {"arzan_dastur_kk": 0.4}}]}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 def test_self_contained_and_holds_every_plot(runs, tmp_path):
-    out = build_report(runs, tmp_path / "r.html")
+    out = build_report(runs, tmp_path / "r.html", references=write_refs(tmp_path / "refs.yaml"))
     html = out.read_text(encoding="utf-8")
     page = parse(out)
     for tag, name, value in page.attrs:
@@ -225,9 +238,11 @@ def test_self_contained_and_holds_every_plot(runs, tmp_path):
     assert not re.search(r"@import|<link\b|<script\b|<iframe\b", html, re.I)
     assert set(page.svgs) == {"loss_vs_kzt", "throughput", "score_vs_kzt", "cost_by_phase"}
     assert page.empty_figures == []
-    # the only URLs are the price/exchange sources, as text
+    # the only URLs are the price/exchange sources and the drawn reference's source, as text
     assert set(re.findall(r"https?://[^\s<\"']+", html)) == {
-        "https://colab.research.google.com/signup", "https://nationalbank.kz/en/exchangerates"}
+        "https://colab.research.google.com/signup", "https://nationalbank.kz/en/exchangerates", REF_URL}
+    assert f"<code>{REF_URL}</code>" in html
+    assert "default-src 'none'" in html
 
 
 def test_stopped_and_running_runs_say_why_and_how_to_resume(runs, tmp_path):
@@ -364,3 +379,95 @@ def test_scores_in_arzan_eval_json_shape_and_ledger_summary(tmp_path):
     html = build_report([folder], tmp_path / "r.html").read_text()
     assert parse(tmp_path / "r.html").cells[("evald", "score:kkcopa")]["text"] == "0.620"
     assert "limit 50 examples per task" in html
+
+
+def test_references_table_cites_source_method_and_label(runs, tmp_path):
+    out = build_report(runs, tmp_path / "r.html", references=write_refs(tmp_path / "refs.yaml"))
+    html = out.read_text(encoding="utf-8")
+    section = html[html.index('id="references"'):]
+    section = section[: section.index("</table>")]
+    assert section.count("<tr data-ref=") == 1  # Other-7B's task was not measured: not drawn, not listed
+    row = re.search(r'<tr data-ref="KazLLM-8B">(.*?)</tr>', section).group(1)
+    for text in (f"<code>{REF_URL}</code>", "model card, Kazakh table", "generative, zero-shot, letter parsed",
+                 "kkCOPA 0.710", "published, not measured here"):
+        assert text in row, text
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "## Published scores" in md
+    line = next(x for x in md.splitlines() if x.startswith("| KazLLM-8B |"))
+    assert f"`{REF_URL}`" in line and "generative, zero-shot, letter parsed" in line
+    assert "model card, Kazakh table" in line and "published, not measured here" in line
+    assert "not-drawn" not in html and "not-drawn" not in md
+
+
+def test_shipped_references_are_cited_when_drawn(tmp_path):
+    ledger = make_ledger("kk-const", "finished", usd_per_hour=1.0, gpu="L4", trained=10,
+                         phases=dict.fromkeys(PHASES, 10.0))
+    folder = write_run(tmp_path / "kk-const", ledger, [],
+                       scores={"tasks": {"arzan_constitution_kk": {"metric": "acc", "acc": 0.3}}})
+    html = build_report([folder], tmp_path / "r.html").read_text(encoding="utf-8")
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "src/arzan/resources/reference_scores.yaml")
+                             .read_text(encoding="utf-8"))["references"]
+    drawn = {r["source"] for r in shipped if "arzan_constitution_kk" in (r.get("scores") or {})}
+    assert drawn
+    urls = set(re.findall(r"https?://[^\s<\"'`|]+", html))
+    assert urls == drawn | {"https://colab.research.google.com/signup", "https://nationalbank.kz/en/exchangerates"}
+    assert all(f"`{u}`" in md for u in drawn)
+    assert "issai/LLama-3.1-KazLLM-1.0-8B" not in html  # an entry without scores draws nothing
+
+
+def test_every_ledger_energy_method_is_described(tmp_path):
+    from typing import get_args
+
+    from arzan.cost.ledger import Energy
+    from arzan.reporting.prov import ENERGY_METHODS
+
+    allowed = set(get_args(Energy.model_fields["method"].annotation))
+    assert allowed and allowed <= set(ENERGY_METHODS)
+    ledger = make_ledger("cpu-rapl", "finished", usd_per_hour=0.0, gpu="", trained=100,
+                         phases=dict.fromkeys(PHASES, 5.0), hardware__device="cpu", hardware__gpu_count=0,
+                         energy__method="rapl")
+    html = build_report([write_run(tmp_path / "cpu-rapl", ledger, [])], tmp_path / "r.html").read_text()
+    energy = re.search(r"<th>Energy</th><td>(.*?)</td>", html).group(1)
+    assert "RAPL" in energy and not energy.startswith("rapl")
+
+
+def _gen_check(stops: list[bool]) -> dict:
+    prompts = [{"prompt": f"Сұрақ {i}: қырық екі цифрмен?", "text": ("42" if ok else "ала " * 80).strip(),
+                "stopped_at_eos": ok, "n_tokens": 3 if ok else 64, "before": "шу " * 30,
+                "before_stopped_at_eos": False} for i, ok in enumerate(stops)]
+    n = sum(stops)
+    summary = f"{n}/{len(stops)} answers stopped at EOS"
+    if n < len(stops):
+        summary += f"; {len(stops) - n} ran to the 64-token limit: the model may never stop"
+    return {"prompts": prompts, "stopped": n, "total": len(stops), "ok": n == len(stops), "summary": summary}
+
+
+def test_generation_check_in_html_and_markdown(tmp_path):
+    good = make_ledger("stops", "finished", usd_per_hour=1.0, gpu="L4", trained=10,
+                       phases=dict.fromkeys(PHASES, 10.0), summary__generation_check=_gen_check([True, True]))
+    bad = make_ledger("rambles", "finished", usd_per_hour=1.0, gpu="L4", trained=10,
+                      phases=dict.fromkeys(PHASES, 10.0), summary__generation_check=_gen_check([True, False]))
+    folders = [write_run(tmp_path / "stops", good, []), write_run(tmp_path / "rambles", bad, [])]
+    out = build_report(folders, tmp_path / "r.html")
+    html, page = out.read_text(encoding="utf-8"), parse(out)
+    assert "<h2>Generation check</h2>" in html
+    flagged = [c for c in page.callouts if "never stops" in c]
+    assert len(flagged) == 1 and "rambles" in flagged[0] and "1 of 2 answers" in flagged[0]
+    card = re.search(r'<div class="gencheck" data-run="rambles">(.*?)</table>', html, re.S).group(1)
+    assert "1/2 answers stopped at EOS; 1 ran to the 64-token limit" in card
+    assert "Сұрақ 1: қырық екі цифрмен?" in card and "no — never stops (64 tokens)" in card
+    assert "<tr class=never>" in card and "шу" not in card  # the after answer only
+    long_answer = re.findall(r"<td>(ала[^<]*)</td>", card)[0]
+    assert len(long_answer) <= 120 and long_answer.endswith("…")
+    ok_card = re.search(r'<div class="gencheck" data-run="stops">(.*?)</table>', html, re.S).group(1)
+    assert "never stops" not in ok_card and ok_card.count(">yes</td>") == 2
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "## Generation check" in md and "> **rambles**: ⚠ **never stops** — 1 of 2 answers" in md
+    assert "| Сұрақ 0: қырық екі цифрмен? | 42 | yes |" in md
+    assert "no — never stops (64 tokens) |" in md
+
+
+def test_no_generation_section_without_a_check(runs, tmp_path):
+    html = build_report(runs, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Generation check" not in html and "never stops" not in html

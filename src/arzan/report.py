@@ -12,10 +12,10 @@ from pathlib import Path
 
 from arzan import __version__
 from arzan.errors import ArzanError
-from arzan.reporting import md, page
+from arzan.reporting import md, page, sections, table
 from arzan.reporting.figures import assign_colors
 from arzan.reporting.plots import all_plots
-from arzan.reporting.refs import default_path, load_references
+from arzan.reporting.refs import default_path, load_references, shown
 from arzan.reporting.runs import Run, label_runs, load_run
 
 __all__ = ["build_report", "load_runs"]
@@ -46,17 +46,18 @@ def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = Non
     refs = load_references(references if references is not None else default_path(), warnings)
     rates = [r.get("exchange.usd_kzt") for r in runs if r.get("exchange.usd_kzt")]
     plots = all_plots(runs, refs, rates[0] if rates else None)
+    ref_rows = sections.reference_rows(shown(refs, table.score_tasks(runs)))  # what the score plot drew
     title = title or ("arzan report: " + ", ".join(r.label for r in runs[:4])
                       + (f" and {len(runs) - 4} more" if len(runs) > 4 else ""))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     generated = f"Generated {now} by arzan {__version__} from {len(runs)} run folder{'s' if len(runs) != 1 else ''}"
     try:
         out_html.parent.mkdir(parents=True, exist_ok=True)
-        out_html.write_text(page.render(runs, plots, warnings, title, generated, __version__), encoding="utf-8")
+        out_html.write_text(page.render(runs, plots, warnings, title, generated, __version__, ref_rows), encoding="utf-8")
         if markdown:
             out_md = Path(out_md) if out_md is not None else out_html.with_suffix(".md")
             out_md.parent.mkdir(parents=True, exist_ok=True)
-            out_md.write_text(md.render(runs, plots, warnings, title, generated, out_md), encoding="utf-8")
+            out_md.write_text(md.render(runs, plots, warnings, title, generated, out_md, ref_rows), encoding="utf-8")
     except OSError as exc:
         raise ArzanError(f"{exc.filename or out_html}: cannot write the report ({exc.strerror})") from None
     return out_html

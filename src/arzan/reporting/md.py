@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from arzan.reporting import prov, table
+from arzan.reporting import prov, sections, table
 from arzan.reporting.figures import Plot, save_pngs
 from arzan.reporting.runs import Run
 
@@ -39,8 +39,41 @@ def summary_table(runs: list[Run], cols: list[table.Column]) -> list[str]:
     return lines
 
 
+def references(rows: list[sections.ReferenceRow]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Published scores", "",
+             f"*{sections.PUBLISHED}*: copied from each source, which used its own prompts, splits and "
+             "scoring; context for the score plot, never a measurement of ours.", "",
+             "| model | scores on the plot | metric | source | read from | scoring method | basis |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [row.model, row.scores, row.metric or table.DASH, f"`{row.source}`" if row.source else "not recorded",
+                 row.table or table.DASH, row.method or "not recorded", sections.PUBLISHED]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines + [""]
+
+
+def generation(runs: list[Run]) -> list[str]:
+    lines: list[str] = []
+    for run in runs:
+        check = sections.generation(run)
+        if check is None:
+            continue
+        lines += [f"### {run.label}", ""]
+        if check.flag:
+            lines += [f"⚠ **{sections.NEVER_STOPS}** — {check.flag}.", ""]
+        lines += [check.summary, ""]
+        if check.answers:
+            lines += ["| prompt | answer after training | stopped at EOS |", "|---|---|---|"]
+            lines += [f"| {_cell(a.prompt)} | {_cell(a.text) or '*(empty)*'} | {_cell(sections.stopped_text(a))} |"
+                      for a in check.answers]
+            lines.append("")
+    return ["## Generation check", ""] + lines if lines else []
+
+
 def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, generated: str,
-           out_md: Path) -> str:
+           out_md: Path, refs: list[sections.ReferenceRow] | None = None) -> str:
     images = save_pngs(plots, out_md.parent / f"{out_md.stem}_files")
     lines = [f"# {title}", "", f"*{generated}*", ""]
     for run in runs:
@@ -50,6 +83,9 @@ def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, 
             if st["command"]:
                 lines += [">", f"> Resume: `{st['command']}`"]
             lines.append("")
+        check = sections.generation(run)
+        if check is not None and check.flag:
+            lines += [f"> **{run.label}**: ⚠ **{sections.NEVER_STOPS}** — {check.flag}.", ""]
     lines += ["## Summary", ""] + summary_table(runs, table.COLUMNS) + [""]
     note = "— not available."
     if table.any_estimated(runs):
@@ -67,6 +103,7 @@ def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, 
             lines += [f"![{plot.caption}]({rel})", "", f"*{plot.caption}*", ""]
         else:
             lines += [f"*{plot.empty}*", ""]
+    lines += references(refs or []) + generation(runs)
     lines += ["## Provenance", ""]
     for run in runs:
         lines += [f"### {run.label}", ""] + [f"- **{label}**: {_parts(parts)}" for label, parts in prov.rows(run)]

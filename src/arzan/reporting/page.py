@@ -12,7 +12,7 @@ from html import escape
 from importlib import resources
 from string import Template
 
-from arzan.reporting import prov, table
+from arzan.reporting import prov, sections, table
 from arzan.reporting.figures import Plot, svg_markup
 from arzan.reporting.runs import Run
 
@@ -63,6 +63,12 @@ def _callouts(runs: list[Run]) -> str:
         if st["command"]:
             body += f'<p>Resume it (nothing is counted twice):<code class="cmd">{escape(st["command"])}</code></p>'
         out.append(f'<div class="callout {escape(st["kind"])}" data-run="{escape(run.label)}">{body}</div>')
+    for run in runs:
+        check = sections.generation(run)
+        if check is not None and check.flag:
+            out.append(f'<div class="callout nostop" data-run="{escape(run.label)}"><p><strong>'
+                       f'{escape(run.label)}</strong>: <strong>{sections.NEVER_STOPS}</strong> — '
+                       f"{escape(check.flag)} (generation check below).</p></div>")
     return "".join(out)
 
 
@@ -121,6 +127,50 @@ def _plots(plots: list[Plot]) -> str:
     return '<div class="plots">' + "".join(out) + "</div>"
 
 
+def _references(rows: list[sections.ReferenceRow]) -> str:
+    """Every published point on the score plot, traced to its URL and how it was scored."""
+    if not rows:
+        return ""
+    heads = ("Model", "Scores on the plot", "Metric", "Source", "Read from", "Scoring method", "Basis")
+    body = []
+    for row in rows:
+        source = f"<code>{escape(row.source)}</code>" if row.source else "not recorded"
+        cells = [escape(row.model), escape(row.scores), escape(row.metric or table.DASH), source,
+                 escape(row.table or table.DASH), escape(row.method or "not recorded"),
+                 f'<span class="tag published">{escape(sections.PUBLISHED)}</span>']
+        body.append(f'<tr data-ref="{escape(row.model)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (f"<h2>Published scores <small>{escape(sections.PUBLISHED)}</small></h2>"
+            '<div class="table-wrap"><table class="summary refs" id="references"><thead><tr>'
+            + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>" + "".join(body)
+            + "</tbody></table></div><p class=\"note\">Copied from each source, which used its own prompts, "
+            "splits and scoring: context for the plot, never a measurement of ours. URLs are text to copy.</p>")
+
+
+def _generation(runs: list[Run]) -> str:
+    """The ledger's generation check: does the fine-tune answer, and does it stop?"""
+    cards = []
+    for run in runs:
+        check = sections.generation(run)
+        if check is None:
+            continue
+        state = "unknown" if check.ok is None else ("ok" if check.ok else "bad")
+        rows = "".join(
+            f'<tr{" class=never" if a.stopped is False else ""}><td>{escape(a.prompt)}</td>'
+            f"<td>{escape(a.text) or '<em>(empty)</em>'}</td>"
+            f'<td class="stop">{escape(sections.stopped_text(a))}</td></tr>' for a in check.answers)
+        table_html = ('<div class="table-wrap"><table class="summary gen"><thead><tr><th>Prompt</th>'
+                      "<th>Answer after training</th><th>Stopped at EOS</th></tr></thead>"
+                      f"<tbody>{rows}</tbody></table></div>") if check.answers else ""
+        cards.append(f'<div class="gencheck" data-run="{escape(run.label)}"><h3>{_run_name(run)}</h3>'
+                     f'<p class="gen-summary {state}">{escape(check.summary)}</p>{table_html}</div>')
+    if not cards:
+        return ""
+    return ("<h2>Generation check</h2>" + "".join(cards)
+            + f'<p class="note">Greedy answers to a few Kazakh prompts after training, cut at '
+            f"{sections.ANSWER_CHARS} characters; the before-training answers are in each run's cost.json "
+            "(summary.generation_check).</p>")
+
+
 def _provenance(runs: list[Run]) -> str:
     cards = []
     for run in runs:
@@ -131,14 +181,15 @@ def _provenance(runs: list[Run]) -> str:
 
 
 def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, generated: str,
-           version: str) -> str:
+           version: str, references: list[sections.ReferenceRow] | None = None) -> str:
     body = [f"<header><h1>{escape(title)}</h1><p class=\"meta\">{escape(generated)}</p>{_headline(runs)}</header>",
             _callouts(runs), "<h2>Summary</h2>", _summary(runs), "<h2>Plots</h2>", _plots(plots),
-            "<h2>Provenance</h2>", _provenance(runs)]
+            _references(references or []), _generation(runs), "<h2>Provenance</h2>", _provenance(runs)]
     if warnings:
         body.append("<h2>Notes</h2><ul class=\"warnings\">" + "".join(f"<li>{escape(w)}</li>" for w in warnings)
                     + "</ul>")
-    body.append("<footer>Every figure comes from the runs' cost.json ledgers. This page is self-contained and "
+    body.append("<footer>Every cost figure comes from the runs' cost.json ledgers; published scores from the "
+                "sources listed with them. This page is self-contained and "
                 "makes no network request; source URLs are shown as text to copy.</footer>")
     folder = resources.files("arzan") / "resources" / "report"
     page = Template((folder / "page.html").read_text(encoding="utf-8"))

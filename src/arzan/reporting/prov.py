@@ -13,7 +13,11 @@ from typing import Any
 from arzan.reporting.runs import STOPPED, Run, parse_time
 
 Part = tuple[str, str]
-ENERGY_METHODS = {"nvml": "GPU power read through NVML", "tdp": "GPU TDP × time (an upper bound)",
+# one entry per value the ledger allows for energy.method (cost/ledger.py: nvml | rapl | tdp | none)
+ENERGY_METHODS = {"nvml": "GPU power read through NVML",
+                  "rapl": "CPU energy read from the RAPL package counters (Linux powercap); memory and "
+                          "the rest of the machine not counted",
+                  "tdp": "GPU TDP × time (an upper bound)",
                   "none": "not measurable on this machine", None: "not recorded"}
 Row = tuple[str, list[Part]]
 

@@ -23,6 +23,9 @@ class Reference:
     kzt: float | None = None
     usd: float | None = None
     source: str | None = None
+    table: str | None = None  # which table or file of the source the number was read from
+    method: str | None = None  # how the source scored it (reference_scores.yaml's `protocol`)
+    metric: str | None = None
 
 
 def default_path() -> Path | None:
@@ -73,10 +76,29 @@ def _from_entry(item: dict[str, Any]) -> list[Reference]:
     kzt, usd = _number(item.get("cost_kzt", item.get("kzt"))), _number(item.get("cost_usd", item.get("usd")))
     source = item.get("source") or item.get("url")
     source = None if source is None else str(source)
+    text = {key: None if item.get(key) is None else " ".join(str(item[key]).split())
+            for key in ("table", "protocol", "method", "metric")}
+    extra = {"table": text["table"], "method": text["protocol"] or text["method"], "metric": text["metric"]}
     if "task" in item and _number(item.get("score")) is not None:
-        return [Reference(model, str(item["task"]), _number(item["score"]), kzt, usd, source)]
+        return [Reference(model, str(item["task"]), _number(item["score"]), kzt, usd, source, **extra)]
     tasks = item.get("scores") if isinstance(item.get("scores"), dict) else item
-    skip = {"model", "name", "source", "url", "cost_kzt", "cost_usd", "kzt", "usd", "note", "as_of"}
-    return [Reference(model, str(task), score, kzt, usd, source)
+    skip = {"model", "name", "source", "url", "cost_kzt", "cost_usd", "kzt", "usd", "note", "as_of",
+            "table", "protocol", "method", "metric"}
+    return [Reference(model, str(task), score, kzt, usd, source, **extra)
             for task, raw in tasks.items()
             if task not in skip and (score := _number(raw)) is not None]
+
+
+def shown(refs: list[Reference], tasks: list[str]) -> list[Reference]:
+    """The references the score plot draws: those on a task some reported run was scored on."""
+    wanted = {t.lower() for t in tasks}
+    return [r for r in refs if r.task.lower() in wanted]
+
+
+def by_source(refs: list[Reference]) -> list[tuple[Reference, list[Reference]]]:
+    """(first entry, its scores) per published model and source: one row each in the report's
+    references table, so every drawn point can be traced to a URL and a scoring method."""
+    groups: dict[tuple[str, str | None], list[Reference]] = {}
+    for ref in refs:
+        groups.setdefault((ref.model, ref.source), []).append(ref)
+    return [(items[0], items) for items in groups.values()]
