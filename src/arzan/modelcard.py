@@ -6,12 +6,16 @@ the hub are the numbers the run measured.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from arzan.recipe import Recipe
+
+# what the Hub accepts as a model id: `name` or `namespace/name`, no path syntax
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -24,11 +28,42 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def hub_base_model(name: str, base_dir: Path | None = None) -> str | None:
+    """`name` if the Hub can resolve it as a model id, else None.
+
+    The Hub reads `base_model` as a link to another model repo, so it must be a Hub id: arzan's
+    offline tiny model (built locally, never uploaded) and a local folder are not, and the card
+    names them in its text instead.
+    """
+    from arzan.tiny import is_tiny
+
+    name = str(name).strip()
+    if is_tiny(name) or not _HUB_ID.fullmatch(name) or ".." in name:
+        return None
+    if any((root / name).exists() for root in (Path.cwd(), base_dir) if root is not None):
+        return None  # `runs/merged` is a folder here, whatever it looks like
+    return name
+
+
+def base_model_text(recipe: Recipe) -> str:
+    """How the card's body names the base model, saying why it is missing from the metadata."""
+    from arzan.tiny import is_tiny
+
+    name = recipe.model.name
+    if hub_base_model(name, recipe.base_dir) is not None:
+        return f"`{name}`"
+    if is_tiny(name):
+        return (f"`{name}` (arzan's offline tiny test model, built locally by `arzan.tiny`; it is not on "
+                "the Hugging Face Hub, so the metadata names no `base_model`)")
+    return f"`{name}` (a local model folder, not a Hub id, so the metadata names no `base_model`)"
+
+
 def front_matter(recipe: Recipe, ledger: dict[str, Any]) -> dict[str, Any]:
     datasets = sorted({s.hub for s in recipe.data.sources if s.hub})
-    backend = ledger.get("model", {}).get("backend", "hf")
+    backend = (ledger.get("model") or {}).get("backend")
+    base = hub_base_model(recipe.model.name, recipe.base_dir)
     meta: dict[str, Any] = {
-        "base_model": recipe.model.name,
+        **({"base_model": base} if base else {}),
         "library_name": "peft",
         "language": ["kk"],
         "pipeline_tag": "text-generation",
@@ -48,17 +83,39 @@ def front_matter(recipe: Recipe, ledger: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _sourced(source: Any, as_of: Any) -> str:
+    return f"source: {source}" + (f", as of {as_of}" if as_of else "")
+
+
+def price_text(price: dict[str, Any]) -> str:
+    """`1.180 USD per GPU-hour (colab, A100-40GB, on-demand; source: URL, as of DATE)`, or for a rate
+    the user gave (`--price`, a CPU run): `(rate set by the user; no catalog source)`."""
+    pricing = price.get("pricing")
+    what = [str(x) for x in (price.get("provider"), price.get("gpu")) if x]
+    what += ["rate set by the user"] if pricing in (None, "user") else [str(pricing)]
+    source = price.get("source")
+    where = _sourced(source, price.get("as_of")) if source and source != "user" else "no catalog source"
+    return f"{_fmt(price.get('usd_per_gpu_hour'), 3)} USD per GPU-hour ({', '.join(what)}; {where})"
+
+
+def backend_text(model: dict[str, Any]) -> str:
+    """`hf (peft 0.21.2)`: which backend trained the adapter and its version, from the ledger."""
+    name = model.get("backend") or "unknown backend"
+    return f"{name} ({model['backend_version']})" if model.get("backend_version") else str(name)
+
+
 def cost_table(ledger: dict[str, Any]) -> str:
-    money, price, fx = ledger.get("money", {}), ledger.get("price", {}), ledger.get("exchange", {})
-    tokens, energy, phases = ledger.get("tokens", {}), ledger.get("energy", {}), ledger.get("phases", {})
-    hw = ledger.get("hardware", {})
-    device = hw.get("gpu_name") or f"CPU ({hw.get('cpu', 'unknown')})"
+    money, price, fx = ledger.get("money") or {}, ledger.get("price") or {}, ledger.get("exchange") or {}
+    tokens, energy, phases = ledger.get("tokens") or {}, ledger.get("energy") or {}, ledger.get("phases") or {}
+    hw = ledger.get("hardware") or {}
+    device = hw.get("gpu_name") or f"CPU ({hw.get('cpu') or 'unknown'})"
     rows = [
         ("Status", ledger.get("status")),
         ("Hardware", f"{hw.get('gpu_count') or 1} × {device}"),
-        ("Price", f"{_fmt(price.get('usd_per_gpu_hour'), 3)} USD per GPU-hour ({price.get('provider', 'user')}, "
-                  f"{price.get('pricing', 'user')}; source: {price.get('source', 'user')}, as of {price.get('as_of')})"),
-        ("Exchange rate", f"{_fmt(fx.get('usd_kzt'))} ₸ per USD (source: {fx.get('source')}, as of {fx.get('as_of')})"),
+        ("Backend", backend_text(ledger.get("model") or {})),
+        ("Price", price_text(price)),
+        ("Exchange rate", f"{_fmt(fx.get('usd_kzt'))} ₸ per USD ({_sourced(fx.get('source'), fx.get('as_of'))})"
+         if fx.get("source") else f"{_fmt(fx.get('usd_kzt'))} ₸ per USD (no source recorded)"),
         ("Wall time (billed)", f"{_fmt(ledger.get('billed_seconds'), 1)} s"),
         ("Time by phase", ", ".join(f"{k} {_fmt(v, 1)} s" for k, v in phases.items())),
         ("GPU-hours", _fmt(ledger.get("gpu_hours"), 4)),
@@ -75,13 +132,38 @@ def cost_table(ledger: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def generation_section(ledger: dict[str, Any]) -> str:
+    """The generation check after training, compact: a fine-tune that never stops says so here."""
+    from arzan.reporting.sections import ANSWER_CHARS, NEVER_STOPS, generation_from, stopped_text
+
+    check = generation_from((ledger.get("summary") or {}).get("generation_check"))
+    if check is None:
+        return ""
+    lines = ["", "## Generation check", ""]
+    if check.flag:
+        lines += [f"⚠ **Warning: the model {NEVER_STOPS}** — {check.flag}.", ""]
+    lines += [check.summary, ""]
+    if check.answers:
+        lines += ["| Prompt | Answer after training | Stopped at EOS |", "|---|---|---|"]
+        lines += [f"| {_cell(a.prompt)} | {_cell(a.text) or '*(empty)*'} | {stopped_text(a)} |" for a in check.answers]
+        lines += ["", f"Greedy decoding; answers cut at {ANSWER_CHARS} characters. Before-training answers: "
+                  "`cost.json`, `summary.generation_check`."]
+    return "\n".join(lines) + "\n"
+
+
 def render_card(recipe: Recipe, ledger: dict[str, Any], recipe_file: str = "recipe.yaml") -> str:
     meta = yaml.safe_dump(front_matter(recipe, ledger), sort_keys=False, allow_unicode=True)
-    model = ledger.get("model", {})
+    model = ledger.get("model") or {}
     sources = "\n".join(
         f"- `{s.hub or s.path}` ({s.format}{', ' + s.license if s.license else ''}"
         f"{', sample ' + str(s.sample) if s.sample else ''})" for s in recipe.data.sources)
     lo = recipe.lora
+    backend = f"`{model.get('backend') or 'unknown'}` backend" + (
+        f" ({model['backend_version']})" if model.get("backend_version") else "")
     return f"""---
 {meta}---
 
@@ -89,9 +171,8 @@ def render_card(recipe: Recipe, ledger: dict[str, Any], recipe_file: str = "reci
 
 {recipe.description or 'A LoRA fine-tune made with arzan.'}
 
-LoRA adapter for `{recipe.model.name}` (r={lo.r}, alpha={lo.lora_alpha}, modules: {', '.join(lo.target_modules)}),
-trained with TRL's SFTTrainer through the `{model.get('backend', 'hf')}` backend ({model.get('backend_version', '')}),
-method {model.get('method', 'lora')}.
+LoRA adapter for {base_model_text(recipe)} (r={lo.r}, alpha={lo.lora_alpha}, modules: {', '.join(lo.target_modules)}),
+trained with TRL's SFTTrainer through the {backend}, method {model.get('method') or 'lora'}.
 
 ## Training cost
 
@@ -99,7 +180,7 @@ method {model.get('method', 'lora')}.
 
 Every figure comes from this run's `cost.json` ledger; "measured" figures were timed during the run,
 "estimated" ones were derived (see the ledger).
-
+{generation_section(ledger)}
 ## Data
 
 {sources}

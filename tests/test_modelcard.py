@@ -1,0 +1,130 @@
+"""The adapter's model card (adapter/README.md), from a recipe and a ledger, without training.
+
+The front matter is parsed back the way the Hub does (huggingface_hub's ModelCard, when installed),
+so a field the Hub would misread shows up here.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from arzan.cost.ledger import ModelInfo, new_ledger
+from arzan.cost.prices import Price, resolve_exchange
+from arzan.modelcard import hub_base_model, render_card, write_card
+from arzan.recipe import recipe_from_dict
+from tests.conftest import base_recipe
+
+CATALOG = Price(provider="colab", gpu="A100-40GB", pricing="on-demand", usd_per_gpu_hour=1.18,
+                source="https://colab.research.google.com/signup", as_of="2026-11-01")
+
+
+def ledger(price: Price | None = None, **model) -> dict:
+    info = ModelInfo(**{"base": "arzan/tiny-llama-kk", "method": "lora", "backend": "hf",
+                        "backend_version": "peft 0.21.2", **model})
+    return new_ledger("t", price or Price(), resolve_exchange(), info).model_dump(mode="json")
+
+
+def recipe(name: str = "arzan/tiny-llama-kk"):
+    return recipe_from_dict(base_recipe(model={"name": name, "backend": "auto"}))
+
+
+def parse_card(text: str) -> tuple[dict, str]:
+    """(metadata, body), parsed as the Hub parses it when huggingface_hub is there."""
+    try:
+        from huggingface_hub import ModelCard
+    except ImportError:
+        assert text.startswith("---\n")
+        end = text.index("\n---", 4)
+        return yaml.safe_load(text[4:end]) or {}, text[end + 4:]
+    card = ModelCard(text)
+    return card.data.to_dict(), card.text
+
+
+def price_row(body: str) -> str:
+    return next(line for line in body.splitlines() if line.startswith("| Price |"))
+
+
+def test_card_names_the_backend_and_its_version():
+    for backend, version in (("hf", "peft 0.21.2 (auto fell back to hf: no CUDA GPU)"),
+                             ("unsloth", "unsloth 2026.10.9")):
+        meta, body = parse_card(render_card(recipe("Qwen/Qwen2.5-1.5B-Instruct"),
+                                            ledger(backend=backend, backend_version=version)))
+        assert f"through the `{backend}` backend ({version})" in body
+        assert f"| Backend | {backend} ({version}) |" in body
+        assert ("unsloth" in meta["tags"]) == (backend == "unsloth")
+
+
+def test_card_without_backend_says_unknown_not_none():
+    _, body = parse_card(render_card(recipe(), ledger(backend=None, backend_version=None)))
+    assert "`unknown` backend" in body and "None" not in body
+
+
+def test_price_row_for_a_user_rate_and_a_catalog_price():
+    _, body = parse_card(render_card(recipe(), ledger()))
+    row = price_row(body)
+    assert "None" not in row and "as of" not in row
+    assert row == "| Price | 0.000 USD per GPU-hour (rate set by the user; no catalog source) |"
+    _, body = parse_card(render_card(recipe(), ledger(Price(gpu="T4", usd_per_gpu_hour=0.35))))
+    assert price_row(body) == "| Price | 0.350 USD per GPU-hour (T4, rate set by the user; no catalog source) |"
+    _, body = parse_card(render_card(recipe(), ledger(CATALOG)))
+    assert price_row(body) == ("| Price | 1.180 USD per GPU-hour (colab, A100-40GB, on-demand; "
+                               "source: https://colab.research.google.com/signup, as of 2026-11-01) |")
+
+
+def test_base_model_is_a_hub_id_only():
+    meta, body = parse_card(render_card(recipe("meta-llama/Llama-3.1-8B-Instruct"), ledger()))
+    assert meta["base_model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert meta["library_name"] == "peft" and meta["language"] == ["kk"]
+    assert "LoRA adapter for `meta-llama/Llama-3.1-8B-Instruct` (r=8" in body
+
+
+def test_tiny_model_has_no_base_model_and_the_body_says_why():
+    meta, body = parse_card(render_card(recipe("arzan/tiny-llama-kk"), ledger()))
+    assert "base_model" not in meta
+    assert meta["library_name"] == "peft" and "arzan" in meta["tags"]
+    assert "`arzan/tiny-llama-kk` (arzan's offline tiny test model" in body
+    assert "not on the Hugging Face Hub" in body
+
+
+def test_local_folder_has_no_base_model(tmp_path, monkeypatch):
+    (tmp_path / "models" / "kk-base").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    for name in (str(tmp_path / "models" / "kk-base"), "models/kk-base", "./models/kk-base", "~/models/base"):
+        meta, body = parse_card(render_card(recipe(name), ledger()))
+        assert "base_model" not in meta, name
+        assert f"`{name}` (a local model folder, not a Hub id" in body
+    assert hub_base_model("gpt2") == "gpt2"
+    assert hub_base_model("org/name-1.5B") == "org/name-1.5B"
+    assert hub_base_model("org/../x") is None and hub_base_model("a/b/c") is None
+
+
+def test_generation_check_in_the_card(tmp_path):
+    led = ledger()
+    led["summary"]["generation_check"] = {
+        "prompts": [{"prompt": "Цифрмен жаз: он екі", "text": "12", "stopped_at_eos": True, "n_tokens": 3,
+                     "before": "шу шу", "before_stopped_at_eos": False},
+                    {"prompt": "Апта күндері | қайсы?", "text": "дүйсенбі " * 40, "stopped_at_eos": False,
+                     "n_tokens": 64, "before": "x", "before_stopped_at_eos": False}],
+        "stopped": 1, "total": 2, "ok": False,
+        "summary": "1/2 answers stopped at EOS; 1 ran to the 64-token limit: the model may never stop"}
+    card = write_card(tmp_path / "README.md", recipe(), led).read_text(encoding="utf-8")
+    meta, body = parse_card(card)
+    assert "generation_check" not in meta
+    section = body[body.index("## Generation check"):body.index("## Data")]
+    assert "**Warning: the model never stops** — 1 of 2 answers after training ran to the token limit" in section
+    assert "1/2 answers stopped at EOS; 1 ran to the 64-token limit" in section
+    assert "| Цифрмен жаз: он екі | 12 | yes |" in section
+    row = next(line for line in section.splitlines() if line.startswith("| Апта"))
+    assert row.startswith("| Апта күндері \\| қайсы? | дүйсенбі") and row.endswith("| no — never stops (64 tokens) |")
+    assert len(row.split(" | ")[1]) <= 120 and "…" in row
+    assert "шу" not in section  # after-training answers only
+
+    led["summary"]["generation_check"]["prompts"].pop()
+    led["summary"]["generation_check"].update(stopped=1, total=1, ok=True, summary="1/1 answers stopped at EOS")
+    _, body = parse_card(render_card(recipe(), led))
+    assert "1/1 answers stopped at EOS" in body and "never stops" not in body
+
+
+def test_no_generation_section_without_a_check():
+    _, body = parse_card(render_card(recipe(), ledger()))
+    assert "## Generation check" not in body
