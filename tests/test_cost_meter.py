@@ -146,7 +146,15 @@ def test_budget_stops_before_the_step_that_would_pass_the_cap(tmp_path, cap):
     assert led.money.kzt <= caps["max_kzt"] and led.money.usd == pytest.approx(expected * step_usd)
     assert read_ledger(tmp_path / "cost.json").status == "stopped_budget"
     done = meter.finish("finished")  # train.py says finished; the bill keeps why it stopped
-    assert done.status == "stopped_budget" and done.resume_command.endswith(str(tmp_path))
+    assert done.status == "stopped_budget"
+    # the resume command raises the cap to what the whole run would cost, with 10% to spare
+    head, raised = done.resume_command.split(" --budget ")
+    assert head == f"arzan train --resume {tmp_path}"
+    from arzan.cli import parse_budget
+
+    full = {"max_kzt": 100 * step_kzt, "max_usd": 100 * step_usd, "max_hours": 100 / 3600}[cap]
+    rounding = {"max_kzt": 1, "max_usd": 0.01, "max_hours": 0.01}[cap]
+    assert full * 1.1 * (1 - 1e-9) <= getattr(parse_budget(raised), cap) <= full * 1.1 + rounding
 
 
 def test_no_cap_runs_to_the_end_and_projects_the_final_cost(tmp_path):
@@ -362,3 +370,34 @@ def test_cpu_energy_measured_from_rapl_counters_with_wraparound(tmp_path, monkey
     assert (led.energy.basis, led.energy.method) == ("measured", "rapl")
     assert led.energy.kwh == pytest.approx(3_600_000 / 3.6e12)
     assert led.energy.co2_kg == pytest.approx(led.energy.kwh * led.energy.grid_kg_co2_per_kwh)
+
+
+def test_ledger_is_written_during_a_long_phase_without_trainer_events(tmp_path):
+    """A model download or one long optimizer step sends no Trainer event; the flusher still writes."""
+    import time
+
+    price = Price(usd_per_gpu_hour=3600.0)
+    meter, clock = make_meter(tmp_path, price, flush_every_s=0.05)
+    meter.start_flusher()
+    with meter.phase("setup"):
+        clock.t += 42  # the download has taken 42 s of the bill so far
+        deadline = time.monotonic() + 10
+        while read_ledger(tmp_path / "cost.json").phases.setup == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        written = read_ledger(tmp_path / "cost.json")
+    assert written.phases.setup == pytest.approx(42) and written.money.usd == pytest.approx(42)
+    assert written.status == "running"
+    done = meter.finish("finished")
+    assert meter._flusher is None and done.phases.setup == pytest.approx(42)
+
+
+def test_seconds_spent_before_the_meter_existed_are_billed_once(tmp_path):
+    price = Price(usd_per_gpu_hour=3600.0)
+    meter, clock = make_meter(tmp_path, price)
+    meter.add_seconds("data", 7.5)
+    with meter.phase("data"):
+        clock.t += 2.5
+    led = meter.finish("finished")
+    assert led.phases.data == pytest.approx(10) and led.money.usd == pytest.approx(10)
+    with pytest.raises(ValueError, match="unknown phase"):
+        meter.add_seconds("download", 1)

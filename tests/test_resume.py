@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from arzan.recipe import load_recipe
+from arzan.cli import parse_budget
+from arzan.errors import ArzanError
+from arzan.recipe import BudgetSection, load_recipe
 from arzan.train import train
 from tests.conftest import base_recipe
 
@@ -50,9 +52,26 @@ def test_budget_stop_at_the_right_step_saves_adapter_and_ledger(tmp_path, write_
     assert led["money"]["kzt"] == pytest.approx(expected_step * step_kzt)
     assert led["money"]["kzt"] <= cap
     assert "max_kzt" in led["budget"]["stop_reason"]
-    assert led["resume_command"] == f"arzan train --resume {tmp_path / 'run'}"
+    head, raised = led["resume_command"].split(" --budget ")
+    assert head == f"arzan train --resume {tmp_path / 'run'}"
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "run" / "checkpoints" / f"checkpoint-{expected_step}" / "arzan_ledger.json").is_file()
+
+    # resuming under the same cap would pay for a setup and not one step: refused, nothing written
+    before = (tmp_path / "run" / "cost.json").read_text()
+    with pytest.raises(ArzanError, match="refusing to resume: max_kzt 95 ₸ is spent.*--budget"):
+        train(recipe, out=tmp_path / "run", mode="resume")
+    assert (tmp_path / "run" / "cost.json").read_text() == before
+
+    # the raised cap the stop suggested lets the run finish; the bill is every step exactly once
+    clock2 = StepClock()
+    done = train(recipe, out=tmp_path / "run", mode="resume", budget=parse_budget(raised), clock=clock2,
+                 callbacks=[clock2])
+    assert done.status == "finished" and done.ledger["progress"]["step"] == 40
+    assert done.ledger["money"]["kzt"] == pytest.approx(40 * step_kzt)
+    assert done.ledger["budget"]["max_kzt"] == parse_budget(raised).max_kzt
+    with pytest.raises(ArzanError, match="finished at step 40/40; there is nothing to resume"):
+        train(recipe, out=tmp_path / "run", mode="resume")
 
 
 def _run_cli(*args: str, **kw) -> subprocess.Popen:
@@ -143,3 +162,69 @@ def test_interrupted_plus_resumed_money_equals_one_straight_run(tmp_path, write_
     assert second.ledger["money"]["kzt"] == pytest.approx(straight.ledger["money"]["kzt"])
     assert second.ledger["money"]["kzt"] == pytest.approx(12 * STEP_SECONDS / 3600 * 1.5 * 500)
     assert second.ledger["tokens"] == straight.ledger["tokens"]
+
+
+class SignalMidStep(TrainerCallback):
+    """SIGTERM as optimizer step `step` begins: it arrives during the step's first micro-batch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_command_line_price_and_cap_hold_after_resume_and_a_mid_step_signal_counts_nothing_twice(tmp_path,
+                                                                                                  write_recipe):
+    """`--price` and `--budget` are the run's terms: a `--resume` without them keeps them. A signal in
+    the middle of a gradient-accumulation step stops after that micro-batch, not the whole step."""
+    section = {"max_length": 64, "max_steps": 8, "per_device_train_batch_size": 2, "logging_steps": 2,
+               "save_steps": 1000, "gradient_accumulation_steps": 2}
+    path = write_recipe(base_recipe(train=section, cost={"usd_kzt": 500}, eval={"generation_check": False}))
+    usd_per_hour, cap = 2.0, 1000.0
+    clock = StepClock()
+    first = train(load_recipe(path), out=tmp_path / "run", clock=clock, callbacks=[clock, SignalMidStep(4)],
+                  budget=BudgetSection(max_kzt=cap), cost_overrides={"usd_per_gpu_hour": usd_per_hour})
+    assert first.status == "interrupted" and first.signal == signal.SIGTERM
+    assert first.ledger["progress"]["step"] == 3  # the half-done step 4 is redone after the resume
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-3" / "trainer_state.json").is_file()
+    saved = load_recipe(tmp_path / "run" / "recipe.yaml")
+    assert saved.cost.usd_per_gpu_hour == usd_per_hour and saved.budget.max_kzt == cap
+
+    clock2 = StepClock()
+    second = train(load_recipe(path), out=tmp_path / "run", mode="resume", clock=clock2, callbacks=[clock2])
+    step_kzt = STEP_SECONDS / 3600 * usd_per_hour * 500
+    assert second.status == "finished"
+    assert [s["money"]["kzt"] for s in second.ledger["sessions"]] == pytest.approx([3 * step_kzt, 5 * step_kzt])
+    assert second.ledger["budget"]["max_kzt"] == cap and second.ledger["price"]["usd_per_gpu_hour"] == usd_per_hour
+
+    clock3 = StepClock()
+    straight = train(load_recipe(path), out=tmp_path / "straight", clock=clock3, callbacks=[clock3],
+                     cost_overrides={"usd_per_gpu_hour": usd_per_hour})
+    assert second.ledger["tokens"] == straight.ledger["tokens"]
+    assert second.ledger["money"]["kzt"] == pytest.approx(straight.ledger["money"]["kzt"])
+
+
+def test_signal_during_setup_closes_the_ledger_at_once(tmp_path, write_recipe, monkeypatch):
+    """Nothing to checkpoint before the first step: the run stops at once and says so."""
+    import arzan.model
+
+    real = arzan.model.load_model
+
+    def load_then_preempted(recipe):
+        loaded = real(recipe)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this sleep
+        raise AssertionError("the signal should have stopped the setup")
+
+    monkeypatch.setattr(arzan.model, "load_model", load_then_preempted)
+    path = write_recipe(base_recipe(train={"max_steps": 4, "max_length": 64}))
+    t0 = time.monotonic()
+    result = train(load_recipe(path), out=tmp_path / "run")
+    assert time.monotonic() - t0 < 30
+    led = json.loads((tmp_path / "run" / "cost.json").read_text())
+    assert result.status == led["status"] == "interrupted"
+    assert "SIGTERM during setup" in led["status_reason"] and "from the start" in led["status_reason"]
+    assert led["resume_command"] == f"arzan train --resume {tmp_path / 'run'}"
+    assert led["sessions"][0]["phases"]["setup"] > 0 and led["progress"]["step"] == 0

@@ -74,9 +74,13 @@ def train(
     from arzan.recipe import load_recipe
     from arzan.runfolder import is_run_folder
 
+    where = out or recipe
     try:
         if resume and overwrite:
             raise ArzanError("--resume and --overwrite contradict each other; choose one")
+        if resume and set_:
+            raise ArzanError("--set with --resume: a resumed run keeps the recipe it started with (its run folder's "
+                             "recipe.yaml); to change the recipe, start a new run")
         run_dir = out
         if recipe.is_dir():
             if not resume:
@@ -85,6 +89,7 @@ def train(
                 raise ArzanError(f"{recipe}: not a run folder (needs recipe.yaml and cost.json)")
             run_dir, recipe = recipe, recipe / "recipe.yaml"
         loaded = load_recipe(recipe, set_)
+        where = loaded.run_dir(run_dir)
         from arzan.train import train as run_training
 
         result = run_training(loaded, out=run_dir, mode="resume" if resume else "overwrite" if overwrite else "new",
@@ -93,14 +98,40 @@ def train(
     except ArzanError as exc:
         _fail(exc)
         return
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: the ledger is closed, the last checkpoint kept
+        err_console.print("interrupted twice: stopped without a new checkpoint; continue from the last one with "
+                          f"arzan train --resume {where}", highlight=False)
+        raise typer.Exit(130)
     if result.note:
         console.print(f"[yellow]note:[/] {result.note}")
     money = result.ledger.get("money", {})
     console.print(f"[bold]{result.status}[/] · {result.run_dir} · {money.get('kzt', 0):,.2f} ₸ "
                   f"({money.get('usd', 0):,.4f} $)", highlight=False)
     if result.status != "finished":
-        console.print(f"resume with: arzan train --resume {result.run_dir}", highlight=False)
+        resume_with = result.ledger.get("resume_command") or f"arzan train --resume {result.run_dir}"
+        console.print(f"{result.ledger.get('status_reason') or result.status}", highlight=False)
+        console.print(f"resume with: {resume_with}", highlight=False)
         raise typer.Exit(3)
+    if result.signal is not None:  # training finished, but a signal cut the work after it short
+        console.print(f"[yellow]note:[/] {result.ledger.get('status_reason')}", highlight=False)
+        raise typer.Exit(3)
+
+
+@app.command()
+def merge(
+    run_dir: Path = typer.Argument(..., help="Run folder (or adapter folder)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the merged model (default: RUN/merged)."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16, float16 or float32."),
+) -> None:
+    """Merge the LoRA adapter into the 16-bit base weights (never into 4-bit ones)."""
+    from arzan.export import merge_adapter
+
+    try:
+        path = merge_adapter(run_dir, out, dtype=dtype)
+    except ArzanError as exc:
+        _fail(exc)
+        return
+    console.print(f"merged model: {path}")
 
 
 @app.command()

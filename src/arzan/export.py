@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -130,10 +131,18 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
     name = base_model or base_model_of(adapter, run)[0]
     merged = model.merge_and_unload(safe_merge=True)
     merged = merged.to(_dtype(dtype, device))
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "README.md").write_text(merged_card(name, adapter, dtype, compute, device, run), encoding="utf-8")
+    # written beside the target and renamed at the end: a merge cut short (preemption, a full disk)
+    # never leaves a half-written model that looks like a whole one
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # our own unfinished output from an earlier attempt, never a user's file
+    partial.mkdir(parents=True)
+    merged.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / "README.md").write_text(merged_card(name, adapter, dtype, compute, device, run), encoding="utf-8")
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    partial.rename(out)
     return out
 
 

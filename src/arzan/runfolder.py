@@ -58,9 +58,33 @@ def is_run_folder(path: Path) -> bool:
     return (path / "recipe.yaml").is_file() and (path / "cost.json").is_file()
 
 
+def _what_is_there(path: Path) -> str:
+    """' (its last run failed: ...)' and the like, so the user knows which of the two to choose."""
+    import json
+
+    try:
+        led = json.loads((path / "cost.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    status, reason = led.get("status"), led.get("status_reason")
+    return f" (its run is {status}{': ' + reason if reason else ''})" if status else ""
+
+
+def _aside_name(path: Path) -> Path:
+    """`<name>.replaced-<time>`, with a counter when two replacements fall in the same second."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    aside, n = path.with_name(f"{path.name}.replaced-{stamp}"), 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+    return aside
+
+
 def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
     """Create, resume or replace a run folder. Returns the folder and a note for the user."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArzanError(f"{path}: is a file, not a run folder; give --out a folder path")
     occupied = path.exists() and any(path.iterdir())
     if mode == "resume":
         if not is_run_folder(path):
@@ -69,10 +93,9 @@ def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
     note = None
     if occupied:
         if mode != "overwrite":
-            raise ArzanError(f"{path}: run folder already exists; continue it with --resume, or start again with "
-                             "--overwrite (the old folder is kept aside, never deleted)")
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        aside = path.with_name(f"{path.name}.replaced-{stamp}")
+            raise ArzanError(f"{path}: run folder already exists{_what_is_there(path)}; continue it with --resume, "
+                             "or start again with --overwrite (the old folder is kept aside, never deleted)")
+        aside = _aside_name(path)
         path.rename(aside)
         note = f"the previous run folder was moved to {aside}"
     path.mkdir(parents=True, exist_ok=True)

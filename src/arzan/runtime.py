@@ -10,12 +10,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from arzan.cost.ledger import ModelInfo, new_ledger, read_ledger
-from arzan.cost.meter import CostMeter
+from arzan.cost.ledger import Ledger, ModelInfo, money_for, new_ledger, read_ledger, utcnow
+from arzan.cost.meter import CostMeter, suggest_cap
 from arzan.cost.prices import Exchange, Price, resolve_exchange, resolve_price
 from arzan.errors import ArzanError
-from arzan.recipe import Recipe
+from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import RunFolder
+
+LIVE_LEDGER_S = 90  # a "running" ledger written this recently belongs to a live process (it flushes every 30 s)
 
 
 def _detected_gpu() -> str | None:
@@ -48,6 +50,75 @@ def price_for(recipe: Recipe) -> tuple[Price, Exchange]:
     return price, exchange
 
 
+def with_terms(recipe: Recipe, budget: BudgetSection | None = None,
+               cost_overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe with the command line's price and budget folded in.
+
+    The run folder's recipe.yaml is written from this, so it records the terms the run started on
+    and `--resume` keeps them. `--budget 5000KZT` sets one cap and keeps the recipe's others.
+    """
+    r = recipe.model_copy(deep=True)
+    update = {k: v for k, v in (cost_overrides or {}).items() if v is not None}
+    if update.get("usd_per_gpu_hour") is not None:
+        update["kzt_per_gpu_hour"] = None  # one price: the one given last
+    if update:
+        r.cost = r.cost.model_copy(update=update)
+    if budget is not None:
+        r.budget = r.budget.model_copy(update=budget.model_dump(include=budget.model_fields_set))
+    return r
+
+
+def resume_terms(folder: RunFolder, budget: BudgetSection | None,
+                 cost_overrides: dict[str, Any] | None) -> tuple[Recipe, Ledger]:
+    """What a resumed session runs: the folder's recipe, under the caps the last session ran with.
+
+    The ledger holds the caps of the last session, so a cap raised on one `--resume` holds for the
+    next; a price given now (a new machine) replaces the old one for this session only.
+    """
+    ledger = read_ledger(folder.ledger)
+    where = folder.root
+    if ledger.status == "finished":
+        p = ledger.progress
+        raise ArzanError(f"{where}: this run finished at step {p.step}/{p.max_steps}; there is nothing to resume "
+                         "(start it again with --overwrite, which keeps this folder aside)")
+    if ledger.status == "running" and ledger.updated_at is not None:
+        age = (utcnow() - ledger.updated_at).total_seconds()
+        if age < LIVE_LEDGER_S:
+            raise ArzanError(f"{where}: another arzan process is training into this folder (ledger written "
+                             f"{age:.0f} s ago); if it is gone, retry in {LIVE_LEDGER_S - age:.0f} s")
+    b = ledger.budget
+    caps = BudgetSection(max_kzt=b.max_kzt, max_usd=b.max_usd, max_hours=b.max_hours)
+    if budget is not None:
+        caps = caps.model_copy(update=budget.model_dump(include=budget.model_fields_set))
+    recipe = with_terms(load_recipe(folder.recipe), None, cost_overrides)
+    recipe.budget = caps
+    return recipe, ledger
+
+
+def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
+    """Refuse a resume that could not afford one more step: its setup would be money for nothing.
+
+    The step's cost comes from the steps already paid for (train seconds per step), at this
+    session's price, plus the overhead charged once per session.
+    """
+    b = recipe.budget
+    if b.max_kzt is None and b.max_usd is None and b.max_hours is None:
+        return
+    price, exchange = price_for(recipe)
+    done = sum(max(s.steps[1] - s.steps[0], 0) for s in ledger.sessions)
+    step_s = ledger.phases.train / done if done else 0.0
+    next_s = step_s + price.overhead_s
+    usd, kzt = money_for(next_s, price, exchange)
+    checks = (("max_kzt", b.max_kzt, ledger.money.kzt, kzt, "₸"), ("max_usd", b.max_usd, ledger.money.usd, usd, "$"),
+              ("max_hours", b.max_hours, ledger.billed_seconds / 3600, next_s / 3600, "h"))
+    for kind, cap, spent, step, unit in checks:
+        if cap is not None and spent + step > cap:
+            hint = suggest_cap(kind, ledger, step_s, price, exchange)
+            raise ArzanError(f"refusing to resume: {kind} {cap:g} {unit} is spent ({spent:.4g} {unit} so far, the "
+                             f"next step ~{step:.2g} {unit}); raise the cap: "
+                             f"arzan train --resume {where} --budget {hint}")
+
+
 def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool,
                clock: Callable[[], float] | None = None) -> CostMeter:
     price, exchange = price_for(recipe)
@@ -72,15 +143,27 @@ def record_data(meter: CostMeter, data: Any) -> None:
     meter.ledger.summary.data = [asdict(s) for s in data.sources]
 
 
-def final_status(meter: CostMeter, stopper: Any) -> tuple[str, str | None]:
+def final_status(meter: CostMeter, stopper: Any, after: str | None = None) -> tuple[str, str | None]:
+    """`after`: why the work after a complete training (eval, merge) was cut short, if it was."""
     import signal
 
+    if after:
+        return "finished", after
     if stopper.received is not None:
         name = signal.Signals(stopper.received).name
         return "interrupted", f"received {name}; checkpoint saved at step {meter.ledger.progress.step}"
     if meter.ledger.budget.stop_reason:
         return "stopped_budget", meter.ledger.budget.stop_reason
     return "finished", None
+
+
+def redo_hint(where: str, run_dir: Path) -> str:
+    """How to redo the one piece of post-training work a signal cut short."""
+    if where == "the merge":
+        return f"merge it with: arzan merge {run_dir}"
+    if where == "the evaluation after training":
+        return f"score it with: arzan eval {run_dir}"
+    return f"the adapter is saved in {run_dir / 'adapter'}"
 
 
 def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, reason: str | None) -> dict[str, Any]:

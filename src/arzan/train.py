@@ -7,108 +7,14 @@ checkpoints on the clock and on SIGTERM, and a run folder that is never silently
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from transformers import TrainerCallback
-from transformers.trainer_callback import PrinterCallback
-
 from arzan.errors import ArzanError
 from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import RunFolder, open_run_folder
-
-
-class TokenCounter:
-    """Tokens of the batches the model actually trained on in this session (not eval batches)."""
-
-    def __init__(self) -> None:
-        self.seen = 0
-        self.trained = 0
-
-    def add(self, inputs: dict[str, Any]) -> None:
-        mask = inputs.get("attention_mask")
-        self.seen += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
-        labels = inputs.get("labels")
-        self.trained += int((labels != -100).sum()) if labels is not None else 0
-
-
-def _metered_trainer_class() -> type:
-    """SFTTrainer that counts tokens in compute_loss, the one place every training micro-batch passes.
-
-    Counting in the collator would be off by a prefetched batch and would also see eval batches.
-    """
-    from trl import SFTTrainer
-
-    class MeteredSFTTrainer(SFTTrainer):
-        token_counter: TokenCounter
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if model.training:
-                self.token_counter.add(inputs)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-
-    return MeteredSFTTrainer
-
-
-class StopOnSignal(TrainerCallback):
-    """SIGTERM/SIGINT (spot preemption, Colab stop, Ctrl-C): checkpoint at the next step end, then stop."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:  # a second signal: the user means it
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.received is not None:
-            control.should_save = True
-            control.should_training_stop = True
-
-
-class SaveOnClock(TrainerCallback):
-    """Checkpoint every N minutes as well as every N steps: a preempted run loses minutes, not hours."""
-
-    def __init__(self, minutes: float | None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = minutes * 60 if minutes else None
-        self.clock = clock
-        self.last = clock()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.seconds and self.clock() - self.last >= self.seconds:
-            control.should_save = True
-
-    def on_save(self, args, state, control, **kwargs):
-        self.last = self.clock()
-
-
-class PrintProgress(TrainerCallback):
-    """One line per logging step, with the money in it: works in a terminal, a log file and Colab."""
-
-    def __init__(self, meter: Any, console: Any) -> None:
-        self.meter, self.console = meter, console
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        loss = f" · loss {logs['loss']:.3f}" if "loss" in logs else ""
-        if "eval_loss" in logs:
-            loss += f" · eval_loss {logs['eval_loss']:.3f}"
-        if loss and self.console is not None:
-            self.console.print(self.meter.progress_line() + loss, highlight=False)
 
 
 @dataclass
@@ -117,6 +23,7 @@ class RunResult:
     status: str
     ledger: dict[str, Any]
     note: str | None = None
+    signal: int | None = None  # the stop signal this session received, if any
 
 
 def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool, backend: str = "hf") -> Any:
@@ -144,76 +51,94 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
           cost_overrides: dict[str, Any] | None = None, callbacks: list[Any] | None = None,
           clock: Callable[[], float] | None = None) -> RunResult:
     """Train a recipe into a run folder. `callbacks` are extra TrainerCallbacks; `clock` replaces
-    time.monotonic for the bill (tests use it to make money deterministic)."""
-    from arzan import runtime
+    time.monotonic for the bill (tests use it to make money deterministic).
 
-    if mode != "resume":  # a resumed run has spent part of its budget already; the meter knows how much
+    On `mode="resume"` the run folder's own recipe.yaml is what runs (the `recipe` argument only
+    names the run), with the caps the last session ran under unless `budget` raises them.
+    """
+    from arzan import runtime
+    from arzan.data import load_data
+
+    tick = clock or time.monotonic
+    if mode == "resume":
+        folder, note = open_run_folder(recipe.run_dir(out), mode)
+        recipe, previous = runtime.resume_terms(folder, budget, cost_overrides)
+        runtime.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
+    else:
         from arzan.estimate import preflight_budget
 
-        planned = recipe.model_copy(deep=True)
-        if cost_overrides:
-            planned.cost = planned.cost.model_copy(update={k: v for k, v in cost_overrides.items() if v is not None})
-        if budget is not None:
-            planned.budget = budget
-        over = preflight_budget(planned, allow_over_budget)  # raises ArzanError("refusing to start: ...")
+        recipe = runtime.with_terms(recipe, budget, cost_overrides)
+        runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
+        over = preflight_budget(recipe, allow_over_budget)  # raises ArzanError("refusing to start: ...")
         if over and console is not None:
             console.print(f"[yellow]warning:[/] {over}", highlight=False)
-    folder, note = open_run_folder(recipe.run_dir(out), mode)
-    if mode == "resume":
-        recipe = load_recipe(folder.recipe)
-    else:
+    t0 = tick()  # rows are checked before a folder is made or a model downloaded
+    raw = load_data(recipe.data, recipe.base_dir)
+    data_seconds = tick() - t0
+    if mode != "resume":
+        folder, note = open_run_folder(recipe.run_dir(out), mode)
         folder.recipe.write_text(recipe.resolved_yaml(), encoding="utf-8")
-    if cost_overrides:
-        recipe.cost = recipe.cost.model_copy(update={k: v for k, v in cost_overrides.items() if v is not None})
-    if budget is not None:
-        recipe.budget = budget
+    from arzan.callbacks import (
+        Interrupted,
+        PrintProgress,
+        SaveOnClock,
+        StopOnSignal,
+        TokenCounter,
+        metered_trainer_class,
+    )
+
     counter = TokenCounter()
     meter = runtime.make_meter(recipe, folder, counter, resume=mode == "resume", clock=clock)
+    meter.add_seconds("data", data_seconds)
+    meter.start_flusher()
     stopper = StopOnSignal()
     status, reason = "failed", None
     stopper.install()
     try:
-        from arzan.data import load_data, tokenize_data
+        from arzan.data import tokenize_data
         from arzan.model import load_model
 
-        with meter.phase("data"):  # rows are checked before any model is downloaded
-            raw = load_data(recipe.data, recipe.base_dir)
         with meter.phase("setup"):
             model, tokenizer, info = load_model(recipe)
             runtime.record_backend(meter, info)
+        stopper.phase = "tokenizing the data"
         with meter.phase("data"):
             data = tokenize_data(raw, tokenizer, recipe.data, recipe.train.max_length)
             runtime.record_data(meter, data)
-        trainer = _metered_trainer_class()(
+        stopper.phase = "building the trainer"  # in the training loop a signal waits for the micro-batch
+        trainer = metered_trainer_class()(
             model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None, info.name),
             train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
             callbacks=[meter, SaveOnClock(recipe.train.save_every_minutes), stopper, PrintProgress(meter, console),
                        *(callbacks or [])])
         trainer.token_counter = counter
+        from transformers.trainer_callback import PrinterCallback
+
         trainer.remove_callback(PrinterCallback)  # its raw dicts would drown the money line
         meter.attach(trainer)
         with meter.phase("train"):
             trainer.train(resume_from_checkpoint=str(ckpt) if (ckpt := folder.last_checkpoint()) else None)
-        with meter.phase("save"):
+        stopper.phase = "the end of training"
+        with meter.phase("save"), stopper.protect("saving the adapter"):
             trainer.model.save_pretrained(folder.adapter)
             tokenizer.save_pretrained(folder.adapter)
         stopped_early = stopper.received is not None or meter.ledger.budget.stop_reason is not None
+        after = None  # why the work after training was cut short, if it was
         if not stopped_early:  # a preempted machine has seconds left, a capped budget nothing
-            with meter.phase("eval"):
+            try:
                 if recipe.eval.generation_check:
-                    runtime.check_generation(recipe, meter, trainer.model, tokenizer, console)
-                if recipe.eval.tasks:
-                    model = trainer = None  # lm-eval loads base + adapter afresh: free the GPU first
-                    runtime.free_accelerator_memory()
-                    runtime.evaluate_after_training(recipe, folder, meter)
-            if recipe.output.save_merged:
-                with meter.phase("save"):  # merged into the 16-bit base, never into 4-bit weights
-                    model = trainer = None
-                    runtime.free_accelerator_memory()
-                    from arzan.export import merge_adapter
-
-                    merge_adapter(folder.root, folder.merged, dtype="bfloat16" if info.device == "cuda" else "float32")
-        status, reason = runtime.final_status(meter, stopper)
+                    stopper.phase = "the generation check"
+                    with meter.phase("eval"):
+                        runtime.check_generation(recipe, meter, trainer.model, tokenizer, console)
+                model = trainer = None  # lm-eval and the merge load base + adapter afresh: free the GPU first
+                runtime.free_accelerator_memory()
+                _eval_and_merge(recipe, folder, meter, stopper, info.device)
+            except Interrupted as exc:  # the adapter is saved: the training itself is complete
+                after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root)})"
+        status, reason = runtime.final_status(meter, stopper, after)
+    except Interrupted as exc:
+        ckpt = folder.last_checkpoint()
+        status, reason = "interrupted", f"{exc}; --resume continues from {ckpt.name if ckpt else 'the start'}"
     except ArzanError:
         reason = "stopped by an error before training finished"
         raise
@@ -231,7 +156,23 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 
         push_to_hub(folder.root, recipe.output.hub_model_id, private=recipe.output.hub_private,
                     merged=recipe.output.save_merged)
-    return RunResult(folder.root, status, ledger, note)
+    return RunResult(folder.root, status, ledger, note, signal=stopper.received)
+
+
+def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str) -> None:
+    """lm-eval and the merged model: work on the saved adapter, each one redoable on its own."""
+    from arzan import runtime
+
+    if recipe.eval.tasks:
+        stopper.phase = "the evaluation after training"
+        with meter.phase("eval"):
+            runtime.evaluate_after_training(recipe, folder, meter)
+    if recipe.output.save_merged:
+        stopper.phase = "the merge"
+        with meter.phase("save"):  # merged into the 16-bit base, never into 4-bit weights
+            from arzan.export import merge_adapter
+
+            merge_adapter(folder.root, folder.merged, dtype="bfloat16" if device == "cuda" else "float32")
 
 
 def train_from_recipe(path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:

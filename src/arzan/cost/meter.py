@@ -25,6 +25,8 @@ them to the ``log_history`` row that was just written.
 from __future__ import annotations
 
 import json
+import math
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -77,6 +79,30 @@ def _rapl_reader() -> Callable[[], float | None] | None:
     return kwh
 
 
+def suggest_cap(kind: str, ledger: Ledger, step_s: float, price: Price, exchange: Exchange) -> str:
+    """A `--budget` value that would let a capped run finish: spent so far plus the steps left at
+    the measured step time and one more session's overhead, with 10% to spare."""
+    left = max(ledger.progress.max_steps - ledger.progress.step, 1)
+    more_s = left * step_s + price.overhead_s
+    usd, kzt = money_for(more_s, price, exchange)
+    if kind == "max_kzt":
+        return f"{math.ceil((ledger.money.kzt + kzt) * 1.1)}KZT"
+    if kind == "max_usd":
+        return f"{math.ceil((ledger.money.usd + usd) * 110) / 100:g}USD"
+    return f"{math.ceil((ledger.billed_seconds + more_s) / 3600 * 110) / 100:g}h"
+
+
+def _locked(method: Callable) -> Callable:
+    """The ledger is also written by the 30 s flusher thread: one writer at a time."""
+
+    def wrapper(self: CostMeter, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
 class CostMeter(TrainerCallback):
     def __init__(
         self,
@@ -97,6 +123,9 @@ class CostMeter(TrainerCallback):
     ):
         """``ledger`` is a new one or the one a resumed run left; this run becomes a new session."""
         self.path, self.clock, self.now, self.flush_every_s = Path(ledger_path), clock, now, flush_every_s
+        self._lock = threading.RLock()
+        self._stop_flusher = threading.Event()
+        self._flusher: threading.Thread | None = None
         self.counter = token_counter  # .seen / .trained: this session's cumulative token counts
         self.metrics_path = Path(metrics_path) if metrics_path else None
         led = ledger.model_copy(deep=True)
@@ -149,6 +178,7 @@ class CostMeter(TrainerCallback):
         return "unavailable", "none", lambda: None
 
     # --- time ---
+    @_locked
     def _tick(self) -> None:
         """Bring the current session and all totals up to now."""
         t = self.clock()
@@ -165,6 +195,7 @@ class CostMeter(TrainerCallback):
         s.kwh = kwh()
         apply_totals(led)
 
+    @_locked
     def _open(self, name: str, auto: bool) -> None:
         if name not in PHASES:
             raise ValueError(f"unknown phase '{name}'; phases: {', '.join(PHASES)}")
@@ -172,10 +203,42 @@ class CostMeter(TrainerCallback):
             raise RuntimeError(f"phase '{name}' inside '{self._phase[0]}' would count the same seconds twice")
         self._phase = (name, self.clock(), auto)
 
+    @_locked
     def _close(self) -> None:
         if self._phase is not None:
             self._tick()
             self._phase = None
+
+    @_locked
+    def add_seconds(self, name: str, seconds: float) -> None:
+        """Time spent before the meter existed (the data check that runs before a folder is made)."""
+        if name not in PHASES:
+            raise ValueError(f"unknown phase '{name}'; phases: {', '.join(PHASES)}")
+        setattr(self.session.phases, name, getattr(self.session.phases, name) + max(seconds, 0.0))
+        self._tick()
+
+    def start_flusher(self) -> CostMeter:
+        """Write the ledger at least every `flush_every_s`, also through a long download, data
+        phase or optimizer step, when no Trainer event comes to do it."""
+        def loop() -> None:
+            while not self._stop_flusher.wait(self.flush_every_s):
+                try:
+                    with self._lock:
+                        self._tick()
+                        self.flush()
+                except Exception:  # a full disk must not kill the training; the next write retries
+                    pass
+
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=loop, name="arzan-ledger-flusher", daemon=True)
+            self._flusher.start()
+        return self
+
+    def stop_flusher(self) -> None:
+        self._stop_flusher.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=5)
+        self._flusher = None
 
     @contextmanager
     def phase(self, name: str):
@@ -186,6 +249,7 @@ class CostMeter(TrainerCallback):
             self._close()
 
     # --- files ---
+    @_locked
     def flush(self) -> None:
         self.ledger.updated_at = self.now()
         write_ledger(self.path, self.ledger)
@@ -204,18 +268,23 @@ class CostMeter(TrainerCallback):
         return trainer
 
     # --- Trainer events ---
+    @_locked
     def on_train_begin(self, args, state, control, **kwargs):
         if self._phase is None:
             self._open("train", auto=True)
         self._train_t0, self._first_step = self.clock(), state.global_step
         self.session.steps = [state.global_step, state.global_step]
 
+    @_locked
     def on_train_end(self, args, state, control, **kwargs):
         if self._phase is not None and self._phase[2]:
             self._close()
         self.flush()
 
+    @_locked
     def on_step_end(self, args, state, control, **kwargs):
+        if hasattr(self.counter, "commit"):  # the step's micro-batches count now that the step is done
+            self.counter.commit()
         self._tick()
         led, step = self.ledger, state.global_step
         led.progress = Progress(step=step, max_steps=state.max_steps or 0, epoch=state.epoch or 0.0)
@@ -239,11 +308,14 @@ class CostMeter(TrainerCallback):
             control.should_training_stop = control.should_save = True
             b.stop_reason = led.status_reason = reason
             led.status = "stopped_budget"
-            led.resume_command = f"arzan train --resume {self.path.parent}"
+            kind = reason.split(" ", 1)[0]
+            led.resume_command = (f"arzan train --resume {self.path.parent} "
+                                  f"--budget {suggest_cap(kind, led, step_s, led.price, led.exchange)}")
             self.flush()
         else:
             self._maybe_flush()
 
+    @_locked
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
             return
@@ -279,6 +351,7 @@ class CostMeter(TrainerCallback):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._maybe_flush()
 
+    @_locked
     def on_save(self, args, state, control, **kwargs):
         """A copy inside the checkpoint, so resuming from it continues the bill from that point."""
         self._tick()
@@ -290,6 +363,11 @@ class CostMeter(TrainerCallback):
     # --- end of a session ---
     def finish(self, status: str, reason: str | None = None) -> Ledger:
         """Close the session; a budget stop stays "stopped_budget" even if the caller says finished."""
+        self.stop_flusher()  # outside the lock: the flusher may be waiting for it
+        return self._finish(status, reason)
+
+    @_locked
+    def _finish(self, status: str, reason: str | None) -> Ledger:
         if self._phase is not None:
             self._close()
         else:
@@ -300,8 +378,10 @@ class CostMeter(TrainerCallback):
         s.status = led.status = status
         s.finished_at = led.finished_at = self.now()
         led.status_reason = reason
-        resumable = status in ("interrupted", "stopped_budget")
-        led.resume_command = f"arzan train --resume {self.path.parent}" if resumable else None
+        if status == "interrupted":
+            led.resume_command = f"arzan train --resume {self.path.parent}"
+        elif status != "stopped_budget" or led.resume_command is None:  # a budget stop keeps its raised cap
+            led.resume_command = f"arzan train --resume {self.path.parent}" if status == "stopped_budget" else None
         self.flush()
         return led
 

@@ -1,0 +1,163 @@
+"""The TrainerCallbacks a paying user needs around SFTTrainer, besides the cost meter.
+
+Kept out of train.py so that importing `arzan.train` (the Python API the notebooks use) does not
+import transformers: unsloth must be imported before transformers, trl and peft for its patches
+to apply, and `load_recipe` does that as soon as it knows the backend.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+
+class TokenCounter:
+    """Tokens of the optimizer steps this session completed (never eval batches).
+
+    Micro-batches are held as pending until their optimizer step ends: a run stopped in the
+    middle of a gradient-accumulation step redoes those micro-batches after `--resume`, and their
+    tokens must be counted once, when the step that uses them completes.
+    """
+
+    def __init__(self) -> None:
+        self.seen = self.trained = 0
+        self._pending_seen = self._pending_trained = 0
+
+    def add(self, inputs: dict[str, Any]) -> None:
+        mask = inputs.get("attention_mask")
+        self._pending_seen += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+        labels = inputs.get("labels")
+        self._pending_trained += int((labels != -100).sum()) if labels is not None else 0
+
+    def commit(self) -> None:
+        """Called at the end of each optimizer step (by the cost meter, which runs first)."""
+        self.seen += self._pending_seen
+        self.trained += self._pending_trained
+        self._pending_seen = self._pending_trained = 0
+
+
+def metered_trainer_class() -> type:
+    """SFTTrainer that counts tokens in compute_loss, the one place every training micro-batch passes.
+
+    Counting in the collator would be off by a prefetched batch and would also see eval batches.
+    """
+    from trl import SFTTrainer
+
+    class MeteredSFTTrainer(SFTTrainer):
+        token_counter: TokenCounter
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                self.token_counter.add(inputs)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return MeteredSFTTrainer
+
+
+class Interrupted(Exception):
+    """A stop signal arrived outside the training loop: there is nothing to checkpoint yet."""
+
+    def __init__(self, signum: int, where: str) -> None:
+        self.signum, self.where = signum, where
+        super().__init__(f"received {signal.Signals(signum).name} during {where}")
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM/SIGINT (spot preemption, Colab stop, Ctrl-C) within the ~30 s a machine gets.
+
+    Inside the training loop the run stops after the current micro-batch (not the whole
+    accumulated step) and the Trainer saves a checkpoint; during setup or data loading there is
+    nothing worth saving, so the run stops at once (`Interrupted`) and the ledger is closed. While
+    an adapter is being written (`protect()`), the signal waits for the write to finish.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.in_loop = False
+        self.protected: str | None = None
+        self.phase = "setup"
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # a second signal: the user means it
+            raise KeyboardInterrupt
+        self.received = signum
+        if not self.in_loop and self.protected is None:
+            raise Interrupted(signum, self.phase)
+
+    def protect(self, what: str) -> "_Protected":
+        return _Protected(self, what)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.in_loop = True
+        if self.received is not None:  # arrived between setup and the first step
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.in_loop = False
+
+    def _stop(self, control: Any) -> None:
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._stop(control)
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._stop(control)
+
+
+class _Protected:
+    def __init__(self, stopper: StopOnSignal, what: str) -> None:
+        self.stopper, self.what = stopper, what
+
+    def __enter__(self) -> None:
+        self.stopper.protected = self.what
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopper.protected = None
+
+
+class SaveOnClock(TrainerCallback):
+    """Checkpoint every N minutes as well as every N steps: a preempted run loses minutes, not hours."""
+
+    def __init__(self, minutes: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = minutes * 60 if minutes else None
+        self.clock = clock
+        self.last = clock()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.seconds and self.clock() - self.last >= self.seconds:
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last = self.clock()
+
+
+class PrintProgress(TrainerCallback):
+    """One line per logging step, with the money in it: works in a terminal, a log file and Colab."""
+
+    def __init__(self, meter: Any, console: Any) -> None:
+        self.meter, self.console = meter, console
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        loss = f" · loss {logs['loss']:.3f}" if "loss" in logs else ""
+        if "eval_loss" in logs:
+            loss += f" · eval_loss {logs['eval_loss']:.3f}"
+        if loss and self.console is not None:
+            self.console.print(self.meter.progress_line() + loss, highlight=False)
