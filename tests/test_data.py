@@ -143,3 +143,68 @@ def test_prefix_masking_matches_generation_markers(tmp_path, tiny_tokenizer):
     ids, mask = _assistant_mask_by_prefix(tiny_tokenizer, msgs)
     assert ids == list(marked["input_ids"])
     assert mask == list(marked["assistant_masks"])
+
+
+def test_every_rows_fields_count_not_just_the_first_rows(tmp_path, tiny_tokenizer):
+    """Row 1 has no `input`/`system`; row 2 has both: row 2 keeps them (Dataset.from_list dropped them)."""
+    from arzan.data import load_data
+
+    rows = [{"instruction": "Цифрмен жаз", "output": "42"},
+            {"instruction": "Қосындысын тап", "input": "Жеті мен бес", "output": "12", "system": "Сен мұғалімсің."}]
+    raw = load_data(section(tmp_path, rows, "alpaca"), tmp_path)
+    first, second = (json.loads(m) for m in raw.train["messages"])
+    assert first == [{"role": "user", "content": "Цифрмен жаз"}, {"role": "assistant", "content": "42"}]
+    assert second == [{"role": "system", "content": "Сен мұғалімсің."},
+                      {"role": "user", "content": "Қосындысын тап\n\nЖеті мен бес"},
+                      {"role": "assistant", "content": "12"}]
+
+
+def test_a_column_only_later_rows_have_is_found_for_the_columns_check(tmp_path):
+    """Not 'missing column a' (the first row's keys alone): the row without an answer is named."""
+    from arzan.data import load_data
+
+    rows = [{"q": "a"}, {"q": "b", "a": "c"}]
+    with pytest.raises(ArzanError) as err:
+        load_data(section(tmp_path, rows, "alpaca", columns={"instruction": "q", "output": "a"}), tmp_path)
+    assert "d.jsonl: row 1: 'output' must be non-empty text (got None)" in str(err.value)
+
+
+def test_numbers_in_text_fields_become_text(tmp_path, tiny_tokenizer):
+    rows = [{"instruction": "Жеті мен бестің қосындысы қанша?", "output": "он екі"},
+            {"instruction": "Цифрмен жаз: қырық екі", "output": 42},
+            {"instruction": "Жартысы қанша?", "input": 5, "output": 2.5}]
+    data = prepare_data(section(tmp_path, rows, "alpaca"), tiny_tokenizer, 256, tmp_path)
+    trained = [decode_trained(tiny_tokenizer, r).replace("<|eot_id|>", "").strip() for r in data.train]
+    assert trained == ["он екі", "42", "2.5"]
+    assert "Жартысы қанша?\n\n5" in tiny_tokenizer.decode(data.train[2]["input_ids"])
+
+
+def test_numbers_in_prompt_completion_and_message_content(tmp_path, tiny_tokenizer):
+    from arzan.data import load_data
+
+    pc = load_data(section(tmp_path, [{"prompt": "6 x 7 =", "completion": 42}, {"prompt": 1, "completion": "бір"}],
+                           "prompt_completion"), tmp_path)
+    assert pc.train["completion"] == ["42", "бір"] and pc.train["prompt"] == ["6 x 7 =", "1"]
+    msgs = [{"role": "user", "content": "6 x 7?"}, {"role": "assistant", "content": 42}]
+    raw = load_data(section(tmp_path, [{"messages": msgs}], "messages"), tmp_path)
+    assert json.loads(raw.train["messages"][0])[1] == {"role": "assistant", "content": "42"}
+
+
+@pytest.mark.parametrize("bad,kind", [({"value": 42}, "a mapping"), ([4, 2], "a list"), (True, "true/false")])
+def test_structure_where_text_is_expected_names_file_row_and_column(tmp_path, bad, kind):
+    from arzan.data import load_data
+
+    rows = [{"question": "Бір қосу бір?", "answer": "екі"}, {"question": "Екі қосу екі?", "answer": bad}]
+    sec = section(tmp_path, rows, "alpaca", columns={"instruction": "question", "output": "answer"})
+    with pytest.raises(ArzanError) as err:
+        load_data(sec, tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'd.jsonl'}: row 2: column 'answer' must be text, got {kind}")
+    assert "\n" not in message
+
+
+def test_unused_columns_of_any_type_do_not_matter(tmp_path):
+    from arzan.data import load_data
+
+    rows = [{"text": "бір", "meta": {"id": 1}}, {"text": "екі", "meta": "жоқ", "score": 0.5}]
+    assert load_data(section(tmp_path, rows, "text"), tmp_path).train["text"] == ["бір", "екі"]

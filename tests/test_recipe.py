@@ -73,10 +73,17 @@ def test_set_overrides_any_field_including_list_items(write_recipe):
     assert r.lora.target_modules == ["q_proj", "v_proj"]
 
 
-@pytest.mark.parametrize("bad", ["train.learning_rate", "data.sources.3.sample=1", "name.x=1"])
-def test_bad_overrides(bad):
-    with pytest.raises(RecipeError, match="--set"):
+@pytest.mark.parametrize("bad,expected", [
+    ("train.learning_rate", "'train.learning_rate' is not KEY=VALUE"),
+    ("data.sources.3.sample=1", "'data.sources.3' is not an index of that list"),
+    ("name.x=1", "'name' is a value, not a section"),
+    ("lora.target_modules=[q_proj", "'lora.target_modules=[q_proj': the value is not valid YAML"),
+    ("train.model_init_kwargs={a: 1", "'train.model_init_kwargs={a: 1': the value is not valid YAML"),
+])
+def test_bad_overrides(bad, expected):
+    with pytest.raises(RecipeError) as err:
         apply_overrides(base_recipe(), [bad])
+    assert str(err.value).startswith(f"--set: {expected}") and "\n" not in str(err.value)
 
 
 def test_override_is_validated_like_the_file(write_recipe):

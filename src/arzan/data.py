@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def _load_source(src: DataSource, base_dir: Path) -> tuple[Dataset, str, str]:
         bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
         if bad:
             raise ArzanError(f"{src.path}: row {bad}: expected an object with named fields")
-        return Dataset.from_list(rows), src.path, digest
+        return _rows_to_dataset(rows, src, src.path), src.path, digest
     from datasets import load_dataset
 
     label = _source_name(src)
@@ -114,19 +115,53 @@ def _load_source(src: DataSource, base_dir: Path) -> tuple[Dataset, str, str]:
     return ds, label, f"hub:{src.hub}@{src.revision or 'main'}#{ds._fingerprint}"
 
 
-def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | None) -> Dataset:
+def _check_columns(src: DataSource, label: str, found: list[str]) -> None:
     required, optional = FORMAT_FIELDS[src.format]
-    rename = {col: key for key, col in src.columns.items()}
     for key in src.columns:
         if key not in required + optional:
             raise ArzanError(f"{label}: columns.{key}: not a field of format '{src.format}' "
                              f"(fields: {', '.join(required + optional)})")
-    present = {rename.get(c, c) for c in ds.column_names}
-    missing = [k for k in required if k not in present]
+    missing = [k for k in required if src.columns.get(k, k) not in found]
     if missing:
         want = ", ".join(f"'{src.columns.get(k, k)}'" for k in missing)
         raise ArzanError(f"{label}: missing column {want} for format '{src.format}' "
-                         f"(found: {', '.join(ds.column_names)}; map names with columns: {{field: column}})")
+                         f"(found: {', '.join(found)}; map names with columns: {{field: column}})")
+
+
+def _rows_to_dataset(rows: list[dict[str, Any]], src: DataSource, label: str) -> Dataset:
+    """Rows of a local file as a Dataset with the columns the format reads.
+
+    Every row's keys count (a key only some rows have is None in the others; Dataset.from_list
+    would take the columns from the first row alone and drop the rest silently). Numbers in text
+    fields become their text ("42": arithmetic answers), so pyarrow sees one type per column.
+    """
+    found = list(dict.fromkeys(k for r in rows for k in r if isinstance(k, str)))
+    _check_columns(src, label, found)
+    required, optional = FORMAT_FIELDS[src.format]
+    field_of = {src.columns.get(k, k): k for k in required + optional}
+    return Dataset.from_dict({col: [_cell(r.get(col), field_of[col], f"{label}: row {n}", col)
+                                    for n, r in enumerate(rows, start=1)]
+                              for col in found if col in field_of})
+
+
+def _cell(value: Any, field_name: str, where: str, column: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if field_name == "messages":  # kept as JSON text; _messages checks the structure per row
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    kind = {dict: "a mapping", list: "a list", bool: "true/false"}.get(type(value), type(value).__name__)
+    shown = json.dumps(value, ensure_ascii=False, default=str)
+    raise ArzanError(f"{where}: column '{column}' must be text, got {kind} ({shown:.40})")
+
+
+def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | None) -> Dataset:
+    required, optional = FORMAT_FIELDS[src.format]
+    rename = {col: key for key, col in src.columns.items()}
+    _check_columns(src, label, ds.column_names)
     ds = ds.rename_columns({c: k for c, k in rename.items() if c in ds.column_names})
     keep = [k for k in required + optional if k in ds.column_names]
     ds = ds.select_columns(keep)
@@ -143,11 +178,12 @@ def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | No
                     "completion": _text(row["completion"], where, "completion")}
         if src.format == "alpaca":
             user = _text(row["instruction"], where, "instruction")
-            if row.get("input"):
-                user = f"{user}\n\n{row['input']}"
+            if row.get("input") is not None and str(row["input"]).strip():
+                user = f"{user}\n\n{_text(row['input'], where, 'input')}"
             msgs = [{"role": "user", "content": user},
                     {"role": "assistant", "content": _text(row["output"], where, "output")}]
-            sys_text = row.get("system") or system_prompt
+            sys_text = (_text(row["system"], where, "system") if row.get("system") is not None
+                        and str(row["system"]).strip() else None) or system_prompt
         else:
             msgs = _messages(row["messages"], where)
             sys_text = system_prompt if msgs[0]["role"] != "system" else None
@@ -159,6 +195,8 @@ def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | No
 
 
 def _text(value: Any, where: str, name: str) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+        value = str(value)  # a hub column of numbers: the answer "42" is text to a language model
     if not isinstance(value, str) or not value.strip():
         raise ArzanError(f"{where}: '{name}' must be non-empty text (got {value!r:.40})")
     return value
@@ -174,9 +212,12 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
         raise ArzanError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
     out = []
     for m in value:
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, int | float) and not isinstance(content, bool):
+            content = str(content)
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(content, str):
             raise ArzanError(f"{where}: each message needs role (system/user/assistant) and content text")
-        out.append({"role": m["role"], "content": m["content"]})
+        out.append({"role": m["role"], "content": content})
     if not any(m["role"] == "assistant" for m in out):
         raise ArzanError(f"{where}: no assistant message to learn from")
     return out

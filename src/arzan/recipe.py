@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
+import math
 import re
+import tempfile
+import typing
+import warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -19,10 +25,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from arzan.errors import ArzanError
 
@@ -93,8 +101,16 @@ class DataSection(_Strict):
 
 
 # SFTConfig fields arzan sets itself: a recipe that set them would fight the run folder layout.
-_RESERVED_TRAIN_FIELDS = {"output_dir", "logging_dir", "resume_from_checkpoint", "hub_token",
-                          "push_to_hub", "hub_model_id", "use_cpu", "overwrite_output_dir"}
+_RESERVED_TRAIN_FIELDS = {
+    "output_dir": "run folder", "logging_dir": "run folder", "overwrite_output_dir": "--overwrite",
+    "resume_from_checkpoint": "--resume", "hub_token": "HF_TOKEN", "push_to_hub": "output.push_to_hub",
+    "hub_model_id": "output.hub_model_id", "use_cpu": "the device it runs on",
+    "save_strategy": "checkpoints every save_steps and save_every_minutes",
+    "disable_tqdm": "its own progress line", "dataloader_pin_memory": "the device it runs on",
+}
+# depend on the machine (GPU, installed DeepSpeed, config files): type-checked, not tried on this one
+_MACHINE_FIELDS = {"bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval", "deepspeed", "fsdp",
+                   "fsdp_config", "accelerator_config", "parallelism_config", "ddp_backend", "torch_compile_backend"}
 
 
 @lru_cache(maxsize=1)
@@ -102,6 +118,90 @@ def sft_config_fields() -> frozenset[str]:
     from trl import SFTConfig
 
     return frozenset(f.name for f in dataclasses.fields(SFTConfig))
+
+
+def _field_error(field: str, reason: str) -> PydanticCustomError:
+    """A validation error for a field below the validator's own location (`train` + `adam_beta1`)."""
+    return PydanticCustomError("arzan_field", "{reason}", {"field": field, "reason": reason})
+
+
+@lru_cache(maxsize=1)
+def _sft_hints() -> dict[str, Any]:
+    from trl import SFTConfig
+
+    try:
+        return typing.get_type_hints(SFTConfig)
+    except Exception:  # an annotation that does not resolve: the raw field types below
+        return {}
+
+
+@lru_cache(maxsize=None)
+def _sft_field(name: str) -> tuple[TypeAdapter | None, tuple[str, ...]]:
+    """(validator for the field's SFTConfig type, its allowed values if it is a choice) — cached."""
+    from trl import SFTConfig
+
+    field = next(f for f in dataclasses.fields(SFTConfig) if f.name == name)
+    ann = _sft_hints().get(name) or (field.type if not isinstance(field.type, str) else Any)
+    try:
+        adapter = TypeAdapter(ann, config=ConfigDict(arbitrary_types_allowed=True, coerce_numbers_to_str=True))
+    except Exception:
+        adapter = None
+    choices: list[str] = list(field.metadata.get("choices") or [])
+    for member in typing.get_args(ann) + (ann,):
+        inner = typing.get_args(member) or (member,)  # list[DebugOption] -> DebugOption
+        for t in inner:
+            if isinstance(t, type) and issubclass(t, enum.Enum):
+                choices += [str(e.value) for e in t]
+    if name == "report_to":
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+        choices = ["none", "all", *INTEGRATION_TO_CALLBACK]
+    return adapter, tuple(dict.fromkeys(choices))
+
+
+def _coerce_sft_value(name: str, value: Any) -> Any:
+    adapter, _ = _sft_field(name)
+    if adapter is None:
+        return value
+    try:
+        out = adapter.validate_python(value)
+    except ValidationError as exc:
+        raise _field_error(name, _type_problem(exc.errors(), value)) from None
+    if isinstance(out, float) and isinstance(value, str) and not math.isfinite(out):
+        raise _field_error(name, f"expected a finite number (got {value!r})")
+    return out.value if isinstance(out, enum.Enum) else _exponent_numbers(out)
+
+
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _exponent_numbers(value: Any) -> Any:
+    """`{min_lr: 1e-6}`: PyYAML reads 1e-6 as text (YAML 1.1 wants a dot); inside free-form mappings
+    such as lr_scheduler_kwargs nothing else would turn it back into the number it is."""
+    if isinstance(value, dict):
+        return {k: _exponent_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exponent_numbers(v) for v in value]
+    if isinstance(value, str) and _EXPONENT_NUMBER.match(value) and math.isfinite(number := float(value)):
+        return number
+    return value
+
+
+def _check_choice(name: str, value: Any) -> None:
+    _, choices = _sft_field(name)
+    if not choices or value is None:
+        return
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if name == "debug" and isinstance(value, str):
+        value = value.split()
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, enum.Enum):
+            v = v.value
+        if isinstance(v, str) and v not in choices:
+            close = difflib.get_close_matches(v, choices, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise _field_error(name, f"{v!r} is not allowed{hint} (allowed: {', '.join(choices)})")
 
 
 class TrainSection(BaseModel):
@@ -135,18 +235,63 @@ class TrainSection(BaseModel):
 
     @model_validator(mode="after")
     def _only_sft_fields(self) -> TrainSection:
+        """Names must be SFTConfig's; values are coerced to SFTConfig's types (YAML reads `1e-8` as text)."""
         known = sft_config_fields()
-        for key in self.model_extra or {}:
+        extra = self.__pydantic_extra__ or {}
+        for key in list(extra):
             if key in _RESERVED_TRAIN_FIELDS:
-                raise ValueError(f"'{key}' is set by arzan (run folder, --resume, output.*); remove it")
+                raise _field_error(key, f"'{key}' is set by arzan ({_RESERVED_TRAIN_FIELDS[key]}); remove it")
             if key not in known:
-                raise ValueError(_unknown_message(key, known | set(type(self).model_fields)))
+                raise _field_error(key, _unknown_message(key, known | set(type(self).model_fields)))
+            if extra[key] is not None:
+                _check_choice(key, extra[key])  # first: `debug: [zz]` should list the options, not the types
+                extra[key] = _coerce_sft_value(key, extra[key])
+        for key, value in self.sft_kwargs().items():
+            _check_choice(key, value)
         return self
 
     def sft_kwargs(self) -> dict[str, Any]:
         data = self.model_dump()
         data.pop("save_every_minutes")
         return {k: v for k, v in data.items() if v is not None}
+
+
+@contextmanager
+def _accelerate_state_kept():
+    """Building an SFTConfig resets accelerate's process-wide state to this (CPU) config: put it back."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    saved = [(cls, dict(cls._shared_state)) for cls in (PartialState, AcceleratorState)]
+    try:
+        yield
+    finally:
+        for cls, state in saved:
+            cls._shared_state.clear()
+            cls._shared_state.update(state)
+
+
+def check_sft_config(train: TrainSection, has_eval: bool) -> None:
+    """Build the SFTConfig train.py will build (on a CPU, in a folder never created) so that a value
+    TRL rejects fails here, before a run folder exists; the error names the field where TRL's does."""
+    from trl import SFTConfig
+
+    kw = {k: v for k, v in train.sft_kwargs().items() if k not in _MACHINE_FIELDS}
+    if kw.get("padding_free") and not kw.get("packing"):
+        kw["padding_free"] = False  # train.py's fallback on the hf backend
+    kw.setdefault("gradient_checkpointing", False)
+    if has_eval:
+        kw.setdefault("eval_strategy", "steps" if kw.get("eval_steps") else "epoch")
+    out = Path(tempfile.gettempdir()) / "arzan-recipe-check-never-written"
+    try:
+        with warnings.catch_warnings(), _accelerate_state_kept():
+            warnings.simplefilter("ignore")
+            SFTConfig(output_dir=str(out), use_cpu=True, bf16=False, fp16=False, disable_tqdm=True,
+                      dataloader_pin_memory=False, save_strategy="steps", **kw)
+    except (ValueError, TypeError) as exc:
+        text = re.sub(r"--(\w+)", r"\1", " ".join(str(exc).split()))
+        set_here = set(train.model_fields_set) | set(train.model_extra or {})
+        hits = [(m.start(), k) for k in set_here if (m := re.search(rf"\b{re.escape(k)}\b", text))]
+        raise _field_error(f"train.{min(hits)[1]}" if hits else "train", f"TRL rejects it: {text}") from None
 
 
 class BudgetSection(_Strict):
@@ -213,6 +358,21 @@ class Recipe(_Strict):
     # where relative data paths are resolved from; not part of the YAML
     _base_dir: Path = Path(".")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        where = _find_secret(data)
+        if where is not None:
+            path, what = where
+            raise _field_error(path, f"{what}: secrets never go in a recipe (it is saved with the run folder); "
+                                     "set the HF_TOKEN environment variable instead")
+        return data
+
+    @model_validator(mode="after")
+    def _trl_accepts_train(self) -> Recipe:
+        check_sft_config(self.train, has_eval=bool(self.data.eval_sources) or self.data.eval_fraction > 0)
+        return self
+
     @property
     def base_dir(self) -> Path:
         return self._base_dir
@@ -232,6 +392,34 @@ class Recipe(_Strict):
                 if src["path"] and not src["path"].startswith(PACKAGE_SCHEME):
                     src["path"] = str(resolve_data_path(src["path"], self.base_dir).resolve())
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|password|passwd|secret|credentials?|private_key)(_|$)|^(\w+_)?token$",
+                         re.I)
+_NOT_SECRET_KEYS = {"eos_token", "pad_token", "bos_token", "unk_token", "sep_token", "cls_token", "mask_token"}
+_HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}")
+_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]+:[^\s/@]*@")
+
+
+def _find_secret(node: Any, path: str = "") -> tuple[str, str] | None:
+    """(field path, what it looks like) of the first secret anywhere in a raw recipe, else None."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and key.lower() not in _NOT_SECRET_KEYS and _SECRET_KEY.search(key):
+                return sub, f"'{key}' names a secret"
+            if (found := _find_secret(value, sub)) is not None:
+                return found
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            if (found := _find_secret(value, f"{path}[{i}]")) is not None:
+                return found
+    elif isinstance(node, str):
+        if _HF_TOKEN.search(node):
+            return path, "the value looks like a Hugging Face token"
+        if _URL_CREDENTIALS.search(node):
+            return path, "the value is a URL with a user name and password in it"
+    return None
 
 
 def resolve_data_path(path: str, base_dir: Path) -> Path:
@@ -255,17 +443,61 @@ def _unknown_message(key: str, allowed: set[str]) -> str:
     return f"unknown field '{key}'{hint}"
 
 
+# how pydantic names the member of a union in an error location: `list[str]`, `literal['all-linear']`
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|bytes|any|list|dict|set|tuple|"
+                           r"(literal|list|dict|set|tuple|json-or-python|is-instance|lax-or-strict|nullable)\[.*\])$")
+_MEMBER_WORDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
+                 "none": "null", "list[str]": "a list of text", "any": "any value"}
+
+
+def _describe_member(tag: str) -> str:
+    if tag.startswith("literal["):
+        return tag[len("literal["):-1]
+    if tag.startswith("dict["):
+        return "a mapping"
+    if tag.startswith("list["):
+        return _MEMBER_WORDS.get(tag, "a list")
+    return _MEMBER_WORDS.get(tag, tag)
+
+
+def _split_loc(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None]:
+    """(location of the field, the union member the error is about or None); validator names dropped."""
+    parts = tuple(p for p in loc if not str(p).startswith("function-"))
+    for i, p in enumerate(parts):
+        if isinstance(p, str) and _UNION_MEMBER.match(p):
+            return parts[:i], p
+    return parts, None
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if not str(p).startswith("function-")]
     path = ""
-    for p in parts:
+    for p in (str(p) for p in _split_loc(loc)[0]):
         path += f"[{p}]" if p.isdigit() else (f".{p}" if path else p)
     return path
 
 
-def _format_error(err: dict[str, Any], source: str) -> str:
+def _type_problem(errors: list[dict[str, Any]], value: Any) -> str:
+    """One reason for a value that failed every member of a union, or the single reason otherwise."""
+    members = [m for e in errors if (m := _split_loc(e["loc"])[1]) is not None]
+    if members:
+        allowed = " or ".join(dict.fromkeys(_describe_member(m) for m in members))
+        return f"expected {allowed} (got {value!r:.60})"
+    err = errors[0]
+    inner = _field_path(err["loc"])
+    return f"{inner + ': ' if inner else ''}{err['msg']} (got {err.get('input', value)!r:.60})"
+
+
+def _format_error(err: dict[str, Any], source: str, group: list[dict[str, Any]] | None = None) -> str:
+    if err["type"] == "arzan_field":
+        loc = ".".join(p for p in (_field_path(err["loc"]), err["ctx"]["field"]) if p)
+        return f"{source}: {loc or 'recipe'}: {err['ctx']['reason']}"
     loc = _field_path(err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
+    if _split_loc(err["loc"])[1] is not None:  # a union: every member failed; say what each would take
+        group = group or [err]
+        ends_at_member = [e for e in group if _UNION_MEMBER.match(str(e["loc"][-1]))]
+        value = (ends_at_member or group)[0].get("input")
+        return f"{source}: {loc}: {_type_problem(group, value)}"
     if err["type"] == "extra_forbidden":
         section = _model_at(err["loc"][:-1])
         allowed = set(section.model_fields) if section else set()
@@ -310,7 +542,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
         m = _SET_RE.match(item.strip())
         if not m:
             raise RecipeError(f"{source}: '{item}' is not KEY=VALUE (e.g. train.learning_rate=1e-4)")
-        keys, value = m.group(1).split("."), yaml.safe_load(m.group(2)) if m.group(2) else None
+        keys = m.group(1).split(".")
+        try:
+            value = yaml.safe_load(m.group(2)) if m.group(2) else None
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise RecipeError(f"{source}: '{item}': the value is not valid YAML ({problem}); "
+                              "quote text, write lists as [a, b] and mappings as {k: v}") from None
         node: Any = raw
         for i, key in enumerate(keys[:-1]):
             if isinstance(node, list):
@@ -367,9 +605,13 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = _format_error(errors[0], source)
-        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}  # a union's members fail together: one problem
+        for err in exc.errors():
+            groups.setdefault(_split_loc(err["loc"])[0], []).append(err)
+        problems = list(groups.values())
+        first = _format_error(problems[0][0], source, problems[0])
+        n = len(problems) - 1
+        more = f" (and {n} more problem{'s' if n > 1 else ''})" if n else ""
         raise RecipeError(first + more) from None
 
 
