@@ -161,3 +161,24 @@ def test_push_errors_name_the_problem_not_the_token(lora_run, fake_hub, monkeypa
     with pytest.raises(ArzanError, match="HF_TOKEN is not set"):
         push_to_hub(run, "someone/kazakh-llama")
     assert _files_containing(run, TOKEN) == []
+
+
+def test_arzan_merge_writes_whole_or_nothing_and_links_no_local_base(lora_run, tmp_path):
+    """`arzan merge` (the CLI) writes beside its target and renames at the end; the tiny model is no
+    Hub repo, so the merged card's metadata names no base_model."""
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    run, ids, _, adapter_logits = lora_run
+    out = tmp_path / "merged"
+    (tmp_path / "merged.partial").mkdir()  # left by a merge that was cut short
+    (tmp_path / "merged.partial" / "model.safetensors").write_bytes(b"half")
+    res = CliRunner().invoke(app, ["merge", str(run), "--out", str(out), "--dtype", "float32"])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "merged.partial").exists()
+    assert torch.allclose(_logits(out, ids), adapter_logits, atol=1e-4)
+    meta = yaml.safe_load((out / "README.md").read_text("utf-8").split("---")[1])
+    assert "base_model" not in meta and meta["library_name"] == "transformers"
+    again = CliRunner().invoke(app, ["merge", str(run), "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output

@@ -106,3 +106,32 @@ def test_relative_data_path_is_read_from_the_recipe_folder(tmp_path, write_recip
     r = load_recipe(write_recipe(base_recipe(data={"sources": [{"path": "d.jsonl", "format": "text"}]})))
     saved = yaml.safe_load(r.resolved_yaml())
     assert saved["data"]["sources"][0]["path"] == str(tmp_path / "d.jsonl")
+
+
+def test_eval_paths_are_read_from_the_recipes_folder(tmp_path, monkeypatch):
+    """eval.data_dir and a user's task YAML sit beside the recipe; run from elsewhere they are found,
+    and the run folder's recipe.yaml names them absolutely so --resume finds them too."""
+    import yaml as _yaml
+
+    from tests.conftest import base_recipe
+
+    proj = tmp_path / "proj"
+    (proj / "evaldata").mkdir(parents=True)
+    (proj / "my_task.yaml").write_text("task: my_task\n", encoding="utf-8")
+    raw = base_recipe(eval={"data_dir": "evaldata", "tasks": ["kazakh_local", "my_task.yaml"]})
+    (proj / "recipe.yaml").write_text(_yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(proj / "recipe.yaml")
+    assert recipe.eval_data_dir() == (proj / "evaldata").resolve()
+    assert recipe.eval_tasks() == ["kazakh_local", str((proj / "my_task.yaml").resolve())]
+    saved = _yaml.safe_load(recipe.resolved_yaml())["eval"]
+    assert saved["data_dir"] == str((proj / "evaldata").resolve()) and saved["tasks"][1].startswith("/")
+
+    raw["eval"]["data_dir"] = "no-such-folder"
+    (proj / "recipe.yaml").write_text(_yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"eval.data_dir: folder not found: no-such-folder"):
+        load_recipe(proj / "recipe.yaml")
+    raw["eval"] = {"tasks": ["missing_task.yaml"]}
+    (proj / "recipe.yaml").write_text(_yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"eval.tasks\[0\]: task file not found: missing_task.yaml"):
+        load_recipe(proj / "recipe.yaml")

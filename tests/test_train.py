@@ -142,6 +142,30 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, write_recipe, conte
     assert expected in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "run").exists()  # checked before a folder is made: the fixed rerun just works
+
+
+def test_cli_edge_cases_are_one_line_errors(tmp_path, write_recipe):
+    recipe = str(write_recipe(base_recipe(train={"max_steps": 1, "max_length": 64})))
+    bracket = cli("train", recipe, "--set", "lora.target_modules=[q_proj", "--out", str(tmp_path / "r"))
+    assert bracket.exit_code == 2 and "'lora.target_modules=[q_proj'" in bracket.output  # not eaten as markup
+    a_file = tmp_path / "taken"
+    a_file.write_text("mine")
+    on_file = cli("train", recipe, "--out", str(a_file))
+    assert on_file.exit_code == 2 and "is a file, not a run folder" in on_file.output
+    assert a_file.read_text() == "mine"
+    unknown_gpu = cli("train", recipe, "--gpu", "B900", "--out", str(tmp_path / "g"))
+    assert unknown_gpu.exit_code == 2 and not (tmp_path / "g").exists()
+    run = tmp_path / "failed"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: x\n")
+    (run / "cost.json").write_text(json.dumps({"status": "failed", "status_reason": "ValueError: boom"}))
+    refused = cli("train", recipe, "--out", str(run))
+    assert refused.exit_code == 2 and "(its run is failed: ValueError: boom)" in refused.output
+    with_set = cli("train", "--resume", str(run), "--set", "train.max_steps=9")
+    assert with_set.exit_code == 2 and "keeps the recipe it started with" in with_set.output
+    for res in (bracket, on_file, unknown_gpu, refused, with_set):
+        assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
 
 
 def test_version_and_prices():

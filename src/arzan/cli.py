@@ -23,7 +23,10 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(exc: ArzanError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: a message quoting `[q_proj` or a list must print as written, not as rich markup
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -109,11 +112,11 @@ def train(
                   f"({money.get('usd', 0):,.4f} $)", highlight=False)
     if result.status != "finished":
         resume_with = result.ledger.get("resume_command") or f"arzan train --resume {result.run_dir}"
-        console.print(f"{result.ledger.get('status_reason') or result.status}", highlight=False)
+        console.print(f"{result.ledger.get('status_reason') or result.status}", highlight=False, markup=False)
         console.print(f"resume with: {resume_with}", highlight=False)
         raise typer.Exit(3)
     if result.signal is not None:  # training finished, but a signal cut the work after it short
-        console.print(f"[yellow]note:[/] {result.ledger.get('status_reason')}", highlight=False)
+        console.print(f"note: {result.ledger.get('status_reason')}", highlight=False, markup=False)
         raise typer.Exit(3)
 
 

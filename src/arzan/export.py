@@ -148,8 +148,12 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
 
 def merged_card(base: str, adapter: Path, dtype: str, compute: str, device: str, run: Path | None) -> str:
     """A short card: what was merged into what, how, and (from the ledger) what the training cost."""
-    meta = {"base_model": base, "library_name": "transformers", "language": ["kk"],
+    from arzan.modelcard import hub_base_model
+
+    meta = {"library_name": "transformers", "language": ["kk"],
             "pipeline_tag": "text-generation", "tags": ["arzan", "lora", "merged", "kazakh"]}
+    if (hub_id := hub_base_model(base)) is not None:  # a local folder or the tiny model is no Hub link
+        meta = {"base_model": hub_id, "base_model_relation": "merge", **meta}
     body = [f"# Merged model\n\nLoRA adapter `{adapter.name}` merged into `{base}` with "
             f"`arzan.export.merge_adapter`: the base was reloaded unquantised ({compute} on {device}), "
             f"merged, and saved as {dtype}. It loads with plain transformers; no peft needed.\n"]

@@ -391,7 +391,24 @@ class Recipe(_Strict):
             for src in data["data"][group]:
                 if src["path"] and not src["path"].startswith(PACKAGE_SCHEME):
                     src["path"] = str(resolve_data_path(src["path"], self.base_dir).resolve())
+        ev = data["eval"]
+        if ev["data_dir"]:
+            ev["data_dir"] = str(self.eval_data_dir())
+        if isinstance(ev["tasks"], list):
+            ev["tasks"] = self.eval_tasks()
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+    def eval_data_dir(self) -> Path | None:
+        """`eval.data_dir`, read from the recipe's folder like every other path in it."""
+        d = self.eval.data_dir
+        return resolve_data_path(d, self.base_dir).resolve() if d else None
+
+    def eval_tasks(self) -> list[str] | str:
+        """`eval.tasks` with a user's task YAML files as absolute paths (names stay names)."""
+        tasks = self.eval.tasks
+        if isinstance(tasks, str):
+            return tasks
+        return [str(resolve_data_path(t, self.base_dir).resolve()) if _is_task_file(t) else t for t in tasks]
 
 
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|password|passwd|secret|credentials?|private_key)(_|$)|^(\w+_)?token$",
@@ -615,8 +632,20 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         raise RecipeError(first + more) from None
 
 
+def _is_task_file(task: str) -> bool:
+    return task.endswith((".yaml", ".yml"))
+
+
 def check_files(recipe: Recipe, source: str) -> None:
+    """Every local path a recipe names exists, checked before training is paid for."""
     for group in ("sources", "eval_sources"):
         for i, src in enumerate(getattr(recipe.data, group)):
             if src.path is not None and not resolve_data_path(src.path, recipe.base_dir).is_file():
                 raise RecipeError(f"{source}: data.{group}[{i}].path: file not found: {src.path}")
+    ev = recipe.eval
+    if ev.data_dir and not recipe.eval_data_dir().is_dir():
+        raise RecipeError(f"{source}: eval.data_dir: folder not found: {ev.data_dir} (read from the recipe's "
+                          "folder, then the working folder)")
+    for i, task in enumerate(ev.tasks if isinstance(ev.tasks, list) else []):
+        if _is_task_file(task) and not resolve_data_path(task, recipe.base_dir).is_file():
+            raise RecipeError(f"{source}: eval.tasks[{i}]: task file not found: {task}")

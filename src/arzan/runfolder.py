@@ -80,21 +80,31 @@ def _aside_name(path: Path) -> Path:
     return aside
 
 
-def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
-    """Create, resume or replace a run folder. Returns the folder and a note for the user."""
+def check_run_folder(path: Path, mode: str) -> bool:
+    """Refuse what `open_run_folder` would refuse, without touching anything; True if occupied.
+
+    Called before the data check, so a refusal comes in a second, not after the data is read.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ArzanError(f"{path}: is a file, not a run folder; give --out a folder path")
     occupied = path.exists() and any(path.iterdir())
+    if mode == "resume" and not is_run_folder(path):
+        raise ArzanError(f"{path}: not a run folder to resume (needs recipe.yaml and cost.json)")
+    if mode not in ("resume", "overwrite") and occupied:
+        raise ArzanError(f"{path}: run folder already exists{_what_is_there(path)}; continue it with --resume, "
+                         "or start again with --overwrite (the old folder is kept aside, never deleted)")
+    return occupied
+
+
+def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
+    """Create, resume or replace a run folder. Returns the folder and a note for the user."""
+    path = Path(path)
+    occupied = check_run_folder(path, mode)
     if mode == "resume":
-        if not is_run_folder(path):
-            raise ArzanError(f"{path}: not a run folder to resume (needs recipe.yaml and cost.json)")
         return RunFolder(path), None
     note = None
-    if occupied:
-        if mode != "overwrite":
-            raise ArzanError(f"{path}: run folder already exists{_what_is_there(path)}; continue it with --resume, "
-                             "or start again with --overwrite (the old folder is kept aside, never deleted)")
+    if occupied:  # mode is overwrite
         aside = _aside_name(path)
         path.rename(aside)
         note = f"the previous run folder was moved to {aside}"

@@ -220,6 +220,6 @@ def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter)
     from arzan.evaluation import run_eval
 
     ev = recipe.eval
-    result = run_eval(folder.root, tasks=ev.tasks, limit=ev.limit, update_ledger=False,
-                      data_dir=Path(ev.data_dir) if ev.data_dir else None)
+    result = run_eval(folder.root, tasks=recipe.eval_tasks(), limit=ev.limit, update_ledger=False,
+                      data_dir=recipe.eval_data_dir())
     meter.ledger.summary.eval = result.get("summary")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from arzan.errors import ArzanError
 from arzan.recipe import BudgetSection, Recipe, load_recipe
-from arzan.runfolder import RunFolder, open_run_folder
+from arzan.runfolder import RunFolder, check_run_folder, open_run_folder
 
 
 @dataclass
@@ -67,6 +67,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     else:
         from arzan.estimate import preflight_budget
 
+        check_run_folder(recipe.run_dir(out), mode)  # a refusal costs a second, not a data check
         recipe = runtime.with_terms(recipe, budget, cost_overrides)
         runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
         over = preflight_budget(recipe, allow_over_budget)  # raises ArzanError("refusing to start: ...")
