@@ -198,3 +198,19 @@ def test_generative_gsm8k_task_runs_and_scores(tmp_path):
     head = doc["tasks"]["arzan_kazllm_gsm8k_kk"]
     assert head["metric"] == "exact_match" and head["exact_match"] == 0.0 and head["n"] == 1
     assert doc["rows"][0]["filter"] == "last-number"
+
+
+def test_readme_example_of_an_own_multiple_choice_set_runs(tmp_path):
+    """The README's JSONL and task YAML, byte for byte, through the real lm-eval on the tiny model."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    section = readme.split("## Evaluate on your own multiple-choice set", 1)[1]
+    jsonl = re.search(r"```json\n(.*?)```", section, re.S).group(1)
+    task_yaml = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "my_quiz.jsonl").write_text(jsonl, encoding="utf-8")
+    (tmp_path / "my_quiz.yaml").write_text(task_yaml, encoding="utf-8")
+    doc = run_eval(TINY_MODEL_NAME, tasks=[str(tmp_path / "my_quiz.yaml")], out_dir=tmp_path / "out")
+    scores = doc["tasks"]["my_kk_quiz"]
+    assert scores["n"] == len(jsonl.strip().splitlines()) == 3
+    assert 0.0 <= scores["acc"] <= 1.0
