@@ -11,6 +11,9 @@ ready to paste into src/arzan/resources/throughput.yaml.
     python bench/throughput.py --mode cpu                  # tiny model, smoke recipe, ~1 min on 2 cores
     python bench/throughput.py --mode gpu                  # Llama-3.1-8B shape, random bf16 weights:
                                                            # LoRA r64 + QLoRA, hf + unsloth, seq 2048 packed
+    python bench/throughput.py --mode gpu --model Llama-3.2-1B --configs unsloth-lora,hf-lora --steps 20 \
+        --results $OUT                                     # issue 3's check: both backends, same recipe,
+                                                           # tokens/s, peak VRAM, loss and ledger of each
     python bench/throughput.py --derive                    # the derived entries of throughput.yaml
 """
 
@@ -31,6 +34,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+START = time.monotonic()  # --time-limit counts from here
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO / "src"))
@@ -100,6 +104,23 @@ def steady_rate(rows: list[dict[str, Any]]) -> dict[str, float]:
             "step_s": dt / (b["step"] - a["step"]), "steps_timed": b["step"] - a["step"]}
 
 
+def losses(rows: list[dict[str, Any]]) -> list[list[float]]:
+    """[step, training loss] for every logged training step of metrics.jsonl."""
+    return [[r["step"], r["loss"]] for r in rows if r.get("loss") is not None]
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """What comes back from a run folder (which itself stays on the machine): the whole ledger, the
+    metrics rows and the losses. Whatever is there: a killed run still has its last ledger."""
+    out: dict[str, Any] = {"run_dir": str(run_dir)}
+    if (run_dir / "cost.json").is_file():
+        out["ledger"] = json.loads((run_dir / "cost.json").read_text())
+    if (run_dir / "metrics.jsonl").is_file():
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        out["metrics"], out["losses"] = rows, losses(rows)
+    return out
+
+
 def summarize(run_dir: Path, recipe: Recipe, tokens: Any, shape: ModelShape, device: str) -> dict[str, Any]:
     """Everything a throughput entry and the estimator check need, from the run folder alone."""
     led = json.loads((run_dir / "cost.json").read_text())
@@ -121,7 +142,8 @@ def summarize(run_dir: Path, recipe: Recipe, tokens: Any, shape: ModelShape, dev
            "checkpoint_s": max(checkpoint_s, 0.0),
            "eval_s": eval_s, "backend": led["model"]["backend"], "backend_version": led["model"]["backend_version"],
            "trainable_params": led["model"]["trainable_params"], "total_params": led["model"]["total_params"],
-           "padding": tokens.padding, "context": tokens.context}
+           "padding": tokens.padding, "context": tokens.context, "losses": losses(rows),
+           "final_loss": led["summary"].get("final_loss")}
     if eval_s:
         n_eval_tokens = tokens.eval_seen * tokens.eval_padding
         out["eval_speedup"] = n_eval_tokens / eval_s / compute_tps
@@ -166,7 +188,7 @@ def price_per_million(device: str, trained_tps: float, seen_tps: float) -> dict[
             "usd_per_1m_trained": usd_h / (trained_tps * 3600) * 1e6}
 
 
-def measure(recipe: Recipe, device: str, workdir: Path) -> dict[str, Any]:
+def measure(recipe: Recipe, device: str, workdir: Path, run_dir: Path | None = None) -> dict[str, Any]:
     """Train once through arzan's real path and summarise the run folder it leaves."""
     import torch
 
@@ -180,13 +202,15 @@ def measure(recipe: Recipe, device: str, workdir: Path) -> dict[str, Any]:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    result = train(recipe, out=workdir / f"run-{time.time_ns()}", mode="new")
+    result = train(recipe, out=run_dir or workdir / f"run-{time.time_ns()}", mode="new")
     wall = time.perf_counter() - t0
     out = summarize(result.run_dir, recipe, tokens, shape, device)
     out["wall_s"] = wall
+    out["run_dir"] = str(result.run_dir)
     if torch.cuda.is_available():
         out["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
         out["peak_memory_kind"] = "torch.cuda.max_memory_allocated"
+        out["peak_memory_reserved_gb"] = torch.cuda.max_memory_reserved() / 1e9
     else:
         out["peak_memory_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
         out["peak_memory_kind"] = "process peak RSS (ru_maxrss): includes Python, torch and earlier repeats"
@@ -221,6 +245,14 @@ def synthetic_text(tokenizer: Any, path: Path, rows: int, length: int) -> Path:
         out.append(json.dumps({"text": " ".join(parts)}, ensure_ascii=False))
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path
+
+
+# What the published Llama 3.1/3.2 configs add to throughput.yaml's shapes (/work/shared/device/README.md):
+# they do not change FLOPs or memory, but the random model should be the real architecture.
+LLAMA3_ARCH = {"rms_norm_eps": 1e-5, "max_position_embeddings": 131072,
+               "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                   "original_max_position_embeddings": 8192}}
 
 
 def random_model(out: Path, config: dict[str, Any], device: str = "cuda", dtype: str = "bfloat16") -> Path:
@@ -259,6 +291,9 @@ def gpu_recipe(model_dir: Path, data: Path, backend: str, qlora: bool, steps: in
                      "gradient_accumulation_steps": ref["gradient_accumulation_steps"], "logging_steps": 1,
                      "save_steps": steps, "learning_rate": 1e-4, "warmup_steps": 0},
            "cost": {"gpu": gpu} if gpu else {"usd_per_gpu_hour": 0},
+           # the generation check still runs (its per-token time is an overhead the estimator prices),
+           # but a random model never stops: 16 tokens per answer instead of 64 keep the device time short
+           "eval": {"max_new_tokens": 16},
            "output": {"dir": str(out)}}
     return recipe_from_dict(raw, source="bench gpu recipe")
 
@@ -463,70 +498,189 @@ def run_check(args: argparse.Namespace, command: str) -> list[Path]:
     return [write(doc, f"cpu-{Path(args.recipe).stem}-estimate-check{suffix}.json", args.out)]
 
 
+GPU_MODELS = ("Llama-3.1-8B", "Llama-3.2-3B", "Llama-3.2-1B")  # configs in throughput.yaml `models:`
+GPU_CONFIGS = ("hf-lora", "hf-qlora", "unsloth-lora", "unsloth-qlora")
+
+
+def model_label(model: str) -> str:
+    """'Llama-3.2-1B' -> 'llama-3.2-1b': the result files' and the work folders' name for a model."""
+    return model.lower()
+
+
+def unsloth_first(configs: list[str], cuda: bool | None = None) -> dict[str, Any]:
+    """In a child that runs an unsloth config on CUDA, import unsloth before anything imports trl,
+    transformers or peft (recipe validation imports trl; arzan.train imports transformers): imported
+    later, unsloth warns that its patches to them may not apply, and the unsloth figure would not be
+    unsloth's. Returns what happened, for the result file."""
+    wanted = any(c.split("-")[0] == "unsloth" for c in configs)
+    before = sorted(m for m in ("trl", "transformers", "peft") if m in sys.modules)
+    if not wanted:
+        return {"wanted": False}
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if not cuda:
+        return {"wanted": True, "imported": False, "why": "no CUDA GPU"}
+    from arzan.model import _UNSLOTH_IMPORT_ERROR, import_unsloth_early
+
+    import_unsloth_early("unsloth")
+    return {"wanted": True, "imported": "unsloth" in sys.modules, "already_imported_before": before,
+            "error": _UNSLOTH_IMPORT_ERROR[0] if _UNSLOTH_IMPORT_ERROR else None}
+
+
 def run_gpu(args: argparse.Namespace, command: str) -> list[Path]:
-    """Build the random 8B model and the data once, then one child process per configuration: a failed
+    """Build the random model and the data once, then one child process per configuration: a failed
     or out-of-memory run loses only itself, and unsloth's patches never leak into the hf runs."""
+    configs = args.configs.split(",")
+    if bad := [c for c in configs if c not in GPU_CONFIGS]:
+        raise SystemExit(f"--configs: unknown {', '.join(bad)}; choose from {', '.join(GPU_CONFIGS)}")
+    early = unsloth_first(configs) if args.child else {}  # first, before the imports below can pull in trl
     import torch
 
     if not torch.cuda.is_available():
         raise SystemExit("--mode gpu needs a CUDA GPU")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="arzan-bench-"))
-    model_dir, data = work / "llama-3.1-8b-random", work / "long.jsonl"
-    configs = args.configs.split(",")
+    label = model_label(args.model)
+    model_dir, data = work / f"{label}-random", work / "long.jsonl"
     if args.child:
-        return gpu_runs(configs, model_dir, data, work, args.steps, device_info(), command, args.out)
-    random_model(model_dir, raw_table()["models"]["Llama-3.1-8B"]["config"])
+        return gpu_runs(configs, model_dir, data, work, args.steps, device_info(), command, args.out,
+                        label=label, model=args.model, unsloth_import=early)
+    t0 = time.monotonic()
+    random_model(model_dir, {**raw_table()["models"][args.model]["config"], **LLAMA3_ARCH})
     torch.cuda.empty_cache()
-    if not data.is_file():
+    rows = args.steps * 8 + 16
+    if not data.is_file() or sum(1 for _ in data.open()) < rows:
         from transformers import AutoTokenizer
 
         ref = raw_table()["derivation"]["reference"]
-        synthetic_text(AutoTokenizer.from_pretrained(model_dir), data, rows=args.steps * 8 + 16,
-                       length=ref["max_length"] + 64)
-    before = set(Path(args.out).glob("*.json")) if Path(args.out).is_dir() else set()
+        synthetic_text(AutoTokenizer.from_pretrained(model_dir), data, rows=rows, length=ref["max_length"] + 64)
+    print(f"model and data ready in {time.monotonic() - t0:.0f} s", flush=True)
+
+    def child(name: str) -> list[str]:
+        return [sys.executable, __file__, "--mode", "gpu", "--child", "--configs", name, "--model", args.model,
+                "--workdir", str(work), "--steps", str(args.steps), "--out", str(args.out)]
+
+    limit = None if args.time_limit is None else args.time_limit - (time.monotonic() - START)
+    paths = run_children(configs, child, args.out, work, label, limit, device_info(), command)
+    if summary := compare(paths, args.out, f"{device_slug(device_info())[0]}-{label}"):
+        paths.append(summary)
+    return paths
+
+
+def run_children(configs: list[str], child: Any, out: str | Path, work: Path, label: str, limit: float | None,
+                 info: dict[str, Any], command: str, min_start_s: float = 30) -> list[Path]:
+    """Run each config's child process within `limit` seconds in all (None: no limit); one is not
+    started with less than `min_start_s` left (imports and loading alone take that). A child that
+    fails without writing its result, runs out of time, or cannot start in time still leaves a result
+    file saying so, with whatever ledger its run folder holds."""
+    slug, _ = device_slug(info)
+    t0 = time.monotonic()
+    written = []
     for name in configs:
-        child = [sys.executable, __file__, "--mode", "gpu", "--child", "--configs", name, "--workdir", str(work),
-                 "--steps", str(args.steps), "--out", str(args.out)]
-        print(f"{name}: {subprocess.run(child).returncode and 'failed' or 'done'}", flush=True)
-    return sorted(set(Path(args.out).glob("*.json")) - before)
+        fname = f"{slug}-{label}-{name}.json"
+        target = Path(out) / fname
+        stale = target.stat().st_mtime if target.is_file() else None
+        left = None if limit is None else limit - (time.monotonic() - t0)
+        err = None
+        if left is not None and left < min_start_s:
+            err = f"skipped: {left:.0f} s of --time-limit left"
+        else:
+            try:
+                rc = subprocess.run(child(name), timeout=left).returncode
+                err = None if rc == 0 else f"child exited with {rc}"
+            except subprocess.TimeoutExpired:
+                err = f"timed out: killed at the --time-limit ({left:.0f} s left when it started)"
+        fresh = target.is_file() and target.stat().st_mtime != stale
+        if err and not fresh:
+            runs = sorted(work.glob(f"run-{label}-{name}-*"), key=lambda d: d.stat().st_mtime)
+            doc = {"device": info, "config": name, "error": err, "versions": versions(), "command": command,
+                   "date": date.today().isoformat(), **(run_record(runs[-1]) if runs else {})}
+            written.append(write(doc, fname, out))
+        elif target.is_file():
+            written.append(target)
+        print(f"{name}: {err or 'done'}", flush=True)
+    return written
 
 
 def gpu_runs(configs: list[str], model_dir: Path, data: Path, work: Path, steps: int, info: dict[str, Any],
-             command: str, out: str | Path, max_length: int | None = None, label: str = "llama-3.1-8b") -> list[Path]:
-    """Measure each `backend-method` on the reference workload; on a CPU (tests) with a tiny model."""
+             command: str, out: str | Path, max_length: int | None = None, label: str = "llama-3.1-8b",
+             model: str | None = None, unsloth_import: dict[str, Any] | None = None) -> list[Path]:
+    """Measure each `backend-method` on the reference workload; on a CPU (tests) with a tiny model.
+    Each result carries the losses, the metrics rows and the whole ledger of its run: the run folder
+    stays in `work`, which does not come back from a lent machine; `out` does."""
     from arzan.throughput import model_shape
 
     slug, device = device_slug(info)
     catalog_gpu = device if device in _catalog_gpus() else None
+    model = model or ("Llama-3.1-8B" if label == "llama-3.1-8b" else label)
     written = []
     for name in configs:
         backend, method = name.split("-")
         fname = f"{slug}-{label}-{name}.json"
+        run_dir = work / f"run-{label}-{name}-{time.time_ns()}"
         recipe = gpu_recipe(model_dir, data, backend, method == "qlora", steps, work / f"run-{name}", catalog_gpu,
                             max_length)
+        base = {"device": info, "model": model, "config": name, "versions": versions(), "command": command,
+                "date": date.today().isoformat(), "unsloth_import": unsloth_import}
         try:
-            res = measure(recipe, device, work)
+            res = measure(recipe, device, work, run_dir)
         except Exception as exc:  # recorded, so a failure is a result too
             err = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             print(f"{name}: {err}", flush=True)
-            written.append(write({"device": info, "config": name, "error": err, "versions": versions(),
-                                  "command": command, "date": date.today().isoformat()}, fname, out))
+            written.append(write({**base, "error": err, **run_record(run_dir)}, fname, out))
             continue
         res["device_name"] = info.get("gpu", info["cpu"])
         entry = entry_for(res, recipe, device, model_shape(recipe), date.today().isoformat(),
                           f"bench/results/{fname}", command)
-        entry["model"] = "Llama-3.1-8B" if label == "llama-3.1-8b" else label
-        doc = {"device": info, "recipe": recipe.model_dump(mode="json"), "backend": res["backend"],
-               "method": method, "versions": versions(), "command": command, "date": date.today().isoformat(),
+        entry["model"] = model
+        if model != raw_table()["derivation"]["reference"]["model"]:  # never replaces the reference model's entry
+            entry["id"] += f"-{model_label(model)}"
+        rec = run_record(run_dir)
+        doc = {**base, "recipe": recipe.model_dump(mode="json"), "backend": res["backend"], "method": method,
+               "steps": steps,
                **{k: res.get(k) for k in ("seen_tokens_per_s", "trained_tokens_per_s", "step_s", "mfu", "hfu",
-                                          "peak_memory_gb", "peak_memory_kind")},
+                                          "peak_memory_gb", "peak_memory_reserved_gb", "peak_memory_kind")},
+               "loss": {"final": res["final_loss"], "per_step": res["losses"]},
                "price": price_per_million(device, res["trained_tokens_per_s"], res["seen_tokens_per_s"]),
-               "run": res, "entry": entry}
+               "run": res, "entry": entry, "ledger": rec.get("ledger"), "metrics": rec.get("metrics")}
         written.append(write(doc, fname, out))
         mfu = f"MFU {res['mfu']:.1%}, " if res.get("mfu") else ""
-        print(f"{name}: {res['seen_tokens_per_s']:.0f} seen tok/s, {mfu}peak {res['peak_memory_gb']:.1f} GB",
-              flush=True)
+        print(f"{name}: {res['seen_tokens_per_s']:.0f} seen tok/s, {mfu}peak {res['peak_memory_gb']:.1f} GB, "
+              f"loss {res['losses'][0][1]:.3f} -> {res['final_loss']}", flush=True)
     return written
+
+
+def compare(paths: list[Path], out: str | Path, prefix: str) -> Path | None:
+    """unsloth against hf for each method both ran: speed ratio, peak memory, losses side by side
+    (same model, recipe, data, seed and steps, so the losses should track each other)."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    ok = {(d["backend"], d["method"]): d for d in docs if "error" not in d and "backend" in d}
+    pairs = {}
+    for method in ("lora", "qlora"):
+        hf, un = ok.get(("hf", method)), ok.get(("unsloth", method))
+        if not (hf and un):
+            continue
+        pairs[method] = {
+            "speedup_trained_tokens_per_s": un["trained_tokens_per_s"] / hf["trained_tokens_per_s"],
+            "speedup_seen_tokens_per_s": un["seen_tokens_per_s"] / hf["seen_tokens_per_s"],
+            "peak_memory_gb": {"hf": hf["peak_memory_gb"], "unsloth": un["peak_memory_gb"]},
+            "final_loss": {"hf": hf["loss"]["final"], "unsloth": un["loss"]["final"]},
+            "loss_per_step": {"hf": hf["loss"]["per_step"], "unsloth": un["loss"]["per_step"]},
+            "kzt_per_1m_trained": {"hf": hf["price"].get("kzt_per_1m_trained"),
+                                   "unsloth": un["price"].get("kzt_per_1m_trained")},
+            "unsloth_imported_first": (un.get("unsloth_import") or {}).get("already_imported_before") == [],
+            "files": [Path(hf["entry"]["measured"]["result"]).name, Path(un["entry"]["measured"]["result"]).name]}
+    if not pairs:
+        return None
+    first = next(iter(ok.values()))
+    doc = {"what": "unsloth / hf on the same random-weight model, recipe, data and steps", "model": first["model"],
+           "device": first["device"], "versions": first["versions"], "command": first["command"],
+           "date": first["date"], "steps": first.get("steps"), "by_method": pairs}
+    for method, p in pairs.items():
+        print(f"{method}: unsloth {p['speedup_trained_tokens_per_s']:.2f}x hf; final loss hf "
+              f"{p['final_loss']['hf']} unsloth {p['final_loss']['unsloth']}", flush=True)
+    return write(doc, f"{prefix}-unsloth-vs-hf.json", out)
 
 
 def _catalog_gpus() -> set[str]:
@@ -564,7 +718,7 @@ def record(result_file: Path) -> list[str]:
     return [entry["id"]]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--recipe", default=str(REPO / "recipes" / "smoke.yaml"), help="cpu mode: recipe to shorten")
@@ -575,12 +729,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-estimate", type=int, default=0, metavar="N",
                    help="cpu mode: N times, estimate a run and then run it; write the errors")
     p.add_argument("--configs", default="hf-lora,hf-qlora,unsloth-lora,unsloth-qlora", help="gpu mode: which runs")
+    p.add_argument("--model", default="Llama-3.1-8B", choices=GPU_MODELS,
+                   help="gpu mode: which architecture to build with random weights (throughput.yaml models:)")
     p.add_argument("--workdir", default=None, help="gpu mode: keep the random model here between calls")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="gpu mode: seconds for the whole command; a config that would pass it is stopped and "
+                        "recorded as such, so the results written so far come back")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # gpu mode: one config, in-process
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", "--results", dest="out", default=str(RESULTS),
+                   help="where result JSON files go (on a lent machine: $OUT, the folder that comes back)")
     p.add_argument("--derive", action="store_true", help="print throughput.yaml's derived entries and exit")
     p.add_argument("--record", nargs="+", metavar="RESULT", help="put these results' entries into throughput.yaml")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.derive:
         sys.stdout.write(dump_entries(derive_entries()))
         return 0

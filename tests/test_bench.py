@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -82,9 +86,12 @@ def test_random_model_builder_on_a_cpu(bench, tmp_path, tiny_dir):
 
     cfg = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
            "num_key_value_heads": 2, "vocab_size": 1000, "tie_word_embeddings": False}
-    out = bench.random_model(tmp_path / "m", cfg, device="cpu", dtype="float32")
+    out = bench.random_model(tmp_path / "m", {**cfg, **bench.LLAMA3_ARCH}, device="cpu", dtype="float32")
     model = AutoModelForCausalLM.from_pretrained(out)
     assert sum(p.numel() for p in model.parameters()) == ModelShape.from_config(cfg).total_params
+    saved = json.loads((out / "config.json").read_text())  # the published Llama 3 rope and norm settings
+    assert saved["rope_parameters"]["rope_type"] == "llama3" and saved["rope_parameters"]["rope_theta"] == 500000
+    assert saved["rms_norm_eps"] == 1e-5
     assert AutoTokenizer.from_pretrained(out).chat_template  # recipes can use it as is
     assert bench.random_model(out, cfg, device="cpu") == out  # a second call reuses the folder
 
@@ -101,6 +108,113 @@ def test_gpu_recipe_is_the_reference_workload(bench, tmp_path, tiny_tokenizer):
             assert r.train.max_length == ref["max_length"] and r.train.packing
             assert r.train.per_device_train_batch_size * r.train.gradient_accumulation_steps == 8
             assert r.lora.r == ref["lora"]["r"] and r.cost.gpu == "H100"
+
+
+def test_gpu_mode_options_model_results_and_configs(bench):
+    """--model picks a shipped architecture (8B by default, issue 4's benchmark), --results is where the
+    JSON goes (on the lent machine: $OUT, the only folder that comes back)."""
+    p = bench.build_parser()
+    a = p.parse_args(["--mode", "gpu", "--model", "Llama-3.2-1B", "--results", "/tmp/x", "--time-limit", "480"])
+    assert (a.model, a.out, a.time_limit) == ("Llama-3.2-1B", "/tmp/x", 480.0)
+    assert p.parse_args(["--mode", "gpu"]).model == "Llama-3.1-8B"
+    assert p.parse_args(["--out", "/tmp/y"]).out == "/tmp/y"  # the old spelling still works
+    with pytest.raises(SystemExit):
+        p.parse_args(["--mode", "gpu", "--model", "Llama-2-7B"])
+    models = bench.raw_table()["models"]
+    for m in bench.GPU_MODELS:  # each one is built from throughput.yaml's config, into its own folder
+        assert m in models and bench.model_label(m) == m.lower()
+    assert len({bench.model_label(m) for m in bench.GPU_MODELS}) == len(bench.GPU_MODELS)
+    with pytest.raises(SystemExit, match="unknown"):
+        bench.main(["--mode", "gpu", "--configs", "hf-lora,unsloth-lorra"])
+
+
+def test_gpu_child_imports_unsloth_before_trl_transformers_peft(bench, tmp_path):
+    """A child running an unsloth config on CUDA imports unsloth first, before recipe validation
+    (trl) and training (transformers, peft) could; an hf child never imports it. A stand-in unsloth
+    module records what was already imported when it was; CUDA is faked (this box has none)."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "unsloth.py").write_text(
+        "import sys\nBEFORE = sorted(m for m in ('trl', 'transformers', 'peft') if m in sys.modules)\n")
+    script = f"""
+import importlib.util, json, sys
+import torch
+torch.cuda.is_available = lambda: True
+spec = importlib.util.spec_from_file_location("b", {str(REPO / "bench" / "throughput.py")!r})
+b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
+info = b.unsloth_first(sys.argv[1].split(","))
+from pathlib import Path
+b.gpu_recipe(Path("m"), Path("d.jsonl"), "unsloth", False, 4, Path("o"))  # validation imports trl
+import trl, transformers, peft, unsloth
+print(json.dumps({{"info": info, "before": unsloth.BEFORE}}))
+"""
+    env = {**os.environ, "PYTHONPATH": f"{fake}:{REPO / 'src'}"}
+
+    def child(configs):
+        r = subprocess.run([sys.executable, "-c", script, configs], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    un = child("unsloth-lora")
+    assert un["info"]["imported"] is True and un["info"]["already_imported_before"] == []
+    assert un["before"] == []  # nothing of trl/transformers/peft was loaded when unsloth was imported
+    hf = child("hf-lora")
+    assert hf["info"] == {"wanted": False}
+    assert hf["before"] == ["peft", "transformers", "trl"]  # the order an unpatched run would have had
+
+
+def test_children_that_fail_or_run_out_of_time_still_leave_a_result(bench, tmp_path):
+    """The parent's time limit stops a config that would pass it and records it (with the ledger its run
+    folder holds); a config with no time left is skipped; a child that writes its own result keeps it."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    run = work / "run-tiny-hf-qlora-1"
+    run.mkdir(parents=True)
+    (run / "cost.json").write_text(json.dumps({"status": "running", "tokens": {"seen": 10}}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 9.5}) + "\n")
+    ok_doc = json.dumps({"backend": "hf", "method": "lora"})
+    info = {"cpu": "test"}
+
+    def child(name):
+        if name == "hf-lora":  # writes its own result, like gpu_runs does
+            code = f"import pathlib; pathlib.Path({str(out / 'cpu-tiny-hf-lora.json')!r}).write_text({ok_doc!r})"
+        elif name == "unsloth-lora":
+            code = "import sys; sys.exit(3)"
+        else:
+            code = "import time; time.sleep(60)"
+        return [sys.executable, "-c", code]
+
+    out.mkdir()
+    paths = bench.run_children(["hf-lora", "unsloth-lora", "hf-qlora"], child, out, work, "tiny", 8, info, "t",
+                               min_start_s=1)
+    docs = {p.name: json.loads(p.read_text()) for p in paths}
+    assert docs["cpu-tiny-hf-lora.json"] == json.loads(ok_doc)
+    assert docs["cpu-tiny-unsloth-lora.json"]["error"] == "child exited with 3"
+    slow = docs["cpu-tiny-hf-qlora.json"]
+    assert slow["error"].startswith("timed out") and slow["ledger"]["tokens"]["seen"] == 10
+    assert slow["losses"] == [[1, 9.5]]
+    [skipped] = bench.run_children(["unsloth-qlora"], child, out, work, "tiny", 0.5, info, "t", min_start_s=1)
+    assert json.loads(skipped.read_text())["error"].startswith("skipped")
+
+
+def test_unsloth_vs_hf_summary_pairs_the_backends(bench, tmp_path):
+    def doc(backend, tps, loss):
+        return {"backend": backend, "method": "lora", "model": "Llama-3.2-1B", "device": {}, "versions": {},
+                "command": "c", "date": "d", "steps": 3, "seen_tokens_per_s": tps * 2, "trained_tokens_per_s": tps,
+                "peak_memory_gb": 10.0, "loss": {"final": loss, "per_step": [[1, 12.0], [3, loss]]},
+                "price": {"kzt_per_1m_trained": 1e6 / tps}, "unsloth_import": {"already_imported_before": []},
+                "entry": {"measured": {"result": f"bench/results/h200-llama-3.2-1b-{backend}-lora.json"}}}
+
+    paths = []
+    for name, d in [("hf", doc("hf", 1000.0, 11.0)), ("unsloth", doc("unsloth", 2500.0, 11.1)),
+                    ("bad", {"error": "x", "config": "hf-qlora"})]:
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(d))
+    s = json.loads(bench.compare(paths, tmp_path, "h200-llama-3.2-1b").read_text())
+    lora = s["by_method"]["lora"]
+    assert lora["speedup_trained_tokens_per_s"] == pytest.approx(2.5) and "qlora" not in s["by_method"]
+    assert lora["final_loss"] == {"hf": 11.0, "unsloth": 11.1} and lora["unsloth_imported_first"] is True
+    assert bench.compare(paths[:1], tmp_path, "x") is None  # one backend alone: nothing to compare
 
 
 @pytest.mark.slow
@@ -121,5 +235,14 @@ def test_gpu_benchmark_path_runs_on_a_cpu_with_a_tiny_model(bench, tmp_path, tin
     assert doc["seen_tokens_per_s"] > 0 and doc["trained_tokens_per_s"] > 0 and doc["versions"]["trl"]
     e = doc["entry"]
     assert e["basis"] == "measured" and e["micro_batch_tokens"] == 128 and e["context"] == 128
+    assert e["id"] == "cpu-lora-hf-tiny"  # not the reference model: --record adds it, replaces nothing
     assert doc["run"]["padding"] == 1.0 and doc["run"]["steps"] == 4
     assert entry_from_dict(e, {}).shape.total_params == ModelShape.from_config(cfg).total_params
+    # loss and the whole ledger come back in the result (the run folder stays in the work dir)
+    run = Path(doc["run"]["run_dir"])
+    assert doc["ledger"] == json.loads((run / "cost.json").read_text())
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    assert doc["loss"]["per_step"] == [[r["step"], r["loss"]] for r in rows if r.get("loss") is not None]
+    assert len(doc["loss"]["per_step"]) == 4  # logging_steps 1
+    assert doc["loss"]["final"] == doc["ledger"]["summary"]["final_loss"] is not None
+    assert doc["peak_memory_gb"] > 0 and doc["ledger"]["tokens"]["seen"] == doc["run"]["tokens"]["seen"]
