@@ -228,3 +228,39 @@ def test_signal_during_setup_closes_the_ledger_at_once(tmp_path, write_recipe, m
     assert "SIGTERM during setup" in led["status_reason"] and "from the start" in led["status_reason"]
     assert led["resume_command"] == f"arzan train --resume {tmp_path / 'run'}"
     assert led["sessions"][0]["phases"]["setup"] > 0 and led["progress"]["step"] == 0
+
+
+class CrashAt(TrainerCallback):
+    """The process dies after step `step` without a signal (a crash, or cost.json left by a hard kill)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_steps_after_the_last_checkpoint_are_paid_once_and_their_tokens_counted_once(tmp_path, write_recipe):
+    """Crash at step 5 with the last checkpoint at 4: step 5 was paid for (money keeps it) and is
+    trained again after the resume (tokens count it once)."""
+    section = {"max_length": 64, "max_steps": 12, "per_device_train_batch_size": 4, "logging_steps": 1,
+               "save_steps": 2, "gradient_accumulation_steps": 1}
+    path = write_recipe(base_recipe(train=section, cost={"usd_per_gpu_hour": 1.5, "usd_kzt": 500},
+                                    eval={"generation_check": False}))
+    clock = StepClock()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(load_recipe(path), out=tmp_path / "run", clock=clock, callbacks=[clock, CrashAt(5)])
+    crashed = json.loads((tmp_path / "run" / "cost.json").read_text())
+    assert crashed["status"] == "failed" and crashed["progress"]["step"] == 5
+    clock2 = StepClock()
+    resumed = train(load_recipe(path), out=tmp_path / "run", mode="resume", clock=clock2, callbacks=[clock2])
+    clock3 = StepClock()
+    straight = train(load_recipe(path), out=tmp_path / "straight", clock=clock3, callbacks=[clock3])
+    first, second = resumed.ledger["sessions"]
+    assert first["lost_steps"] == [4, 5] and second["steps"] == [4, 12] and second["lost_steps"] is None
+    for kind in ("seen", "trained"):  # tokens/s differs, rightly: the lost step took train time
+        assert resumed.ledger["tokens"][kind] == straight.ledger["tokens"][kind]
+    step_kzt = STEP_SECONDS / 3600 * 1.5 * 500
+    assert first["money"]["kzt"] == pytest.approx(5 * step_kzt)  # the lost step was paid for
+    assert resumed.ledger["money"]["kzt"] == pytest.approx(13 * step_kzt)

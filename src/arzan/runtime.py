@@ -123,13 +123,26 @@ def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool,
                clock: Callable[[], float] | None = None) -> CostMeter:
     price, exchange = price_for(recipe)
     if resume:
-        ledger = read_ledger(folder.ledger)
+        ledger = rewound(read_ledger(folder.ledger), folder)
     else:
         ledger = new_ledger(recipe.name, price, exchange, ModelInfo(base=recipe.model.name))
     b = recipe.budget
     return CostMeter(folder.ledger, ledger, price, exchange, max_kzt=b.max_kzt, max_usd=b.max_usd,
                      max_hours=b.max_hours, token_counter=counter, metrics_path=folder.metrics,
                      grid_kg_co2_per_kwh=recipe.cost.grid_kg_co2_per_kwh, **({"clock": clock} if clock else {}))
+
+
+def rewound(ledger: Ledger, folder: RunFolder) -> Ledger:
+    """The ledger as of the checkpoint the Trainer resumes from (see `rewind_to_checkpoint`)."""
+    from arzan.cost.ledger import rewind_to_checkpoint
+
+    ckpt = folder.last_checkpoint()
+    if ckpt is None:
+        return rewind_to_checkpoint(ledger, None, 0)
+    copy = ckpt / "arzan_ledger.json"
+    if not copy.is_file():  # a checkpoint arzan did not write: nothing to rewind by
+        return ledger
+    return rewind_to_checkpoint(ledger, read_ledger(copy), int(ckpt.name.split("-")[-1]))
 
 
 def record_backend(meter: CostMeter, info: Any) -> None:

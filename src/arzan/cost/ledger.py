@@ -131,6 +131,9 @@ class Session(BaseModel):
     money: SessionMoney = Field(default_factory=SessionMoney)
     kwh: float | None = None  # this session's energy, so the total can be a sum too
     steps: list[int] = Field(default_factory=lambda: [0, 0])
+    # steps this session trained that no checkpoint kept (a hard kill, a crash): paid for, so still
+    # in its money, trained again after the resume, so no longer in its tokens
+    lost_steps: list[int] | None = None
 
 
 class Summary(BaseModel):
@@ -200,6 +203,30 @@ def apply_totals(ledger: Ledger) -> Ledger:
                          kzt_per_1m_tokens=per_million(kzt, trained), basis="measured")
     ledger.budget.spent_kzt = kzt
     return ledger
+
+
+def rewind_to_checkpoint(ledger: Ledger, at_checkpoint: Ledger | None, step: int) -> Ledger:
+    """Before a resume: drop the tokens of steps that the checkpoint we resume from does not hold.
+
+    After a hard kill (a Colab VM reclaimed, the OOM killer; no SIGTERM to checkpoint on) or a
+    crash, cost.json is ahead of the last checkpoint. Those steps were paid for and stay in the
+    money; they will be trained again, so their tokens would be counted twice. `at_checkpoint` is
+    the ledger copy saved inside that checkpoint (None: no checkpoint, the run starts over).
+    """
+    if ledger.progress.step <= step:
+        return ledger
+    kept = {s.index: s for s in at_checkpoint.sessions} if at_checkpoint is not None else {}
+    for s in ledger.sessions:
+        if s.steps[1] <= step:
+            continue
+        k = kept.get(s.index)
+        if k is not None and k.steps[0] <= step:
+            s.tokens, lost_from = k.tokens.model_copy(), max(k.steps[1], step)
+        else:
+            s.tokens, lost_from = SessionTokens(), s.steps[0]
+        s.lost_steps = [lost_from, s.steps[1]]
+    ledger.progress.step = step
+    return apply_totals(ledger)
 
 
 # --- files ---
