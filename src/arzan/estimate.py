@@ -226,8 +226,18 @@ def _ckpt_words(v: Vram) -> str:
     return "with gradient checkpointing" if v.checkpointing else "without gradient checkpointing"
 
 
+_PRICING_SHORT = {"on-demand": "", "spot": "spot", "compute-units": "CU", "user": ""}
+
+
+def _price_cell(p: Any) -> str:
+    """'vast spot', 'colab CU', 'runpod': on-demand is the default and goes unsaid."""
+    who = p.provider or p.source
+    return f"{who} {_PRICING_SHORT.get(p.pricing, p.pricing)}".strip()
+
+
 def render(est: Estimate) -> Any:
     """The table `arzan estimate` prints: this machine first, then every catalog GPU."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table as RichTable
     from rich.text import Text
@@ -248,24 +258,27 @@ def render(est: Estimate) -> Any:
                  else "nothing recomputed: faster")
         head.append(Text(f"GPU memory {_ckpt_words(w)}: ~{w.total:.1f} GB (activations {w.activations:.1f}, "
                          f"the rest as above; {trade})"))
-    table = RichTable(title_justify="left", caption_justify="left",
-                      caption=f"1 USD = {est.exchange.usd_kzt:g} ₸ ({est.exchange.source}). tok/s: seen tokens "
-                              "per train second, as in the ledger. Rows that do not fit come last.")
-    other = "fits w/o ckpt" if est.vram.checkpointing else "fits with ckpt"
-    for col, just in [("GPU", "left"), ("provider", "left"), ("pricing", "left"), ("VRAM", "right"),
-                      ("fits", "center"), (other, "center"), ("tok/s", "right"), ("basis", "left"),
-                      ("time", "right"), ("₸", "right"), ("$", "right")]:
-        table.add_column(col, justify=just)
-    rows = ([(est.target_label, est.target)] if est.target else []) + [("", o) for o in est.options]
+    # Narrow enough for an 80-column terminal or a Colab cell: provider and pricing share a cell, the
+    # recipe's own row is marked rather than labelled, and the borders are a single rule under the head.
+    table = RichTable(box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, title_justify="left", caption_justify="left",
+                      caption=f"▸ {est.target_label}. 1 USD = {est.exchange.usd_kzt:g} ₸ ({est.exchange.source}). "
+                              "tok/s: seen tokens per train second, as in the ledger. Rows that do not fit come "
+                              "last.")
+    other = "w/o ckpt" if est.vram.checkpointing else "with ckpt"
+    for col, just in [("GPU", "left"), ("price", "left"), ("VRAM", "right"), ("fits", "center"),
+                      (other, "center"), ("tok/s", "right"), ("basis", "left"), ("time", "right"),
+                      ("₸", "right"), ("$", "right")]:
+        table.add_column(col, justify=just, no_wrap=True)
+    rows = ([(True, est.target)] if est.target else []) + [(False, o) for o in est.options]
 
     def yes_no(x: bool | None) -> str:
         return "" if x is None else ("yes" if x else "[red]no[/]")
 
-    for label, o in rows:
-        table.add_row(f"{o.device} ({label})" if label else o.device, o.price.provider or o.price.source,
-                      o.price.pricing, f"{o.vram_gb:g} GB" if o.vram_gb else "", yes_no(o.fits),
-                      yes_no(o.fits_other), _money(o.tokens_per_s, 0), o.basis, _hms(o.billed_seconds),
-                      kzt_text(o.kzt).removesuffix(" ₸"), _money(o.usd, 2), style="bold" if label else None)
+    for mine, o in rows:
+        table.add_row(f"▸ {o.device}" if mine else o.device, _price_cell(o.price), f"{o.vram_gb:g} GB"
+                      if o.vram_gb else "", yes_no(o.fits), yes_no(o.fits_other), _money(o.tokens_per_s, 0),
+                      o.basis, _hms(o.billed_seconds), kzt_text(o.kzt).removesuffix(" ₸"), _money(o.usd, 2),
+                      style="bold" if mine else None)
     if est.target and est.target.billed_seconds is not None:
         ph = est.target.phases
         head.append(Text(f"{est.target_label}: setup {_hms(ph['setup'])} · data {_hms(ph['data'])} · train "
