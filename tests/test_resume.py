@@ -264,3 +264,95 @@ def test_steps_after_the_last_checkpoint_are_paid_once_and_their_tokens_counted_
     step_kzt = STEP_SECONDS / 3600 * 1.5 * 500
     assert first["money"]["kzt"] == pytest.approx(5 * step_kzt)  # the lost step was paid for
     assert resumed.ledger["money"]["kzt"] == pytest.approx(13 * step_kzt)
+
+
+EVAL_BATCHES = 8  # 16 held-out rows in batches of 2
+
+
+def _eval_recipe(write_recipe, **cost) -> Path:
+    section = {"max_length": 64, "max_steps": 8, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 2,
+               "eval_steps": 3, "logging_steps": 1, "save_steps": 1000, "gradient_accumulation_steps": 1}
+    data = {"sources": [{"path": "arzan://sample/kk_arith.jsonl", "format": "alpaca", "sample": 64}],
+            "eval_fraction": 0.25}
+    return write_recipe(base_recipe(train=section, data=data, cost=cost or {"usd_per_gpu_hour": 1.0},
+                                    eval={"generation_check": False}))
+
+
+class SignalDuringEval(TrainerCallback):
+    """SIGTERM as the first evaluation batch is done: a preemption in the middle of an eval pass."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self.batches += 1
+        if self.batches == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_during_an_evaluation_cuts_it_and_checkpoints_the_step(tmp_path, write_recipe):
+    """An eval pass can outlast the ~30 s a preempted machine has: it is cut, the step it followed is kept."""
+    path = _eval_recipe(write_recipe)
+    spy = SignalDuringEval()
+    first = train(load_recipe(path), out=tmp_path / "run", callbacks=[spy])
+    assert first.status == "interrupted" and "SIGTERM" in first.ledger["status_reason"]
+    assert first.ledger["progress"]["step"] == 3  # the first evaluation comes after step 3
+    assert spy.batches < EVAL_BATCHES  # cut after the batch in flight, not run to its end
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-3" / "arzan_ledger.json").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert not any("eval_loss" in r for r in rows)  # a cut evaluation is not reported as a score
+
+    second = train(load_recipe(path), out=tmp_path / "run", mode="resume")
+    assert second.status == "finished"
+    assert [s["steps"] for s in second.ledger["sessions"]] == [[0, 3], [3, 8]]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r["step"] for r in rows if "eval_loss" in r]
+    assert 6 in evaluated and 3 not in evaluated  # later evaluations run as planned; the cut one is not redone
+
+
+class EvalClock(StepClock):
+    """StepClock plus EVAL_SECONDS for every evaluation batch: an evaluation dearer than a step."""
+
+    eval_seconds = 120.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.eval_batches = 0
+
+    def __call__(self) -> float:
+        return super().__call__() + self.eval_seconds * self.eval_batches
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self.eval_batches += 1
+
+
+def test_the_budget_cuts_an_evaluation_before_it_passes_the_cap(tmp_path, write_recipe):
+    usd_per_hour, usd_kzt, cap = 1.0, 500.0, 70.0
+    step_kzt = STEP_SECONDS / 3600 * usd_per_hour * usd_kzt  # 8.33 ₸; an eval batch costs twice that
+    clock = EvalClock()
+    recipe = load_recipe(_eval_recipe(write_recipe, usd_per_gpu_hour=usd_per_hour, usd_kzt=usd_kzt))
+    result = train(recipe, out=tmp_path / "run", budget=BudgetSection(max_kzt=cap), clock=clock, callbacks=[clock])
+    led = result.ledger
+    assert result.status == led["status"] == "stopped_budget"
+    assert led["progress"]["step"] == 3  # three steps (25 ₸) fit, the whole evaluation after them would not
+    assert 0 < clock.eval_batches < EVAL_BATCHES
+    assert led["money"]["kzt"] == pytest.approx(3 * step_kzt + clock.eval_batches * 2 * step_kzt)
+    assert led["money"]["kzt"] <= cap
+    assert "evaluation" in led["budget"]["stop_reason"] and "max_kzt 70" in led["budget"]["stop_reason"]
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-3" / "arzan_ledger.json").is_file()
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "--budget" in led["resume_command"]
+
+
+def test_a_budget_stop_on_an_evaluation_step_skips_the_evaluation(tmp_path, write_recipe):
+    """The step that cannot afford another is checkpointed at once: no evaluation is bought after it."""
+    usd_per_hour, usd_kzt = 1.0, 500.0
+    step_kzt = STEP_SECONDS / 3600 * usd_per_hour * usd_kzt
+    clock = EvalClock()
+    recipe = load_recipe(_eval_recipe(write_recipe, usd_per_gpu_hour=usd_per_hour, usd_kzt=usd_kzt))
+    result = train(recipe, out=tmp_path / "run", budget=BudgetSection(max_kzt=3.5 * step_kzt), clock=clock,
+                   callbacks=[clock])
+    assert result.status == "stopped_budget" and result.ledger["progress"]["step"] == 3
+    assert clock.eval_batches <= 1  # at most the batch the cut waits for
+    assert result.ledger["money"]["kzt"] <= 3.5 * step_kzt
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-3" / "arzan_ledger.json").is_file()

@@ -55,7 +55,26 @@ def metered_trainer_class() -> type:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
+        def _maybe_log_save_evaluate(self, tr_loss, grad_norm, model, trial, *args, **kwargs):
+            # the evaluation runs after the step's optimizer update, so the state it cut short is a
+            # complete step: checkpoint it exactly as the Trainer's own save would have
+            try:
+                return super()._maybe_log_save_evaluate(tr_loss, grad_norm, model, trial, *args, **kwargs)
+            except EvaluationCut:
+                self.control.should_training_stop = True
+                self._save_checkpoint(model, trial)
+                self.control = self.callback_handler.on_save(self.args, self.state, self.control)
+
     return MeteredSFTTrainer
+
+
+class EvaluationCut(Exception):
+    """Raised from on_prediction_step: a stop signal or the budget ends an in-training evaluation.
+
+    An evaluation pass over a large eval split can take minutes; a preempted machine has ~30 s and a
+    capped budget none. The metered trainer catches it and checkpoints the step the evaluation
+    followed; the cut evaluation is not logged, and a resumed run does not redo it.
+    """
 
 
 class Interrupted(Exception):
@@ -70,7 +89,8 @@ class StopOnSignal(TrainerCallback):
     """SIGTERM/SIGINT (spot preemption, Colab stop, Ctrl-C) within the ~30 s a machine gets.
 
     Inside the training loop the run stops after the current micro-batch (not the whole
-    accumulated step) and the Trainer saves a checkpoint; during setup or data loading there is
+    accumulated step) and the Trainer saves a checkpoint, skipping an evaluation that was due and
+    cutting one already running (`EvaluationCut`); during setup or data loading there is
     nothing worth saving, so the run stops at once (`Interrupted`) and the ledger is closed. While
     an adapter is being written (`protect()`), the signal waits for the write to finish.
     """
@@ -113,12 +133,18 @@ class StopOnSignal(TrainerCallback):
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
+            control.should_evaluate = False  # the checkpoint first: an evaluation would eat the 30 s
 
     def on_step_end(self, args, state, control, **kwargs):
         self._stop(control)
 
     def on_substep_end(self, args, state, control, **kwargs):
         self._stop(control)
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if self.received is not None and self.in_loop:
+            self._stop(control)
+            raise EvaluationCut(f"received {signal.Signals(self.received).name} during an evaluation")
 
 
 class _Protected:

@@ -143,6 +143,8 @@ class CostMeter(TrainerCallback):
         self._phase: tuple[str, float, bool] | None = None  # name, time counted up to, opened by callback
         self._train_t0: float | None = None
         self._first_step = led.progress.step
+        self._step_s = 0.0  # billed seconds of one optimizer step so far, eval included: the next step's price
+        self._last_event = 0.0  # clock at the last step end or evaluation batch
         self._energy = self._pick_energy()
         self.flush()
 
@@ -291,29 +293,59 @@ class CostMeter(TrainerCallback):
         self.session.steps[1] = step
         done = step - self._first_step
         step_s = (self.clock() - self._train_t0) / done if done > 0 and self._train_t0 is not None else 0.0
+        self._step_s, self._last_event = step_s, self.clock()
         next_usd, next_kzt = money_for(step_s, led.price, led.exchange)
         if done > 0 and state.max_steps:  # setup time is paid once, so project only the steps left
             led.budget.projected_kzt = led.money.kzt + max(state.max_steps - step, 0) * next_kzt
-        b, reason = led.budget, None
-        if b.max_kzt is not None and led.money.kzt + next_kzt > b.max_kzt:
-            reason = (f"max_kzt {b.max_kzt:g} ₸: spent {led.money.kzt:.2f} ₸, "
-                      f"the next step (~{next_kzt:.2f} ₸) would pass it")
-        elif b.max_usd is not None and led.money.usd + next_usd > b.max_usd:
-            reason = (f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $, "
-                      f"the next step (~{next_usd:.4f} $) would pass it")
-        elif b.max_hours is not None and (led.billed_seconds + step_s) / 3600 > b.max_hours:
-            reason = (f"max_hours {b.max_hours:g} h: {led.billed_seconds / 3600:.3f} h billed, "
-                      "the next step would pass it")
-        if reason and b.stop_reason is None:
+        reason = self._over_budget(step_s, "the next step")
+        if reason and led.budget.stop_reason is None:
             control.should_training_stop = control.should_save = True
-            b.stop_reason = led.status_reason = reason
-            led.status = "stopped_budget"
-            kind = reason.split(" ", 1)[0]
-            led.resume_command = (f"arzan train --resume {self.path.parent} "
-                                  f"--budget {suggest_cap(kind, led, step_s, led.price, led.exchange)}")
-            self.flush()
+            self._stop_for_budget(reason, step_s)
         else:
             self._maybe_flush()
+
+    @_locked
+    def on_prediction_step(self, args, state, control, **kwargs):
+        """An evaluation inside training is paid for too: cut it before it passes the cap."""
+        from arzan.callbacks import EvaluationCut
+
+        if self.ledger.budget.stop_reason is not None:  # stopped at this step: checkpoint, do not evaluate
+            raise EvaluationCut(self.ledger.budget.stop_reason)
+        self._tick()
+        now = self.clock()
+        batch_s, self._last_event = now - self._last_event, now  # the batch just evaluated: the next costs as much
+        last = bool(state.max_steps) and state.global_step >= state.max_steps
+        # after the last step the evaluation is all that is left; before it, one more step must be affordable
+        reason = self._over_budget(batch_s + (0.0 if last else self._step_s),
+                                   "the next evaluation batch" + ("" if last else " and the next step"))
+        if reason:
+            self._stop_for_budget(reason, self._step_s)
+            raise EvaluationCut(reason)
+        self._maybe_flush()
+
+    def _over_budget(self, ahead_s: float, ahead: str) -> str | None:
+        """Which cap `ahead_s` more billed seconds would pass, in words; None when all still hold."""
+        led = self.ledger
+        b = led.budget
+        next_usd, next_kzt = money_for(ahead_s, led.price, led.exchange)
+        if b.max_kzt is not None and led.money.kzt + next_kzt > b.max_kzt:
+            return (f"max_kzt {b.max_kzt:g} ₸: spent {led.money.kzt:.2f} ₸, "
+                    f"{ahead} (~{next_kzt:.2f} ₸) would pass it")
+        if b.max_usd is not None and led.money.usd + next_usd > b.max_usd:
+            return (f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $, "
+                    f"{ahead} (~{next_usd:.4f} $) would pass it")
+        if b.max_hours is not None and (led.billed_seconds + ahead_s) / 3600 > b.max_hours:
+            return f"max_hours {b.max_hours:g} h: {led.billed_seconds / 3600:.3f} h billed, {ahead} would pass it"
+        return None
+
+    def _stop_for_budget(self, reason: str, step_s: float) -> None:
+        led = self.ledger
+        led.budget.stop_reason = led.status_reason = reason
+        led.status = "stopped_budget"
+        kind = reason.split(" ", 1)[0]
+        led.resume_command = (f"arzan train --resume {self.path.parent} "
+                              f"--budget {suggest_cap(kind, led, step_s, led.price, led.exchange)}")
+        self.flush()
 
     @_locked
     def on_log(self, args, state, control, logs=None, **kwargs):
