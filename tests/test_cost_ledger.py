@@ -17,6 +17,7 @@ from arzan.cost.ledger import (
     money_for,
     per_million,
     read_ledger,
+    rewind_to_checkpoint,
     write_ledger,
 )
 from arzan.cost.prices import Exchange, Price
@@ -81,6 +82,27 @@ def test_totals_are_sums_over_sessions():
     assert led.energy.kwh == pytest.approx(0.2) and led.energy.co2_kg == pytest.approx(0.2 * 0.7)
     apply_totals(led)  # idempotent: recomputing never adds a session twice
     assert led.money.usd == pytest.approx(a.money.usd + b.money.usd)
+
+
+def test_a_second_rewind_keeps_the_lost_steps_an_earlier_rewind_recorded():
+    """Session 0 crashed at step 10 after checkpoint-8; session 1 resumed, wrote a clock checkpoint
+    at 9 and crashed at 10 too. Rewinding to 9 must not touch session 0, which checkpoint-9 holds whole."""
+    def session(i: int, a: int, b: int, tokens: int) -> Session:
+        s = Session(index=i, started_at=T0, steps=[a, b])
+        s.tokens.seen = s.tokens.trained = tokens
+        return s
+
+    led = make_ledger(sessions=[session(0, 0, 10, 100)])
+    led.progress.step = 10
+    led = rewind_to_checkpoint(led, make_ledger(sessions=[session(0, 0, 8, 80)]), 8)
+    assert (led.sessions[0].lost_steps, led.tokens.trained) == ([8, 10], 80)
+    led.sessions.append(session(1, 8, 9, 10))
+    led.progress.step = 9
+    at_nine = apply_totals(led).model_copy(deep=True)  # the copy inside checkpoint-9
+    led.sessions[1].steps, led.sessions[1].tokens.trained, led.progress.step = [8, 10], 20, 10
+    led = rewind_to_checkpoint(led, at_nine, 9)
+    assert [s.lost_steps for s in led.sessions] == [[8, 10], [9, 10]]
+    assert [s.tokens.trained for s in led.sessions] == [80, 10] and led.tokens.trained == 90
 
 
 def _keys(obj, prefix=""):

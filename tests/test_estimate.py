@@ -214,9 +214,11 @@ def test_budget_refusal_names_the_estimate_the_cap_and_the_override(write_recipe
     assert kzt_text(est.target.kzt) in msg  # the estimate, as printed
     with pytest.raises(ArzanError, match="refusing to start"):
         preflight_budget(r)
-    assert "--allow-over-budget" in preflight_budget(r, allow_over_budget=True)
+    warning, step_s, steps = preflight_budget(r, allow_over_budget=True)
+    assert "--allow-over-budget" in warning
+    assert steps == 40 and step_s == pytest.approx(est.target.phases["train"] / 40)  # the meter's prior
     r.budget = r.budget.model_copy(update={"max_kzt": est.target.kzt * 10})
-    assert preflight_budget(r) is None
+    assert preflight_budget(r)[0] is None
 
 
 # --- the check that matters: estimate, then run it -------------------------------------------------------------

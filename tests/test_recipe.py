@@ -31,6 +31,7 @@ BAD = [
     (base_recipe(train={"learning_rat": 1e-4}), "did you mean 'learning_rate'"),
     (base_recipe(train={"learning_rate": "fast"}), "train.learning_rate"),
     (base_recipe(train={"output_dir": "/tmp/x"}), "'output_dir' is set by arzan"),
+    (base_recipe(train={"max_steps": 0}), "train.max_steps: must be a positive number of optimizer steps, or -1"),
     (base_recipe(data={"sources": []}), "data.sources: List should have at least 1 item"),
     (base_recipe(data={"sources": [{"path": "a.jsonl", "hub": "b/c", "format": "alpaca"}]}),
      "data.sources[0]: give exactly one of 'path'"),

@@ -356,3 +356,223 @@ def test_a_budget_stop_on_an_evaluation_step_skips_the_evaluation(tmp_path, writ
     assert clock.eval_batches <= 1  # at most the batch the cut waits for
     assert result.ledger["money"]["kzt"] <= 3.5 * step_kzt
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-3" / "arzan_ledger.json").is_file()
+
+
+def _short_recipe(write_recipe, steps: int = 4, **sections) -> Path:
+    section = {"max_length": 64, "max_steps": steps, "per_device_train_batch_size": 4, "logging_steps": 1,
+               "save_steps": 1000, "gradient_accumulation_steps": 1}
+    sections.setdefault("cost", {"usd_per_gpu_hour": 1.0, "usd_kzt": 500})
+    sections.setdefault("eval", {"generation_check": False})
+    return write_recipe(base_recipe(train=section, **sections))
+
+
+def test_resuming_a_run_whose_training_is_complete_trains_no_extra_step(tmp_path, write_recipe, monkeypatch):
+    """Training done, the work after it crashed: the resume does that work and not a step more
+    (transformers checks max_steps only after a step, so a plain Trainer resume would train a 5th)."""
+    from safetensors.torch import load_file
+
+    from arzan import runtime
+
+    path = _short_recipe(write_recipe, eval={"generation_check": True})
+    real = runtime.check_generation
+
+    def crash(*a, **k):
+        raise RuntimeError("CUDA out of memory in the generation check")
+
+    monkeypatch.setattr(runtime, "check_generation", crash)
+    clock = StepClock()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(load_recipe(path), out=tmp_path / "run", clock=clock, callbacks=[clock])
+    first = json.loads((tmp_path / "run" / "cost.json").read_text())
+    assert first["status"] == "failed" and first["progress"]["step"] == 4
+    monkeypatch.setattr(runtime, "check_generation", real)
+    clock2 = StepClock()
+    done = train(load_recipe(path), out=tmp_path / "run", mode="resume", clock=clock2, callbacks=[clock2])
+    assert done.status == "finished" and done.ledger["progress"]["step"] == 4
+    assert [s["steps"] for s in done.ledger["sessions"]] == [[0, 4], [4, 4]]
+    assert done.ledger["tokens"]["trained"] == first["tokens"]["trained"]
+    assert done.ledger["money"]["kzt"] == pytest.approx(first["money"]["kzt"])  # the clock moves only in steps
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4"]
+    assert done.ledger["summary"]["generation_check"]["prompts"]  # the work that crashed is done now
+    saved = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    trained = load_file(tmp_path / "run" / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors")
+    assert saved.keys() == trained.keys() and all((saved[k] == trained[k]).all() for k in saved)
+
+
+def test_a_cap_that_pays_for_every_step_lets_the_run_finish(tmp_path, write_recipe):
+    step_kzt = STEP_SECONDS / 3600 * 1.0 * 500
+    clock = StepClock()
+    result = train(load_recipe(_short_recipe(write_recipe, budget={"max_kzt": 4.5 * step_kzt})),
+                   out=tmp_path / "run", clock=clock, callbacks=[clock])
+    assert result.status == "finished" and result.ledger["progress"]["step"] == 4  # no next step to afford
+    assert result.ledger["budget"]["stop_reason"] is None and result.ledger["resume_command"] is None
+
+
+class SaveSpy(TrainerCallback):
+    """SIGTERM while the first checkpoint is written, or after a given step."""
+
+    def __init__(self, in_save: bool = False, at_step: int | None = None) -> None:
+        self.in_save, self.at_step, self.saves = in_save, at_step, 0
+
+    def on_save(self, args, state, control, **kwargs):
+        self.saves += 1
+        if self.in_save and self.saves == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+EVAL_DATA = {"sources": [{"path": "arzan://sample/kk_arith.jsonl", "format": "alpaca", "sample": 64}],
+             "eval_fraction": 0.25}
+
+
+@pytest.mark.parametrize("case", ["signal-in-save", "signal-then-epoch-eval", "budget-then-epoch-eval"])
+def test_a_stop_never_writes_the_same_checkpoint_twice(tmp_path, write_recipe, monkeypatch, case):
+    """Rewriting a checkpoint in place during the grace period could leave the only good one broken."""
+    from transformers import Trainer
+
+    writes = []
+    real = Trainer._save_checkpoint
+    monkeypatch.setattr(Trainer, "_save_checkpoint",
+                        lambda self, model, trial: (writes.append(self.state.global_step), real(self, model, trial)))
+    section = {"max_length": 64, "max_steps": 12, "per_device_train_batch_size": 2, "logging_steps": 1,
+               "save_steps": 1000, "gradient_accumulation_steps": 1}
+    sections, spy, budget = {"eval": {"generation_check": False}}, SaveSpy(at_step=3), None
+    if case == "signal-in-save":  # a stop asked for in the middle of an accumulated step, after a save
+        section.update(save_steps=2, gradient_accumulation_steps=2, max_steps=8)
+        spy = SaveSpy(in_save=True)
+    else:  # eval data without eval_steps: an epoch-end evaluation follows the stop
+        sections["data"] = EVAL_DATA
+        if case == "budget-then-epoch-eval":
+            spy, budget = SaveSpy(), BudgetSection(max_kzt=3.5 * STEP_SECONDS / 3600 * 500)
+    sections["cost"] = {"usd_per_gpu_hour": 1.0, "usd_kzt": 500}
+    clock = StepClock()
+    result = train(load_recipe(write_recipe(base_recipe(train=section, **sections))), out=tmp_path / "run",
+                   budget=budget, clock=clock, callbacks=[clock, spy])
+    assert result.status == ("stopped_budget" if case.startswith("budget") else "interrupted")
+    assert writes and len(writes) == len(set(writes)), writes
+    step = result.ledger["progress"]["step"]
+    assert (tmp_path / "run" / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").is_file()
+
+
+class SlowSetup:
+    """Loading the model costs `seconds` on the bill clock: a big model's download and load."""
+
+    def __init__(self, monkeypatch, clock: "SetupClock", seconds: float) -> None:
+        import arzan.model
+
+        self.clock, self.seconds = clock, seconds
+        real = arzan.model.load_model
+
+        def load(recipe):
+            out = real(recipe)
+            self.clock.extra += self.seconds
+            return out
+
+        monkeypatch.setattr(arzan.model, "load_model", load)
+
+
+class SetupClock(StepClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.extra = 0.0
+
+    def __call__(self) -> float:
+        return super().__call__() + self.extra
+
+
+def test_the_raised_cap_pays_for_the_next_sessions_setup_and_a_setup_never_buys_an_unaffordable_step(
+        tmp_path, write_recipe, monkeypatch):
+    step_kzt = STEP_SECONDS / 3600 * 500  # 8.33 ₸ a step; loading the model costs 600 s = 83.33 ₸
+    slow = SlowSetup(monkeypatch, SetupClock(), 600.0)
+    path = _short_recipe(write_recipe, steps=12, budget={"max_kzt": 130})
+    first = train(load_recipe(path), out=tmp_path / "run", clock=slow.clock, callbacks=[slow.clock])
+    assert first.status == "stopped_budget" and first.ledger["progress"]["step"] == 5  # 83.33 + 5 steps = 125 ₸
+    raised = parse_budget(first.ledger["resume_command"].split(" --budget ")[1])
+    assert raised.max_kzt >= 125 + 7 * step_kzt + 600 / 3600 * 500  # the steps left and another setup
+
+    # a cap the next setup alone would eat is refused before anything is paid
+    before = (tmp_path / "run" / "cost.json").read_text()
+    with pytest.raises(ArzanError, match="refusing to resume: max_kzt 200 ₸ is spent.*setup and first step"):
+        train(load_recipe(path), out=tmp_path / "run", mode="resume", budget=BudgetSection(max_kzt=200))
+    assert (tmp_path / "run" / "cost.json").read_text() == before
+
+    # a setup slower than last time, past the cap: not one step is bought, the saved adapter stays
+    adapter = (tmp_path / "run" / "adapter" / "adapter_model.safetensors").read_bytes()
+    slow.clock, slow.seconds = SetupClock(), 1200.0
+    second = train(load_recipe(path), out=tmp_path / "run", mode="resume", budget=BudgetSection(max_kzt=220),
+                   clock=slow.clock, callbacks=[slow.clock])
+    assert second.status == "stopped_budget" and "the first step of this session" in second.ledger["status_reason"]
+    assert [s["steps"] for s in second.ledger["sessions"]] == [[0, 5], [5, 5]]
+    assert second.ledger["tokens"]["trained"] == first.ledger["tokens"]["trained"]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+
+    # the cap it suggests now (from the slower setup) finishes the run
+    raised = parse_budget(second.ledger["resume_command"].split(" --budget ")[1])
+    slow.clock = SetupClock()
+    done = train(load_recipe(path), out=tmp_path / "run", mode="resume", budget=raised, clock=slow.clock,
+                 callbacks=[slow.clock])
+    assert done.status == "finished" and done.ledger["progress"]["step"] == 12
+    assert done.ledger["money"]["kzt"] <= raised.max_kzt
+
+
+def test_a_new_run_whose_setup_eats_the_budget_trains_nothing(tmp_path, write_recipe, monkeypatch):
+    slow = SlowSetup(monkeypatch, SetupClock(), 600.0)  # 83.33 ₸ before the first step
+    result = train(load_recipe(_short_recipe(write_recipe, budget={"max_kzt": 50})), out=tmp_path / "run",
+                   allow_over_budget=True, clock=slow.clock, callbacks=[slow.clock])
+    assert result.status == "stopped_budget" and result.ledger["progress"]["step"] == 0
+    assert result.ledger["tokens"]["trained"] == 0
+    assert not (tmp_path / "run" / "adapter").exists()  # no step trained: no adapter to pass off as one
+
+
+def test_a_signal_while_the_final_adapter_is_saved_finishes_the_run_and_a_second_one_waits_for_the_file(
+        tmp_path, write_recipe, monkeypatch):
+    import peft
+
+    real = peft.PeftModel.save_pretrained
+    signals = [1]
+
+    def save(self, path, *a, **k):
+        if Path(path).name == "adapter":
+            for _ in range(signals[0]):
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, path, *a, **k)
+
+    monkeypatch.setattr(peft.PeftModel, "save_pretrained", save)
+    path = _short_recipe(write_recipe, steps=2, eval={"generation_check": True})
+    one = train(load_recipe(path), out=tmp_path / "one")
+    assert one.status == "finished"  # every step trained and saved: nothing to resume
+    assert "received SIGTERM before the generation check" in one.ledger["status_reason"]
+    assert one.ledger["summary"]["generation_check"] is None  # skipped, and the reason says so
+    assert (tmp_path / "one" / "adapter" / "adapter_model.safetensors").is_file()
+
+    signals[0] = 2
+    with pytest.raises(KeyboardInterrupt):
+        train(load_recipe(path), out=tmp_path / "two")
+    from safetensors.torch import load_file
+
+    assert load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")  # written whole, then the exit
+    led = json.loads((tmp_path / "two" / "cost.json").read_text())
+    assert led["status"] == "interrupted" and "--resume continues from checkpoint-2" in led["status_reason"]
+
+
+def test_a_signal_is_not_swallowed_by_a_librarys_except_exception(tmp_path, write_recipe, monkeypatch):
+    """Fallback code (`except Exception: try the other way`) must not eat the stop and train on."""
+    import arzan.model
+
+    real = arzan.model.load_model
+
+    def load(recipe):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+        except Exception:
+            pass
+        return real(recipe)
+
+    monkeypatch.setattr(arzan.model, "load_model", load)
+    result = train(load_recipe(_short_recipe(write_recipe)), out=tmp_path / "run")
+    assert result.status == "interrupted" and result.ledger["progress"]["step"] == 0
+    assert "during setup" in result.ledger["status_reason"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from transformers import TrainerCallback
@@ -65,6 +66,16 @@ def metered_trainer_class() -> type:
                 self._save_checkpoint(model, trial)
                 self.control = self.callback_handler.on_save(self.args, self.state, self.control)
 
+        def _save_checkpoint(self, model, trial):
+            # A stop right after a save, or right after resuming, asks for the same step again; the
+            # Trainer would rewrite that checkpoint in place, and a kill half-way through would break
+            # the one good checkpoint a resume needs. A complete one is never written twice.
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            done = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            if not (done / "trainer_state.json").is_file():
+                super()._save_checkpoint(model, trial)
+
     return MeteredSFTTrainer
 
 
@@ -77,8 +88,12 @@ class EvaluationCut(Exception):
     """
 
 
-class Interrupted(Exception):
-    """A stop signal arrived outside the training loop: there is nothing to checkpoint yet."""
+class Interrupted(BaseException):
+    """A stop signal arrived outside the training loop: there is nothing to checkpoint yet.
+
+    A BaseException, like KeyboardInterrupt: library code that falls back on `except Exception`
+    (an unsloth import, a hub call) must not swallow it and carry on past the machine's 30 s.
+    """
 
     def __init__(self, signum: int, where: str) -> None:
         self.signum, self.where = signum, where
@@ -99,6 +114,7 @@ class StopOnSignal(TrainerCallback):
         self.received: int | None = None
         self.in_loop = False
         self.protected: str | None = None
+        self.exit_after_protected = False
         self.phase = "setup"
         self._previous: dict[int, Any] = {}
 
@@ -112,7 +128,10 @@ class StopOnSignal(TrainerCallback):
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:  # a second signal: the user means it
+        if self.received is not None:  # a second signal: the user means it, once the file being written is whole
+            if self.protected is not None:
+                self.exit_after_protected = True
+                return
             raise KeyboardInterrupt
         self.received = signum
         if not self.in_loop and self.protected is None:
@@ -131,7 +150,7 @@ class StopOnSignal(TrainerCallback):
 
     def _stop(self, control: Any) -> None:
         if self.received is not None:
-            control.should_save = True
+            control.should_save = True  # the metered trainer skips a step that is already saved
             control.should_training_stop = True
             control.should_evaluate = False  # the checkpoint first: an evaluation would eat the 30 s
 
@@ -140,6 +159,9 @@ class StopOnSignal(TrainerCallback):
 
     def on_substep_end(self, args, state, control, **kwargs):
         self._stop(control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._stop(control)  # an epoch-end evaluation is skipped too
 
     def on_prediction_step(self, args, state, control, **kwargs):
         if self.received is not None and self.in_loop:
@@ -156,6 +178,9 @@ class _Protected:
 
     def __exit__(self, *exc: Any) -> None:
         self.stopper.protected = None
+        if self.stopper.exit_after_protected:
+            self.stopper.exit_after_protected = False
+            raise KeyboardInterrupt
 
 
 class SaveOnClock(TrainerCallback):

@@ -311,23 +311,26 @@ def check_budget(recipe: Recipe, est: Estimate) -> str | None:
             f"--allow-over-budget (the meter still stops the run at the cap)")
 
 
-def preflight_budget(recipe: Recipe, allow_over_budget: bool = False) -> str | None:
+def preflight_budget(recipe: Recipe, allow_over_budget: bool = False) -> tuple[str | None, float, int]:
     """For `arzan train`, before the meter starts: refuse a run whose estimate is over its caps.
 
-    Estimates only when a cap is set (it tokenizes the data once more). Returns a line to print, or
-    None; raises ArzanError to refuse. An estimate that cannot be made never blocks a run: the
-    meter enforces the caps during training anyway.
+    Estimates only when a cap is set (it tokenizes the data once more). Returns a line to print (or
+    None), the estimated train seconds per step and the planned steps (0 when unknown), which the
+    meter uses for its budget checks until it has measured a step; raises ArzanError to refuse. An estimate that
+    cannot be made never blocks a run: the meter enforces the caps during training anyway.
     """
     b = recipe.budget
     if b.max_kzt is None and b.max_usd is None and b.max_hours is None:
-        return None
+        return None, 0.0, 0
     try:
         est = estimate(recipe)
     except ArzanError as exc:
-        return f"budget pre-check skipped: {exc}"
+        return f"budget pre-check skipped: {exc}", 0.0, 0
+    o, steps = est.target, est.plan.steps
+    step_s = o.phases.get("train", 0.0) / steps if o is not None and o.phases and steps else 0.0
     msg = check_budget(recipe, est)
     if msg is None:
-        return None
+        return None, step_s, steps
     if allow_over_budget:
-        return f"starting over budget (--allow-over-budget): {msg}"
+        return f"starting over budget (--allow-over-budget): {msg}", step_s, steps
     raise ArzanError(f"refusing to start: {msg}")

@@ -233,6 +233,13 @@ class TrainSection(BaseModel):
     # arzan's own: checkpoint on the clock too, so a preempted spot run loses minutes, not hours
     save_every_minutes: float | None = Field(None, gt=0)
 
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, v: int) -> int:
+        if v == 0 or v < -1:  # transformers would still train a step, and bill it, at max_steps 0
+            raise ValueError("must be a positive number of optimizer steps, or -1 to train num_train_epochs")
+        return v
+
     @model_validator(mode="after")
     def _only_sft_fields(self) -> TrainSection:
         """Names must be SFTConfig's; values are coerced to SFTConfig's types (YAML reads `1e-8` as text)."""

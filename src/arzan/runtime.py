@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arzan.cost.ledger import Ledger, ModelInfo, money_for, new_ledger, read_ledger, utcnow
-from arzan.cost.meter import CostMeter, suggest_cap
+from arzan.cost.meter import CostMeter, mean_step_seconds, session_overhead_s, suggest_cap
 from arzan.cost.prices import Exchange, Price, resolve_exchange, resolve_price
 from arzan.errors import ArzanError
 from arzan.recipe import BudgetSection, Recipe, load_recipe
@@ -99,15 +99,15 @@ def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
     """Refuse a resume that could not afford one more step: its setup would be money for nothing.
 
     The step's cost comes from the steps already paid for (train seconds per step), at this
-    session's price, plus the overhead charged once per session.
+    session's price, plus what a session pays before its first step and after its last (model
+    load, tokenizing, saving, as last time) and the provider's overhead.
     """
     b = recipe.budget
     if b.max_kzt is None and b.max_usd is None and b.max_hours is None:
         return
     price, exchange = price_for(recipe)
-    done = sum(max(s.steps[1] - s.steps[0], 0) for s in ledger.sessions)
-    step_s = ledger.phases.train / done if done else 0.0
-    next_s = step_s + price.overhead_s
+    step_s = mean_step_seconds(ledger)
+    next_s = step_s + price.overhead_s + session_overhead_s(ledger)
     usd, kzt = money_for(next_s, price, exchange)
     checks = (("max_kzt", b.max_kzt, ledger.money.kzt, kzt, "₸"), ("max_usd", b.max_usd, ledger.money.usd, usd, "$"),
               ("max_hours", b.max_hours, ledger.billed_seconds / 3600, next_s / 3600, "h"))
@@ -115,7 +115,7 @@ def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
         if cap is not None and spent + step > cap:
             hint = suggest_cap(kind, ledger, step_s, price, exchange)
             raise ArzanError(f"refusing to resume: {kind} {cap:g} {unit} is spent ({spent:.4g} {unit} so far, the "
-                             f"next step ~{step:.2g} {unit}); raise the cap: "
+                             f"next session's setup and first step ~{step:.2g} {unit}); raise the cap: "
                              f"arzan train --resume {where} --budget {hint}")
 
 
@@ -168,6 +168,49 @@ def final_status(meter: CostMeter, stopper: Any, after: str | None = None) -> tu
     if meter.ledger.budget.stop_reason:
         return "stopped_budget", meter.ledger.budget.stop_reason
     return "finished", None
+
+
+def is_final_checkpoint(ckpt: Path | None) -> bool:
+    """True when the checkpoint holds every step: transformers checks max_steps only after a step,
+    so resuming from it would train (and bill) one step beyond the plan."""
+    import json
+
+    if ckpt is None:
+        return False
+    state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    return state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
+
+
+def load_checkpoint_adapter(model: Any, ckpt: Path) -> None:
+    """The trained LoRA weights of a final checkpoint, into the freshly built PEFT model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = ckpt / "adapter_model.safetensors"
+    if not path.is_file():
+        raise ArzanError(f"{ckpt}: no adapter_model.safetensors in the last checkpoint to finish the run from")
+    result = set_peft_model_state_dict(model, load_file(str(path)))
+    if getattr(result, "unexpected_keys", None):
+        raise ArzanError(f"{path}: does not fit this recipe's LoRA (e.g. {result.unexpected_keys[0]}); "
+                         "was recipe.yaml edited after the run started?")
+
+
+def skipped_after_training(meter: CostMeter, stopper: Any, recipe: Recipe, run_dir: Path) -> str | None:
+    """A signal after the last step: the training is complete and saved, so the run is finished;
+    say what after-training work did not run and how to do it (a resume would have nothing to train)."""
+    import signal
+
+    p = meter.ledger.progress
+    if stopper.received is None or not (p.max_steps and p.step >= p.max_steps):
+        return None
+    work = [w for w, on in (("the generation check", recipe.eval.generation_check),
+                            ("the evaluation after training", bool(recipe.eval.tasks)),
+                            ("the merge", recipe.output.save_merged)) if on]
+    name = signal.Signals(stopper.received).name
+    if not work:
+        return f"training finished; received {name} after the last step"
+    hints = [redo_hint(w, run_dir) for w in work if w != "the generation check"] or [redo_hint("", run_dir)]
+    return f"training finished; received {name} before {' and '.join(work)} ({'; '.join(hints)})"
 
 
 def redo_hint(where: str, run_dir: Path) -> str:

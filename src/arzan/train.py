@@ -70,16 +70,13 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         check_run_folder(recipe.run_dir(out), mode)  # a refusal costs a second, not a data check
         recipe = runtime.with_terms(recipe, budget, cost_overrides)
         runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
-        over = preflight_budget(recipe, allow_over_budget)  # raises ArzanError("refusing to start: ...")
+        over, *expected = preflight_budget(recipe, allow_over_budget)  # raises ArzanError("refusing to start")
         if over and console is not None:
             console.print(f"[yellow]warning:[/] {over}", highlight=False)
     t0 = tick()  # rows are checked before a folder is made or a model downloaded
     raw = load_data(recipe.data, recipe.base_dir)
     data_seconds = tick() - t0
-    if mode != "resume":
-        folder, note = open_run_folder(recipe.run_dir(out), mode)
-        folder.recipe.write_text(recipe.resolved_yaml(), encoding="utf-8")
-    from arzan.callbacks import (
+    from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists
         Interrupted,
         PrintProgress,
         SaveOnClock,
@@ -88,13 +85,18 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         metered_trainer_class,
     )
 
+    if mode != "resume":  # from here to stopper.install() takes milliseconds: no signal window worth a handler
+        folder, note = open_run_folder(recipe.run_dir(out), mode)
+        folder.recipe.write_text(recipe.resolved_yaml(), encoding="utf-8")
     counter = TokenCounter()
     meter = runtime.make_meter(recipe, folder, counter, resume=mode == "resume", clock=clock)
+    if mode != "resume":
+        meter.expect_steps(*expected)  # the estimate, until a step is measured; a resume has its own
+    stopper = StopOnSignal()
+    stopper.install()
     meter.add_seconds("data", data_seconds)
     meter.start_flusher()
-    stopper = StopOnSignal()
     status, reason = "failed", None
-    stopper.install()
     try:
         from arzan.data import tokenize_data
         from arzan.model import load_model
@@ -117,14 +119,22 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 
         trainer.remove_callback(PrinterCallback)  # its raw dicts would drown the money line
         meter.attach(trainer)
-        with meter.phase("train"):
-            trainer.train(resume_from_checkpoint=str(ckpt) if (ckpt := folder.last_checkpoint()) else None)
+        ckpt, weights = folder.last_checkpoint(), True  # weights: this session has an adapter to save
+        if runtime.is_final_checkpoint(ckpt):  # every step is paid for: a Trainer resume would add one more
+            with meter.phase("setup"):
+                runtime.load_checkpoint_adapter(trainer.model, ckpt)
+        elif meter.over_budget_before_training():  # the setup ate the budget: no step, adapter/ stays as it is
+            weights = False
+        else:
+            with meter.phase("train"):
+                trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         stopper.phase = "the end of training"
-        with meter.phase("save"), stopper.protect("saving the adapter"):
-            trainer.model.save_pretrained(folder.adapter)
-            tokenizer.save_pretrained(folder.adapter)
+        if weights:
+            with meter.phase("save"), stopper.protect("saving the adapter"):
+                trainer.model.save_pretrained(folder.adapter)
+                tokenizer.save_pretrained(folder.adapter)
+        after = runtime.skipped_after_training(meter, stopper, recipe, folder.root)  # a signal after the last step
         stopped_early = stopper.received is not None or meter.ledger.budget.stop_reason is not None
-        after = None  # why the work after training was cut short, if it was
         if not stopped_early:  # a preempted machine has seconds left, a capped budget nothing
             try:
                 if recipe.eval.generation_check:
@@ -144,14 +154,17 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         reason = "stopped by an error before training finished"
         raise
     except KeyboardInterrupt:
-        status, reason = "interrupted", "interrupted by a second signal before a checkpoint was saved"
+        ckpt = folder.last_checkpoint()
+        status, reason = "interrupted", (f"interrupted by a second signal; --resume continues from "
+                                         f"{ckpt.name if ckpt else 'the start'}")
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise
     finally:
+        with stopper.protect("closing the ledger"):  # a signal now waits for the ledger and the card
+            ledger = runtime.finish(meter, folder, recipe, status, reason)
         stopper.uninstall()
-        ledger = runtime.finish(meter, folder, recipe, status, reason)
     if status == "finished" and recipe.output.push_to_hub:  # after finish, so the card shows the final bill
         from arzan.export import push_to_hub
 

@@ -220,6 +220,8 @@ def rewind_to_checkpoint(ledger: Ledger, at_checkpoint: Ledger | None, step: int
         if s.steps[1] <= step:
             continue
         k = kept.get(s.index)
+        if k is not None and k.steps[1] >= s.steps[1]:
+            continue  # an earlier session the checkpoint already holds whole (its lost_steps included)
         if k is not None and k.steps[0] <= step:
             s.tokens, lost_from = k.tokens.model_copy(), max(k.steps[1], step)
         else:

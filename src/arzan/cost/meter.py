@@ -79,11 +79,26 @@ def _rapl_reader() -> Callable[[], float | None] | None:
     return kwh
 
 
+def mean_step_seconds(ledger: Ledger) -> float:
+    """Train seconds per optimizer step over every session so far (evaluations in training included)."""
+    done = sum(max(s.steps[1] - s.steps[0], 0) for s in ledger.sessions)
+    return ledger.phases.train / done if done else 0.0
+
+
+def session_overhead_s(ledger: Ledger) -> float:
+    """What another session pays besides its steps: loading the model, tokenizing, saving, as the
+    latest session that got that far paid for them."""
+    for s in reversed(ledger.sessions):
+        if s.phases.setup or s.phases.data:
+            return s.phases.setup + s.phases.data + s.phases.save
+    return 0.0
+
+
 def suggest_cap(kind: str, ledger: Ledger, step_s: float, price: Price, exchange: Exchange) -> str:
     """A `--budget` value that would let a capped run finish: spent so far plus the steps left at
-    the measured step time and one more session's overhead, with 10% to spare."""
-    left = max(ledger.progress.max_steps - ledger.progress.step, 1)
-    more_s = left * step_s + price.overhead_s
+    the measured step time and one more session's setup and overhead, with 10% to spare."""
+    left = max(ledger.progress.max_steps - ledger.progress.step, 0)
+    more_s = left * step_s + price.overhead_s + session_overhead_s(ledger)
     usd, kzt = money_for(more_s, price, exchange)
     if kind == "max_kzt":
         return f"{math.ceil((ledger.money.kzt + kzt) * 1.1)}KZT"
@@ -297,12 +312,31 @@ class CostMeter(TrainerCallback):
         next_usd, next_kzt = money_for(step_s, led.price, led.exchange)
         if done > 0 and state.max_steps:  # setup time is paid once, so project only the steps left
             led.budget.projected_kzt = led.money.kzt + max(state.max_steps - step, 0) * next_kzt
-        reason = self._over_budget(step_s, "the next step")
+        last = bool(state.max_steps) and step >= state.max_steps  # no next step to pay for
+        reason = None if last else self._over_budget(step_s, "the next step")
         if reason and led.budget.stop_reason is None:
             control.should_training_stop = control.should_save = True
             self._stop_for_budget(reason, step_s)
         else:
             self._maybe_flush()
+
+    @_locked
+    def expect_steps(self, step_s: float, steps: int) -> None:
+        """The estimate's seconds per step and planned steps: what the budget checks and the raised-cap
+        hint use until a step is measured (a setup that ate the cap would otherwise suggest a cap
+        that pays for no steps)."""
+        self._step_s = step_s
+        if steps and not self.ledger.progress.max_steps:
+            self.ledger.progress.max_steps = steps
+    @_locked
+    def over_budget_before_training(self) -> bool:
+        """Asked once the model is loaded: a setup that ate the budget must not buy a first step."""
+        self._tick()
+        step_s = mean_step_seconds(self.ledger) or self._step_s
+        reason = self._over_budget(step_s, "the first step of this session")
+        if reason and self.ledger.budget.stop_reason is None:
+            self._stop_for_budget(reason, step_s)
+        return reason is not None
 
     @_locked
     def on_prediction_step(self, args, state, control, **kwargs):
