@@ -46,7 +46,7 @@ def test_compare_rows_money_and_references(tmp_path):
     assert "arzan_unt_kk_biology" in {r["task"] for r in detail if r["basis"] == PUBLISHED}
 
     md = scores_markdown(rows)
-    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) |" in md
+    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) · 125 ₸/pt |" in md  # 5000 ₸ / 40 points
     assert "Published rows (not measured here):" in md and "horde-common" in md
 
     from rich.console import Console
@@ -55,6 +55,7 @@ def test_compare_rows_money_and_references(tmp_path):
     console.print(scores_table(rows))
     out = console.file.getvalue()
     assert "lora-a" in out and PUBLISHED in out
+    assert "horde-common" in out  # the table printed by default cites its sources too
 
 
 def test_compare_missing_eval_is_a_clear_error(tmp_path):

@@ -72,8 +72,23 @@ def test_letter_answers_including_cyrillic_lookalikes():
     rows = [(1, {"question": "q", "A": "a", "B": "b", "C": "c", "D": "d", "E": "", "correct_answer": "С"})]
     doc = convert("unt", rows, "mem")[0]
     assert doc["label"] == 2 and doc["choices"] == ["a", "b", "c", "d"] and doc["letters"] == list("ABCD")
-    with pytest.raises(ArzanError, match="mem: line 1: answer 'E' is not one of the letters A, B, C, D"):
+    with pytest.raises(ArzanError, match="mem: line 1: answer 'E' names option 'E', which is empty or missing"):
         convert("unt", [(1, {**rows[0][1], "correct_answer": "E"})], "mem")
+    with pytest.raises(ArzanError, match="mem: line 1: answer 'Z' is not one of the letters A, B, C, D, E, F, G, H"):
+        convert("unt", [(1, {**rows[0][1], "correct_answer": "Z"})], "mem")
+
+
+def test_an_empty_option_in_the_middle_does_not_shift_the_answer():
+    """Option C empty, key D: the right answer is the text under D, shown as the third choice."""
+    row = {"Question": "q", "Option A": "a", "Option B": "b", "Option C": "", "Option D": "d", "Option E": "e",
+           "Answer Key": "D"}
+    doc = convert("kazmmlu", [(1, row)], "mem")[0]
+    assert doc["choices"] == ["a", "b", "d", "e"] and doc["choices"][doc["label"]] == "d"
+    hella = {"ctx": "c", "option1": "a", "option2": "", "option3": "b", "option4": "в", "answer": "4"}
+    doc = convert("kazllm_hellaswag", [(1, hella)], "mem")[0]
+    assert doc["choices"][doc["label"]] == "в"
+    with pytest.raises(ArzanError, match="answer 'C' names option 'Option C', which is empty"):
+        convert("kazmmlu", [(1, {**row, "Answer Key": "C"})], "mem")
 
 
 def test_kazllm_csv_schemas(tmp_path):
@@ -99,3 +114,40 @@ def test_shared_files_validate_and_load_through_the_task_loader():
 def test_loader_without_data_or_hub_explains(tmp_path):
     with pytest.raises(ArzanError, match="'x.jsonl' not found"):
         load("mc", local_file="x.jsonl", arzan_data_dir=str(tmp_path))
+
+
+def test_csv_records_may_span_lines_and_a_broken_csv_names_the_row(tmp_path):
+    f = tmp_path / "hellaswag_kk.csv"
+    f.write_text('ctx,option1,option2,option3,option4,answer\n"Бірінші жол\nекінші жол",а,ә,б,в,3\nбасы,а,ә,б,в,9\n',
+                 encoding="utf-8")
+    rows = read_rows(f)
+    assert rows[0][1]["ctx"] == "Бірінші жол\nекінші жол"  # the newline inside the quotes is kept
+    with pytest.raises(ArzanError, match=r"hellaswag_kk\.csv: row 4: answer '9' is out of range"):
+        validate_file(f, "kazllm_hellaswag")  # numbered by the line the bad record starts on
+    bad = tmp_path / "bad.csv"
+    bad.write_text('ctx,option1,option2,option3,option4,answer\n"басы,а,ә,б,в,3\n' + "x" * 200_000, encoding="utf-8")
+    with pytest.raises(ArzanError, match=r"bad\.csv: row 2: not valid CSV"):
+        read_rows(bad)
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path):
+    f = tmp_path / "quiz.jsonl"
+    row = {**GOOD, "question": "бірінші\u2028екінші\x0cүшінші"}
+    f.write_text(json.dumps(row, ensure_ascii=False) + "\r\n" + json.dumps(GOOD) + "\n", encoding="utf-8")
+    assert validate_file(f) == 2
+
+
+def test_a_column_with_numbers_in_some_rows_and_text_in_others_still_loads(tmp_path):
+    f = tmp_path / "quiz.jsonl"
+    f.write_text(json.dumps({**GOOD, "topic": 4}) + "\n" + json.dumps({**GOOD, "topic": "қала"}) + "\n",
+                 encoding="utf-8")
+    assert validate_file(f) == 2
+    ds = load("mc", local_file=str(f))["test"]
+    assert ds["topic"] == ["4", "қала"]
+
+
+def test_a_hub_dataset_that_cannot_be_reached_is_one_line_naming_it_and_the_way_out():
+    with pytest.raises(ArzanError) as e:
+        load("mc", local_file="nowhere.jsonl", hub_path="kz-transformers/not-reachable-offline")
+    msg = str(e.value)
+    assert "cannot load hub:kz-transformers/not-reachable-offline" in msg and "--data-dir" in msg and "\n" not in msg

@@ -46,3 +46,20 @@ def test_model_that_stops_passes(tiny):
     assert out["summary"] == "1/1 answers stopped at EOS"
     assert model.training  # the caller's mode is restored
     model.eval()
+
+
+def test_a_turn_end_the_tokenizer_names_counts_even_when_the_generation_config_names_another(tiny):
+    """Llama-3.1: generation_config may list only <|end_of_text|>; the chat turn ends with <|eot_id|>."""
+    from arzan.evaluation.generation import _encode
+
+    model, tok = tiny
+    with torch.no_grad():
+        token = int(model(torch.tensor([_encode(tok, "Сәлем!")])).logits[0, -1].argmax())
+    saved = (model.generation_config.eos_token_id, tok.eos_token)
+    try:
+        model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|pad|>")  # never produced
+        tok.eos_token = tok.convert_ids_to_tokens(token)  # the turn end the fine-tune does produce
+        out = generation_check(model, tok, prompts=["Сәлем!"], max_new_tokens=3)
+    finally:
+        model.generation_config.eos_token_id, tok.eos_token = saved
+    assert out["ok"] and out["prompts"][0]["stopped_at_eos"]

@@ -91,6 +91,37 @@ def test_run_folder_on_local_kazakh_data(run_dir):
 
 
 @needs_shared
+def test_a_later_eval_adds_to_the_scores_and_each_eval_is_billed_as_its_own_session(run_dir, tmp_path):
+    """A per-task rerun or a quick --limit check must not erase a full suite; its time and money
+    join the ledger as an eval-only session, so ₸ per point counts what the scores cost."""
+    import shutil
+
+    from arzan.cost.ledger import read_ledger, write_ledger
+    from arzan.cost.prices import Price
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "eval.json").unlink(missing_ok=True)
+    led = read_ledger(run / "cost.json")
+    led.price = Price(usd_per_gpu_hour=3.6)  # 1 $ per 1000 s, on this CPU
+    before, spent, eval_s = len(led.sessions), led.money.usd, led.phases.eval  # another test may have evaluated
+    write_ledger(run / "cost.json", led)
+    full = run_eval(run, tasks="kazakh_local", limit=12, data_dir=SHARED)
+    quick = run_eval(run, tasks="arzan_kkcopa", limit=4, data_dir=SHARED)
+    assert set(quick["tasks"]) == {"arzan_belebele_kk", "arzan_kkcopa"}
+    assert quick["tasks"]["arzan_belebele_kk"] == full["tasks"]["arzan_belebele_kk"]  # kept as it was
+    assert (quick["tasks"]["arzan_kkcopa"]["n"], quick["tasks"]["arzan_kkcopa"]["limit"]) == (4, 4)
+    assert [h["tasks_run"] for h in quick["history"]] == [["arzan_belebele_kk", "arzan_kkcopa"], ["arzan_kkcopa"]]
+    assert {r["task"] for r in quick["rows"]} == {"arzan_belebele_kk", "arzan_kkcopa"}
+    ledger = json.loads((run / "cost.json").read_text(encoding="utf-8"))
+    assert ledger["summary"]["eval"]["tasks"] == quick["tasks"]
+    added = ledger["sessions"][before:]
+    assert [s["phases"]["eval"] for s in added] == [full["seconds"], quick["seconds"]]
+    assert ledger["phases"]["eval"] == pytest.approx(eval_s + full["seconds"] + quick["seconds"])
+    assert ledger["money"]["usd"] == pytest.approx(spent + (full["seconds"] + quick["seconds"]) / 1000)
+
+
+@needs_shared
 def test_adapter_and_merged_model_score_the_same(run_dir, merged_dir, tmp_path):
     kw = dict(tasks="kazakh_local", limit=8, data_dir=SHARED, update_ledger=False)
     with_adapter = run_eval(run_dir, out_dir=tmp_path / "a", **kw)

@@ -214,12 +214,14 @@ def compare_(
     sources: list[str] = typer.Argument(..., help="Run folders or eval.json files."),
     markdown: bool = typer.Option(False, "--markdown", help="Print Markdown instead of a table."),
     no_references: bool = typer.Option(False, "--no-references", help="Leave out published reference rows."),
+    detail: bool = typer.Option(False, "--detail", help="Every subtask (e.g. each UNT subject), not one score "
+                                "per task."),
 ) -> None:
     """Scores of runs side by side, with their cost and published reference rows."""
     from arzan.evaluation import compare, scores_markdown, scores_table
 
     try:
-        rows = compare(sources, references=not no_references)
+        rows = compare(sources, references=not no_references, detail=detail)
         console.print(scores_markdown(rows) if markdown else scores_table(rows))
     except ArzanError as exc:
         _fail(exc)

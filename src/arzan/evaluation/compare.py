@@ -62,14 +62,14 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         picked = [r for r in doc.get("rows", []) if r.get("primary")]
     else:
         picked = [{"task": t, "metric": h["metric"], "value": h.get(h["metric"]),
-                   "stderr": h.get(f"{h['metric']}_stderr"), "n": h.get("n")}
+                   "stderr": h.get(f"{h['metric']}_stderr"), "n": h.get("n"), "limit": h.get("limit")}
                   for t, h in (doc.get("tasks") or {}).items()]
     rows = []
     for r in picked:
         value = r.get("value")
         rows.append({"model": str(label), "basis": "measured", "task": r["task"], "metric": r["metric"],
                      "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
-                     "limit": doc.get("limit"), "kzt": kzt,
+                     "limit": r.get("limit", doc.get("limit")), "kzt": kzt,
                      "kzt_per_point": kzt / (100 * value) if kzt and value else None,
                      "source": str(eval_file)})
     return rows
@@ -112,7 +112,16 @@ def _cell(r: dict | None) -> str:
     s = f"{100 * r['value']:.1f}"
     if r.get("stderr") is not None:
         s += f" ±{100 * r['stderr']:.1f}"
-    return s + (f" (n={r['n']})" if r.get("n") else "")
+    s += f" (n={r['n']})" if r.get("n") else ""
+    return s + (f" · {r['kzt_per_point']:,.0f} ₸/pt" if r.get("kzt_per_point") else "")
+
+
+def _published_sources(rows: list[dict]) -> list[str]:
+    """One line per published row's source: a reference nobody can look up is not a reference."""
+    sources = dict.fromkeys((r["model"], r["source"], r.get("table"), r.get("protocol"))
+                            for r in rows if r["basis"] == PUBLISHED)
+    return [f"{m}: {src}" + (f" — {table}" if table else "") + (f". Protocol: {proto}" if proto else "")
+            for m, src, table, proto in sources]
 
 
 def _money(kzt: float | None) -> str:
@@ -124,8 +133,9 @@ def scores_table(rows: list[dict], title: str = "Kazakh scores (% correct)"):
     from rich.table import Table
 
     tasks, models, cells = _pivot(rows)
-    table = Table(title=title, caption=f"'{PUBLISHED}': copied from the source in "
-                  "reference_scores.yaml, made with its own prompts and splits")
+    caption = [f"'{PUBLISHED}': copied from the source in reference_scores.yaml, made with its own prompts "
+               "and splits. ₸/pt: the run's whole bill per point of score.", *_published_sources(rows)]
+    table = Table(title=title, caption="\n".join(caption), caption_justify="left")
     for col in ("model", "basis", "cost", *tasks):
         table.add_column(col, justify="right" if col not in ("model", "basis") else "left")
     for model, basis, kzt in models:
@@ -141,11 +151,7 @@ def scores_markdown(rows: list[dict]) -> str:
     for model, basis, kzt in models:
         lines.append(f"| {model} | {basis} | {_money(kzt)} | "
                      + " | ".join(_cell(cells.get((model, basis, t))) for t in tasks) + " |")
-    sources = list(dict.fromkeys((r["model"], r["source"], r.get("table"), r.get("protocol"))
-                                 for r in rows if r["basis"] == PUBLISHED))
+    sources = _published_sources(rows)
     if sources:
-        lines += ["", "Published rows (not measured here):"]
-        for m, src, table, proto in sources:
-            lines.append(f"- {m}: {src}" + (f" — {table}" if table else "")
-                         + (f". Protocol: {proto}" if proto else ""))
+        lines += ["", "Published rows (not measured here):", *(f"- {line}" for line in sources)]
     return "\n".join(lines) + "\n"

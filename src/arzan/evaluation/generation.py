@@ -26,11 +26,15 @@ def default_prompts() -> list[str]:
 
 
 def _eos_ids(model: Any, tokenizer: Any, eos_token_id: int | list[int] | None) -> set[int]:
-    for candidate in (eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None),
-                      getattr(tokenizer, "eos_token_id", None)):
-        if candidate is not None:
-            return set(candidate if isinstance(candidate, (list, tuple, set)) else [candidate])
-    raise ArzanError("the model and tokenizer name no EOS token, so stopping cannot be checked")
+    """The given ids, else every id the model's generation config and the tokenizer call EOS: a
+    Llama-3.1 config may list only <|end_of_text|> while the chat template ends turns with <|eot_id|>."""
+    sources = [eos_token_id] if eos_token_id is not None else [
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        getattr(tokenizer, "eos_token_id", None)]
+    ids = {i for c in sources if c is not None for i in (c if isinstance(c, (list, tuple, set)) else [c])}
+    if not ids:
+        raise ArzanError("the model and tokenizer name no EOS token, so stopping cannot be checked")
+    return ids
 
 
 def _encode(tokenizer: Any, prompt: str) -> list[int]:

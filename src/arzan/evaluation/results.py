@@ -73,10 +73,49 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def put_in_ledger(path: Path, summary: dict) -> None:
-    """summary.eval in cost.json, through the ledger's own reader and atomic writer."""
-    from arzan.cost.ledger import read_ledger, write_ledger
+def merge_with_previous(old: dict | None, new: dict) -> dict:
+    """A later `arzan eval` of the same model adds to the earlier scores: it replaces only the tasks
+    it ran again (a per-task rerun or a quick `--limit 10` check must not erase a full suite).
+    Another model (a retrained adapter, a different base) starts afresh."""
+    same = old is not None and all((old.get("model") or {}).get(k) == new["model"].get(k)
+                                   for k in ("base", "adapter_sha256"))
+    entry = {k: new.get(k) for k in ("created_at", "tasks_run", "limit", "seconds")}
+    if not same:
+        return {**new, "history": [entry]}
+    ran = {r["task"] for r in new["rows"]}
+    rows = [r for r in old.get("rows", []) if r["task"] not in ran] + new["rows"]
+    tasks = {**{t: h for t, h in (old.get("tasks") or {}).items() if t not in new["tasks"]}, **new["tasks"]}
+    history = old.get("history") or [{k: old.get(k) for k in entry}]
+    return {**new, "rows": rows, "tasks": tasks,
+            "tasks_run": list(dict.fromkeys([*(old.get("tasks_run") or []), *new["tasks_run"]])),
+            "data_source": {**(old.get("data_source") or {}), **new["data_source"]},
+            "substituted": {**(old.get("substituted") or {}), **new["substituted"]},
+            "history": [*history, entry]}
+
+
+def read_previous(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # none yet, or unreadable: the new results stand alone
+    return doc if isinstance(doc, dict) else None
+
+
+def put_in_ledger(path: Path, summary: dict, seconds: float, device: str) -> None:
+    """summary.eval in cost.json, and the evaluation's time and money as a session of its own.
+
+    Billed at the run's last price when it ran on the same kind of device (the rented GPU, right
+    after training), at 0 on another (a CPU: the user's own machine). Through the ledger's own
+    reader and atomic writer.
+    """
+    from arzan.cost.ledger import Phases, Session, apply_totals, money_for, read_ledger, utcnow, write_ledger
 
     ledger = read_ledger(path)
     ledger.summary.eval = summary
-    write_ledger(path, ledger)
+    now, step = utcnow(), ledger.progress.step
+    s = Session(index=len(ledger.sessions), started_at=now, finished_at=now, status="finished",
+                phases=Phases(eval=seconds), billed_seconds=seconds, steps=[step, step])
+    if device.split(":")[0] == ledger.hardware.device:
+        s.money.usd, s.money.kzt = money_for(seconds, ledger.price, ledger.exchange)
+    ledger.sessions.append(s)
+    write_ledger(path, apply_totals(ledger))

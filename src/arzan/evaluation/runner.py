@@ -19,7 +19,9 @@ from arzan.evaluation import suites
 from arzan.evaluation.results import (
     extract_rows,
     headline,
+    merge_with_previous,
     put_in_ledger,
+    read_previous,
     write_json_atomic,
 )
 from arzan.evaluation.targets import Target, resolve_target, sha256
@@ -60,9 +62,10 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
 
     from arzan import __version__
     adapter = tgt.adapter
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     doc = {
         "schema_version": 1,
-        "created_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "created_at": created,
         "model": {"target": str(target), "kind": tgt.kind, "base": tgt.base_name,
                   "adapter": str(adapter) if adapter else None,
                   "adapter_sha256": sha256(adapter / "adapter_model.safetensors") if adapter else None,
@@ -72,14 +75,32 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
         "limit": limit, "seconds": round(time.monotonic() - started, 2),
         "versions": {"lm_eval": getattr(lm_eval, "__version__", None), "arzan": __version__},
         "rows": rows,
-        "tasks": headline(rows, plan.tasks),
+        "tasks": {t: {**h, "limit": limit, "evaluated_at": created} for t, h in headline(rows, plan.tasks).items()},
     }
-    doc["summary"] = {"tasks": doc["tasks"], "limit": limit, "seconds": doc["seconds"],
-                      "eval_json": EVAL_FILE}
+    doc = merge_with_previous(read_previous(tgt.out_dir / EVAL_FILE), doc)
+    limits = [h.get("limit") for h in doc["tasks"].values()]
+    doc["summary"] = {"tasks": doc["tasks"], "limit": max((x for x in limits if x), default=None),
+                      "seconds": doc["seconds"], "eval_json": EVAL_FILE}
     write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
     if update_ledger and (tgt.out_dir / "cost.json").is_file():
-        put_in_ledger(tgt.out_dir / "cost.json", doc["summary"])
+        put_in_ledger(tgt.out_dir / "cost.json", doc["summary"], doc["seconds"], lm_info["device"])
     return {**doc, "path": str(tgt.out_dir / EVAL_FILE)}  # where it went; not part of eval.json
+
+
+def _load_tasks_first(tm, tasks: list[str]) -> None:
+    """Every task's data, before an 8B model is loaded for nothing: a dataset the hub will not serve
+    (offline, gated) or a task listed beside its own group fails here, in one line. lm-eval loads
+    them again inside simple_evaluate, from the datasets cache."""
+    try:
+        tm.load(tasks)
+    except ArzanError:
+        raise
+    except ValueError as e:  # e.g. "Duplicate task ..." for a group and one of its subtasks
+        raise ArzanError(f"lm-eval refused the tasks {', '.join(tasks)}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # the hub raises many types for lm-eval's own tasks
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ArzanError(f"cannot load the data of {', '.join(tasks)} ({type(e).__name__}: {first}); offline? "
+                         "arzan's own tasks read local files from --data-dir") from None
 
 
 def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot):
@@ -97,6 +118,7 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
     if missing:
         raise ArzanError(f"unknown task(s) {', '.join(missing)}; suites: {', '.join(suites.SUITES)}; "
                          "or name a task YAML file")
+    _load_tasks_first(tm, plan.tasks)
     try:  # fp32 on CPU: bf16 matmuls are slow there, and adapter-vs-merged checks need exactness
         lm = HFLM(pretrained=tgt.base, peft=str(tgt.adapter) if tgt.adapter else None,
                   tokenizer=tgt.tokenizer, device=device, dtype="auto" if on_gpu else "float32",

@@ -48,8 +48,18 @@ def _letter(value: Any, n: int) -> int:
     return LETTERS.index(key)
 
 
-def _options(row: dict, keys: list[str]) -> list[str]:
-    return [_text(row[k]) for k in keys if k in row and not _empty(row[k])]
+def _options(row: dict, keys: list[str]) -> list[tuple[int, str]]:
+    """(position among `keys`, text) of each non-empty option. Empty ones are dropped (UNT rows
+    have 4 to 8 options) but keep their place, so an answer key never shifts onto a neighbour."""
+    return [(i, _text(row[k])) for i, k in enumerate(keys) if k in row and not _empty(row[k])]
+
+
+def _keyed(options: list[tuple[int, str]], position: int, value: Any, keys: list[str]) -> int:
+    """The index among the kept options of the option the answer key names."""
+    kept = [i for i, _ in options]
+    if position not in kept:
+        raise ValueError(f"answer {value!r} names option {keys[position]!r}, which is empty or missing")
+    return kept.index(position)
 
 
 def _mc(question: Any, choices: list[str], label: int, **extra: Any) -> dict:
@@ -92,15 +102,17 @@ def _user_mc(r: dict) -> dict:
 
 def _letters_from(q: str, keys: list[str], answer: str) -> Callable[[dict], dict]:
     def conv(r: dict) -> dict:
-        choices = _options(r, keys)
-        return _mc(r[q], choices, _letter(r[answer], len(choices)))
+        options = _options(r, keys)
+        label = _keyed(options, _letter(r[answer], len(keys)), r[answer], keys)
+        return _mc(r[q], [t for _, t in options], label)
     return conv
 
 
 def _numbered(q: str, keys: list[str]) -> Callable[[dict], dict]:
     def conv(r: dict) -> dict:
-        choices = _options(r, keys)
-        return _mc(r[q], choices, _index(r["answer"], len(choices), base=1))
+        options = _options(r, keys)
+        label = _keyed(options, _index(r["answer"], len(keys), base=1), r["answer"], keys)
+        return _mc(r[q], [t for _, t in options], label)
     return conv
 
 

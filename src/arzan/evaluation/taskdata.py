@@ -14,6 +14,7 @@ so the data folder arrives as `arzan_data_dir` (TaskManager metadata) and the ta
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -35,8 +36,15 @@ def read_rows(path: str | os.PathLike) -> list[tuple[int, dict]]:
     except (OSError, UnicodeDecodeError) as e:
         raise ArzanError(f"{path}: cannot read as UTF-8 text ({e})") from None
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return [(i + 2, row) for i, row in enumerate(csv.DictReader(text.splitlines()))]
+    if suffix == ".csv":  # a quoted field may hold newlines: the csv module splits records, not lines
+        reader, rows, start = csv.DictReader(io.StringIO(text, newline="")), [], 2
+        try:
+            for row in reader:
+                rows.append((start, row))  # numbered by the line the record starts on
+                start = reader.line_num + 1
+        except csv.Error as e:
+            raise ArzanError(f"{path}: row {start}: not valid CSV ({e})") from None
+        return rows
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -46,7 +54,8 @@ def read_rows(path: str | os.PathLike) -> list[tuple[int, dict]]:
     if suffix not in (".jsonl", ".json"):
         raise ArzanError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json or .csv")
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
+        line = line.removesuffix("\r")
         if line.strip():
             try:
                 rows.append((n, json.loads(line)))
@@ -71,16 +80,34 @@ def convert(schema: str, rows: list[tuple[int, Any]], where: str, unit: str = "l
             raise ArzanError(f"{where}: {unit} {n}: missing column(s) {', '.join(map(repr, missing))} "
                              f"(schema {schema!r} needs {', '.join(required)})")
         try:
-            out.append({**row, **conv(row)})
+            out.append({**{k: _plain(v) for k, v in row.items()}, **conv(row)})
         except ValueError as e:
             raise ArzanError(f"{where}: {unit} {n}: {e}") from None
     return out
 
 
+def _plain(v: Any) -> Any:
+    """Raw columns pass through as text: one row's `4` and the next's `"қала"` would stop Arrow."""
+    return v if v is None or isinstance(v, (str, list, dict)) else str(v)
+
+
+def _dataset(docs: list[dict], where: str) -> Any:
+    import datasets
+    import pyarrow as pa
+
+    try:
+        return datasets.Dataset.from_list(docs)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+        raise ArzanError(f"{where}: the rows do not form one table ({str(e).splitlines()[0]}); "
+                         "give each column one type in every row") from None
+
+
 def validate_file(path: str | os.PathLike, schema: str = "mc") -> int:
     """Reads and checks a local file the way the task will; returns the number of rows."""
     unit = "row" if Path(path).suffix.lower() == ".csv" else "line"
-    return len(convert(schema, read_rows(path), str(path), unit))
+    docs = convert(schema, read_rows(path), str(path), unit)
+    _dataset(docs, str(path))  # what the task will build from it
+    return len(docs)
 
 
 def local_path(local_file: str | None, data_dir: str | os.PathLike | None,
@@ -111,13 +138,19 @@ def load(schema: str, local_file: str | None = None, hub_path: str | None = None
         unit = "row" if path.suffix.lower() == ".csv" else "line"
         docs = convert(schema, read_rows(path), str(path), unit)
     elif hub_path:
-        if hub_configs_matching:  # e.g. KazMMLU: one config per subject, Kazakh ones end "in kaz)"
-            names = [c for c in datasets.get_dataset_config_names(hub_path) if hub_configs_matching in c]
-            parts = [(c, datasets.load_dataset(hub_path, c, split=hub_split)) for c in names]
-        else:
-            kw = {"data_files": hub_data_files} if hub_data_files else {}
-            split = "train" if hub_data_files else hub_split
-            parts = [(hub_name, datasets.load_dataset(hub_path, hub_name, split=split, **kw))]
+        try:
+            if hub_configs_matching:  # e.g. KazMMLU: one config per subject, Kazakh ones end "in kaz)"
+                names = [c for c in datasets.get_dataset_config_names(hub_path) if hub_configs_matching in c]
+                parts = [(c, datasets.load_dataset(hub_path, c, split=hub_split)) for c in names]
+            else:
+                kw = {"data_files": hub_data_files} if hub_data_files else {}
+                split = "train" if hub_data_files else hub_split
+                parts = [(hub_name, datasets.load_dataset(hub_path, hub_name, split=split, **kw))]
+        except Exception as e:  # offline, gated, renamed: the hub raises many types
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ArzanError(f"{config_source or 'task'}: cannot load hub:{hub_path} ({type(e).__name__}: "
+                             f"{first}); offline or gated? put {local_file or 'its file'} in the folder given "
+                             f"by --data-dir (or {DATA_DIR_ENV})") from None
         docs = []
         for name, ds in parts:
             where = f"hub:{hub_path}" + (f"[{name}]" if name else "")
@@ -127,4 +160,4 @@ def load(schema: str, local_file: str | None = None, hub_path: str | None = None
         raise ArzanError(f"{config_source or 'task'}: {local_file!r} not found (looked in "
                          f"{arzan_data_dir or os.environ.get(DATA_DIR_ENV) or 'no data dir'}) "
                          "and the task names no Hub dataset")
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+    return datasets.DatasetDict({"test": _dataset(docs, str(path) if path else f"hub:{hub_path}")})

@@ -84,8 +84,12 @@ def _eval(run: Run) -> list[Part]:
     versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
     text = f"lm-eval {versions.get('lm_eval', '?')}, {len(run.scores)} task{'s' if len(run.scores) != 1 else ''}"
     text += f", run {when(meta['created_at'])}" if meta.get("created_at") else ""
-    if meta.get("limit"):
-        text += f"; limit {meta['limit']} examples per task, a sample: not comparable to full-set scores"
+    tasks = meta.get("tasks") if isinstance(meta.get("tasks"), dict) else {}
+    limits = [h.get("limit", meta.get("limit")) for h in tasks.values() if isinstance(h, dict)] or [meta.get("limit")]
+    if any(limits):
+        some = "" if all(limits) else f" on {sum(1 for x in limits if x)} of {len(limits)} tasks"
+        text += (f"; limit {max(x for x in limits if x)} examples per task{some}, a sample: not comparable "
+                 "to full-set scores")
     return [("text", text)]
 
 
