@@ -115,7 +115,10 @@ def test_all_labels_masked_is_an_error(tmp_path, tiny_tokenizer):
     ([{"instruction": "a", "output": ""}], "alpaca", "row 1: 'output' must be non-empty text"),
     ([{"messages": [{"role": "user", "content": "a"}]}], "messages", "row 1: no assistant message"),
     ([{"messages": [{"role": "bot", "content": "a"}]}], "messages", "row 1: each message needs role"),
-], ids=["wrong-columns", "empty-output", "no-assistant", "bad-role"])
+    ([{"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "u"}]}], "messages",
+     "row 1: the conversation starts with an assistant message"),
+], ids=["wrong-columns", "empty-output", "no-assistant", "bad-role", "assistant-first"])
 def test_bad_rows_are_named(tmp_path, tiny_tokenizer, rows, fmt, expected):
     with pytest.raises(ArzanError, match=expected.replace("(", r"\(")):
         prepare_data(section(tmp_path, rows, fmt), tiny_tokenizer, 256, tmp_path)
@@ -208,3 +211,24 @@ def test_unused_columns_of_any_type_do_not_matter(tmp_path):
 
     rows = [{"text": "бір", "meta": {"id": 1}}, {"text": "екі", "meta": "жоқ", "score": 0.5}]
     assert load_data(section(tmp_path, rows, "text"), tmp_path).train["text"] == ["бір", "екі"]
+
+
+def test_a_file_the_parquet_reader_rejects_is_a_one_line_error(tmp_path, tiny_tokenizer):
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(ArzanError, match="bad.parquet: not a readable parquet file"):
+        prepare_data(DataSection(sources=[{"path": str(tmp_path / "bad.parquet"), "format": "text"}]),
+                     tiny_tokenizer, 64, tmp_path)
+
+
+def test_a_csv_cell_longer_than_the_csv_module_default_is_data(tmp_path, tiny_tokenizer):
+    (tmp_path / "long.csv").write_text('text\n"' + "сөз " * 40_000 + '"\n', encoding="utf-8")  # 160 000 chars
+    data = prepare_data(DataSection(sources=[{"path": str(tmp_path / "long.csv"), "format": "text"}]),
+                        tiny_tokenizer, 64, tmp_path)
+    assert len(data.train) == 1 and len(data.train[0]["input_ids"]) == 64
+
+
+def test_an_eval_fraction_that_leaves_nothing_to_train_on_is_refused(tmp_path, tiny_tokenizer):
+    rows = [{"text": f"мәтін {i}"} for i in range(3)]
+    with pytest.raises(ArzanError, match="data.eval_fraction: 0.9 of 3 rows leaves nothing to train on"):
+        sec = section(tmp_path, rows, "text").model_copy(update={"eval_fraction": 0.9})
+        prepare_data(sec, tiny_tokenizer, 64, tmp_path)

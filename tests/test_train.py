@@ -231,3 +231,37 @@ def test_over_budget_is_refused_before_renting_and_capped_when_allowed(tmp_path,
     assert "the first step of this session" in led["status_reason"]
     assert f"arzan train --resume {out}" in allowed.output
     assert not (out / "adapter").exists()
+
+
+def test_padding_free_without_packing_is_a_config_trl_accepts_under_unsloth(tmp_path, write_recipe, tiny_dir):
+    """The Colab recipes ask for padding_free without packing. TRL 1.14 refuses that while
+    max_length is set; arzan's data step has already cut the rows, so max_length goes, not the
+    speed-up. (On the hf path padding_free itself goes: sdpa would attend across samples.)"""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    from arzan.data import prepare_data
+    from arzan.recipe import load_recipe
+    from arzan.runfolder import RunFolder
+    from arzan.train import sft_config
+
+    recipe = load_recipe(write_recipe(base_recipe(train={"max_steps": 1, "max_length": 48, "padding_free": True,
+                                                         "per_device_train_batch_size": 4})))
+    folder = RunFolder(tmp_path / "run")
+    unsloth_args = sft_config(recipe, folder, on_cuda=False, has_eval=False, backend="unsloth")
+    assert unsloth_args.padding_free and unsloth_args.max_length is None
+    hf_args = sft_config(recipe, folder, on_cuda=False, has_eval=False, backend="hf")
+    assert not hf_args.padding_free and hf_args.max_length == 48
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    data = prepare_data(recipe.data, tok, recipe.train.max_length, recipe.base_dir)
+    assert max(len(x) for x in data.train["input_ids"]) <= 48  # already cut to the recipe's max_length
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    SFTTrainer(model=model, args=unsloth_args, train_dataset=data.train, processing_class=tok)  # no ValueError
+
+
+def test_a_lora_target_the_model_does_not_have_is_one_line_naming_the_field(tmp_path, write_recipe):
+    recipe = write_recipe(base_recipe(lora={"r": 4, "lora_alpha": 8, "target_modules": ["qproj"]}))
+    result = cli("train", str(recipe), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert "lora.target_modules:" in result.output and "qproj" in result.output
+    assert "Traceback" not in result.output

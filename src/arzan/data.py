@@ -79,10 +79,23 @@ def _read_local(path: Path, label: str) -> list[dict[str, Any]]:
                 raise ArzanError(f"{label}: a .json data file holds a list of rows")
             return data
         if suffix == ".csv":
-            with path.open(encoding="utf-8-sig", newline="") as fh:
-                return list(csv.DictReader(fh))
+            limit = csv.field_size_limit(2**31 - 1)  # a long answer is data, not an error (default 128 KiB)
+            try:
+                with path.open(encoding="utf-8-sig", newline="") as fh:
+                    reader = csv.DictReader(fh)
+                    try:
+                        return list(reader)
+                    except csv.Error as exc:
+                        raise ArzanError(f"{label}: line {reader.line_num}: not valid CSV ({exc})") from None
+            finally:
+                csv.field_size_limit(limit)  # process-wide: leave it as it was
         if suffix == ".parquet":
-            return Dataset.from_parquet(str(path)).to_list()
+            import pyarrow as pa
+
+            try:
+                return Dataset.from_parquet(str(path)).to_list()
+            except (pa.ArrowException, ValueError) as exc:
+                raise ArzanError(f"{label}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
     except json.JSONDecodeError as exc:
         raise ArzanError(f"{label}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except UnicodeDecodeError:
@@ -220,6 +233,9 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
         out.append({"role": m["role"], "content": content})
     if not any(m["role"] == "assistant" for m in out):
         raise ArzanError(f"{where}: no assistant message to learn from")
+    if next(m["role"] for m in out if m["role"] != "system") == "assistant":
+        raise ArzanError(f"{where}: the conversation starts with an assistant message; an answer needs a user "
+                         "message before it")
     return out
 
 
@@ -342,8 +358,10 @@ def load_data(section: DataSection, base_dir: Path) -> RawData:
         eval_raw, eval_infos = load_sources(section.eval_sources, section, base_dir)
         infos += eval_infos
     elif section.eval_fraction > 0:
-        if len(train_raw) < 2:
-            raise ArzanError("data.eval_fraction: too few rows to split off an eval set")
+        n_eval = math.ceil(len(train_raw) * section.eval_fraction)  # how datasets rounds the test split
+        if len(train_raw) < 2 or n_eval >= len(train_raw):
+            raise ArzanError(f"data.eval_fraction: {section.eval_fraction:g} of {len(train_raw)} rows leaves "
+                             "nothing to train on; lower it or add data")
         split = train_raw.train_test_split(test_size=section.eval_fraction, seed=section.seed)
         train_raw, eval_raw = split["train"], split["test"]
     return RawData(train_raw, eval_raw, infos)

@@ -147,9 +147,17 @@ def _load_hf(recipe: Recipe, name: str, on_cuda: bool) -> tuple[Any, Any]:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    return _with_lora(model, recipe), tokenizer
+
+
+def _with_lora(model: Any, recipe: Recipe) -> Any:
+    """peft's get_peft_model, with a target-module typo as a one-line error naming the field."""
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(recipe)), tokenizer
+    try:
+        return get_peft_model(model, lora_config(recipe))
+    except ValueError as exc:  # peft's NoMatchingPeftModuleError and friends
+        raise ArzanError(f"lora.target_modules: {str(exc).splitlines()[0]}") from None
 
 
 def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:

@@ -43,7 +43,8 @@ class RecipeError(ArzanError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan pass float checks (`gt=0`) and then break arithmetic far away: refuse them here
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(_Strict):
@@ -64,6 +65,13 @@ class LoraSection(_Strict):
     bias: Literal["none", "all", "lora_only"] = "none"
     use_rslora: bool = False
     modules_to_save: list[str] | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and (not v or not all(isinstance(m, str) and m.strip() for m in v)):
+            raise ValueError(f"name at least one module, e.g. {', '.join(ALL_PROJECTIONS)} or all-linear")
+        return v
 
 
 class DataSource(_Strict):
@@ -107,6 +115,10 @@ _RESERVED_TRAIN_FIELDS = {
     "hub_model_id": "output.hub_model_id", "use_cpu": "the device it runs on",
     "save_strategy": "checkpoints every save_steps and save_every_minutes",
     "disable_tqdm": "its own progress line", "dataloader_pin_memory": "the device it runs on",
+    # arzan tokenizes and masks the data itself (data.py), so TRL's own data options cannot apply
+    "assistant_only_loss": "data.assistant_only_loss", "completion_only_loss": "data.assistant_only_loss",
+    "dataset_kwargs": "the data section", "dataset_text_field": "the data section's format",
+    "truncation_mode": "keep_start, at train.max_length, when the data is tokenized",
 }
 # depend on the machine (GPU, installed DeepSpeed, config files): type-checked, not tried on this one
 _MACHINE_FIELDS = {"bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval", "deepspeed", "fsdp",
@@ -207,7 +219,7 @@ def _check_choice(name: str, value: Any) -> None:
 class TrainSection(BaseModel):
     """SFTConfig fields by their TRL names; any other SFTConfig field is accepted too."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
     max_length: int = Field(1024, gt=0)
     num_train_epochs: float = Field(1.0, gt=0)

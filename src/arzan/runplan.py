@@ -86,7 +86,9 @@ def count_tokens(recipe: Recipe, tokenizer: Any = None, sample_rows: int | None 
     seen, trained = sum(lengths), sum(sum(m) for m in masks)
     context = sum(n * n for n in lengths) / max(seen, 1)  # attention context per token: sum(l^2)/sum(l)
     rows, padding = len(lengths), _padding(lengths, tr.per_device_train_batch_size, tr.seed)
-    flat = tr.packing or bool(getattr(tr, "padding_free", False))  # TRL: bfd packing implies padding-free
+    # TRL: bfd packing implies padding-free; padding_free alone holds only under unsloth (train.sft_config
+    # turns it off on the hf path), so an explicit hf recipe pays for its padding
+    flat = tr.packing or (bool(getattr(tr, "padding_free", False)) and recipe.model.backend != "hf")
     if tr.packing:
         rows = _packed_rows(data.train, tr.max_length, getattr(tr, "packing_strategy", None) or "bfd")
     if flat:  # one flattened row per micro-batch: no padding, and each document's first label is masked

@@ -31,10 +31,15 @@ def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool,
     from trl import SFTConfig
 
     kw = recipe.train.sft_kwargs()
-    if backend != "unsloth" and kw.get("padding_free") and not kw.get("packing"):
-        # TRL refuses padding-free batches without packing; unsloth keeps attention per sample, the
-        # hf path (sdpa) would not, so plain padding is the correct fallback, not an error
-        kw["padding_free"] = False
+    if kw.get("padding_free") and not kw.get("packing"):
+        if backend != "unsloth":
+            # unsloth keeps attention per sample in a padding-free batch, the hf path (sdpa) would
+            # not, so plain padding is the correct fallback there, not an error
+            kw["padding_free"] = False
+        else:
+            # TRL 1.14 refuses padding_free without packing while max_length is set, because it
+            # would not truncate; arzan's data step has already cut every row to train.max_length
+            kw["max_length"] = None
     bf16_ok = on_cuda and torch.cuda.is_bf16_supported()
     kw["bf16"] = kw.get("bf16", bf16_ok) and on_cuda  # SFTConfig defaults bf16=True, which a CPU cannot do
     kw["fp16"] = kw.get("fp16", on_cuda and not bf16_ok) and on_cuda
