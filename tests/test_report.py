@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -105,7 +106,8 @@ def runs(tmp_path: Path) -> list[Path]:
                        trained=905_000, energy_basis="unavailable",
                        progress={"step": 90, "max_steps": 400, "epoch": 0.2},
                        budget__projected_kzt=301.2, model__base="meta-llama/Llama-3.2-1B-Instruct",
-                       model__method="lora", model__backend="hf", model__backend_version="peft 0.21.2")
+                       model__method="lora", model__backend="hf", model__backend_version="peft 0.21.2",
+                       updated_at=datetime.now(timezone.utc).isoformat())  # written moments ago: alive
     recipe = {"name": "qwen-kk-a100", "data": {"sources": [
         {"hub": "kz-nlp/alpaca-kk", "revision": "9c1e2f0", "split": "train", "format": "alpaca", "sample": 0.5},
         {"path": "data/extra.jsonl", "split": "train", "format": "messages"}]}}
@@ -254,12 +256,27 @@ def test_stopped_and_running_runs_say_why_and_how_to_resume(runs, tmp_path):
     assert "₸301.20" in text
 
 
+def test_a_running_ledger_nobody_has_written_for_long_says_so_and_how_to_resume(runs, tmp_path):
+    """A hard-killed run (no signal, no final write) keeps "running" forever: the report must not."""
+    import shutil
+
+    stale = tmp_path / "stale"
+    shutil.copytree(runs[-1], stale)
+    led = json.loads((stale / "cost.json").read_text())
+    assert led["status"] == "running"
+    led["updated_at"] = "2026-11-20T09:10:00+00:00"
+    (stale / "cost.json").write_text(json.dumps(led))
+    text = "\n".join(parse(build_report([stale], tmp_path / "s.html")).callouts)
+    assert "Not updated for" in text and "probably died" in text and f"arzan train --resume {stale}" in text
+    assert "Still running" not in text
+
+
 def test_markdown_next_to_html(runs, tmp_path):
     out = build_report(runs, tmp_path / "r.html")
     md = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "| 667.29 |" in md and "| 4,212,736 |" in md
     assert "`arzan train --resume runs/qwen-kk-l4-spot`" in md
-    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    images = re.findall(r"!\[[^\]]*\]\(<([^>]+)>\)", md)
     assert len(images) == 4 and all((out.parent / p).is_file() for p in images)
     assert "hub:kz-nlp/alpaca-kk@9c1e2f0" in md and "4f2a9c1d" in md
 
@@ -471,3 +488,49 @@ def test_generation_check_in_html_and_markdown(tmp_path):
 def test_no_generation_section_without_a_check(runs, tmp_path):
     html = build_report(runs, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "Generation check" not in html and "never stops" not in html
+
+
+def test_names_with_dollars_and_html_are_shown_as_text_and_never_break_the_report(runs, tmp_path):
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(runs[0], odd)
+    led = json.loads((odd / "cost.json").read_text())
+    led["run_id"] = 'lr_2e-4 $5 cap, $10 cap <img src="https://evil.example/x.png">'
+    (odd / "cost.json").write_text(json.dumps(led))
+    out = build_report([odd], tmp_path / "odd.html")  # matplotlib would read "$5 cap, $" as a formula
+    md = (tmp_path / "odd.md").read_text(encoding="utf-8")
+    assert "<img" not in md and "&lt;img src=" in md  # shown, never fetched
+    assert not any(name == "src" and "evil" in value for _, name, value in parse(out).attrs)
+
+
+def test_cost_by_phase_adds_up_to_the_ledger_when_each_session_paid_its_overhead(runs):
+    from arzan.reporting.plots import phase_split
+    from arzan.reporting.runs import load_run
+
+    run = load_run(runs[0])
+    run.ledger["billed_seconds"] = sum(run.ledger["phases"].values()) + 2 * run.ledger["price"]["overhead_s"]
+    split = phase_split(run, in_money=True)  # two sessions, each charged the 180 s start-up once
+    assert sum(split.values()) == pytest.approx(run.ledger["money"]["kzt"])
+    assert split["overhead"] == pytest.approx(run.ledger["money"]["kzt"] * 360 / run.ledger["billed_seconds"])
+
+
+def test_a_diverged_run_is_named_instead_of_drawn_as_empty_axes(runs, tmp_path):
+    import shutil
+
+    nan = tmp_path / "nan"
+    shutil.copytree(runs[1], nan)
+    rows = [json.loads(x) for x in (nan / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    for r in rows[3:]:
+        r["loss"] = float("nan")
+    (nan / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from arzan.reporting.plots import loss_vs_cost
+    from arzan.reporting.runs import load_run
+
+    plot = loss_vs_cost([load_run(nan)])
+    assert f"diverged): {load_run(nan).label} from step {rows[3]['step']}" in plot.caption
+    for r in rows:
+        r["loss"] = float("nan")
+    (nan / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    empty = loss_vs_cost([load_run(nan)])
+    assert empty.figure is None and "No finite loss to draw" in empty.empty

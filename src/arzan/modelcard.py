@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from arzan.md_escape import md_cell
 from arzan.recipe import Recipe
 
 # what the Hub accepts as a model id: `name` or `namespace/name`, no path syntax
@@ -132,8 +133,6 @@ def cost_table(ledger: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def generation_section(ledger: dict[str, Any]) -> str:
@@ -149,7 +148,7 @@ def generation_section(ledger: dict[str, Any]) -> str:
     lines += [check.summary, ""]
     if check.answers:
         lines += ["| Prompt | Answer after training | Stopped at EOS |", "|---|---|---|"]
-        lines += [f"| {_cell(a.prompt)} | {_cell(a.text) or '*(empty)*'} | {stopped_text(a)} |" for a in check.answers]
+        lines += [f"| {md_cell(a.prompt)} | {md_cell(a.text) or '*(empty)*'} | {stopped_text(a)} |" for a in check.answers]
         lines += ["", f"Greedy decoding; answers cut at {ANSWER_CHARS} characters. Before-training answers: "
                   "`cost.json`, `summary.generation_check`."]
     return "\n".join(lines) + "\n"

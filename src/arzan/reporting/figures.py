@@ -36,6 +36,7 @@ STYLE = {
     "axes.edgecolor": "#9ca3af", "axes.labelcolor": "#374151", "xtick.color": "#4b5563",
     "ytick.color": "#4b5563", "legend.frameon": False, "legend.fontsize": 9,
     "svg.fonttype": "path", "svg.hashsalt": "arzan-report", "lines.linewidth": 1.8,
+    "text.parse_math": False,  # "$5 cap, $10 cap" in a run name is text, not a formula to choke on
 }
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from arzan.md_escape import md_cell, md_text
 from arzan.reporting import prov, sections, table
 from arzan.reporting.figures import Plot, save_pngs
 from arzan.reporting.runs import Run
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _parts(parts: list[prov.Part]) -> str:
@@ -24,17 +23,17 @@ def _parts(parts: list[prov.Part]) -> str:
         if kind == "code":
             out.append(f"`{text}`")
         elif kind == "tag":
-            out.append(f" *({text})*")
+            out.append(f" *({md_text(text)})*")
         else:
-            out.append(text)
+            out.append(md_text(text))
     return "".join(out)
 
 
 def summary_table(runs: list[Run], cols: list[table.Column]) -> list[str]:
-    lines = ["| " + " | ".join(_cell(c.header) for c in cols) + " |",
+    lines = ["| " + " | ".join(md_cell(c.header) for c in cols) + " |",
              "|" + "|".join("---:" if c.numeric else "---" for c in cols) + "|"]
     for run in runs:
-        cells = [_cell(f"{run.label} ({run.status})" if c.key == "run" else c.cell(run).text) for c in cols]
+        cells = [md_cell(f"{run.label} ({run.status})" if c.key == "run" else c.cell(run).text) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -50,7 +49,7 @@ def references(rows: list[sections.ReferenceRow]) -> list[str]:
     for row in rows:
         cells = [row.model, row.scores, row.metric or table.DASH, f"`{row.source}`" if row.source else "not recorded",
                  row.table or table.DASH, row.method or "not recorded", sections.PUBLISHED]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     return lines + [""]
 
 
@@ -60,13 +59,13 @@ def generation(runs: list[Run]) -> list[str]:
         check = sections.generation(run)
         if check is None:
             continue
-        lines += [f"### {run.label}", ""]
+        lines += [f"### {md_text(run.label)}", ""]
         if check.flag:
-            lines += [f"⚠ **{sections.NEVER_STOPS}** — {check.flag}.", ""]
+            lines += [f"⚠ **{sections.NEVER_STOPS}** — {md_text(check.flag)}.", ""]
         lines += [check.summary, ""]
         if check.answers:
             lines += ["| prompt | answer after training | stopped at EOS |", "|---|---|---|"]
-            lines += [f"| {_cell(a.prompt)} | {_cell(a.text) or '*(empty)*'} | {_cell(sections.stopped_text(a))} |"
+            lines += [f"| {md_cell(a.prompt)} | {md_cell(a.text) or '*(empty)*'} | {md_cell(sections.stopped_text(a))} |"
                       for a in check.answers]
             lines.append("")
     return ["## Generation check", ""] + lines if lines else []
@@ -75,17 +74,18 @@ def generation(runs: list[Run]) -> list[str]:
 def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, generated: str,
            out_md: Path, refs: list[sections.ReferenceRow] | None = None) -> str:
     images = save_pngs(plots, out_md.parent / f"{out_md.stem}_files")
-    lines = [f"# {title}", "", f"*{generated}*", ""]
+    lines = [f"# {md_text(title)}", "", f"*{generated}*", ""]
     for run in runs:
         st = prov.state(run)
         if st:
-            lines.append(f"> **{run.label}**: {st['title']}" + (f" — {st['why']}" if st["why"] else ""))
+            lines.append(f"> **{md_text(run.label)}**: {md_text(st['title'])}"
+                         + (f" — {md_text(st['why'])}" if st["why"] else ""))
             if st["command"]:
                 lines += [">", f"> Resume: `{st['command']}`"]
             lines.append("")
         check = sections.generation(run)
         if check is not None and check.flag:
-            lines += [f"> **{run.label}**: ⚠ **{sections.NEVER_STOPS}** — {check.flag}.", ""]
+            lines += [f"> **{md_text(run.label)}**: ⚠ **{sections.NEVER_STOPS}** — {md_text(check.flag)}.", ""]
     lines += ["## Summary", ""] + summary_table(runs, table.COLUMNS) + [""]
     note = "— not available."
     if table.any_estimated(runs):
@@ -100,13 +100,15 @@ def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, 
     for plot in plots:
         if plot.key in images:
             rel = images[plot.key].relative_to(out_md.parent).as_posix()
-            lines += [f"![{plot.caption}]({rel})", "", f"*{plot.caption}*", ""]
+            # <...>: a destination with spaces or brackets ("my report (v2)_files/...") stays one link
+            lines += [f"![{md_text(plot.caption)}](<{rel}>)", "", f"*{md_text(plot.caption)}*", ""]
         else:
             lines += [f"*{plot.empty}*", ""]
     lines += references(refs or []) + generation(runs)
     lines += ["## Provenance", ""]
     for run in runs:
-        lines += [f"### {run.label}", ""] + [f"- **{label}**: {_parts(parts)}" for label, parts in prov.rows(run)]
+        lines += [f"### {md_text(run.label)}", ""] + [f"- **{label}**: {_parts(parts)}"
+                                                     for label, parts in prov.rows(run)]
         lines.append("")
     if warnings:
         lines += ["## Notes", ""] + [f"- {w}" for w in warnings] + [""]

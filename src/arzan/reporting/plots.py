@@ -6,6 +6,9 @@ with the reason, which the page shows in its place instead of blank axes.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from matplotlib import rc_context
 
 from arzan.reporting.figures import (
@@ -21,10 +24,19 @@ from arzan.reporting.runs import PHASES, Run
 from arzan.reporting.scoreplot import score_vs_cost
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _series(run: Run, x: str, y: str) -> tuple[list[float], list[float]]:
-    points = [(r[x], r[y]) for r in run.metrics
-              if isinstance(r.get(x), (int, float)) and isinstance(r.get(y), (int, float))]
+    points = [(r[x], r[y]) for r in run.metrics if _number(r.get(x)) and _number(r.get(y))]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def _diverged_at(run: Run) -> int | None:
+    """The first logged step whose loss is NaN or infinite: a diverged run, which no line can show."""
+    return next((r.get("step") for r in run.metrics if isinstance(r.get("loss"), float)
+                 and not math.isfinite(r["loss"])), None)
 
 
 def _line(ax, run: Run, xs: list[float], ys: list[float]) -> None:
@@ -60,8 +72,13 @@ def loss_vs_cost(runs: list[Run]) -> Plot:
         if ex:
             ax.plot(ex, ey, linestyle="none", marker="o", markerfacecolor="white", color=run.color)
             evals = True
+    diverged = [f"{run.label} from step {step}" for run in runs if (step := _diverged_at(run)) is not None]
+    if diverged:
+        plot.caption += f" Loss NaN or infinite (diverged): {'; '.join(diverged)}."
     if not drawn:
-        return Plot(plot.key, plot.caption, None, "No loss logged yet (metrics.jsonl has no `loss` rows).")
+        return Plot(plot.key, plot.caption, None,
+                    f"No finite loss to draw: {'; '.join(diverged)}." if diverged else
+                    "No loss logged yet (metrics.jsonl has no `loss` rows).")
     if evals:
         plot.caption += " Hollow circles: eval loss."
     ax.set_title("Training loss vs tenge spent" if paid else "Training loss vs step (free runs)")
@@ -99,10 +116,10 @@ def phase_split(run: Run, in_money: bool) -> dict[str, float]:
     """A phase's cost is its share of billed time times the ledger's total, so the bar adds up
     to exactly the ₸ the ledger states (overhead included)."""
     phases = {p: float(run.get(f"phases.{p}", 0.0)) for p in PHASES}
-    phases["overhead"] = float(run.get("price.overhead_s", 0.0))
+    billed = float(run.get("billed_seconds", 0.0)) or sum(phases.values())
+    phases["overhead"] = max(billed - sum(phases.values()), 0.0)  # charged once per session, not once a run
     if not in_money:
         return {p: s / 60 for p, s in phases.items()}
-    billed = float(run.get("billed_seconds", 0.0)) or sum(phases.values())
     total = float(run.get("money.kzt", 0.0))
     return {p: (total * s / billed if billed else 0.0) for p, s in phases.items()}
 

@@ -141,9 +141,30 @@ def rows(run: Run) -> list[Row]:
     ]
 
 
+STALE_S = 600  # a live run writes its ledger at least every 30 s; ten silent minutes mean it is gone
+
+
+def _silent_for(run: Run) -> str | None:
+    """How long a "running" ledger has gone unwritten, when that is long enough to mean a dead process."""
+    from datetime import datetime, timezone
+
+    try:
+        updated = datetime.fromisoformat(str(run.get("updated_at")))
+    except ValueError:
+        return None
+    age = (datetime.now(timezone.utc) - updated).total_seconds()
+    if age < STALE_S:
+        return None
+    return f"{age / 3600:.1f} h" if age >= 3600 else f"{age / 60:.0f} min"
+
+
 def state(run: Run) -> dict[str, str] | None:
     """What a reader must know before trusting a run's figures: why it stopped and how to go on,
     or that it is still running and the numbers will grow."""
+    if run.status == "running" and (silent := _silent_for(run)) is not None:
+        return {"kind": "interrupted", "title": f"Not updated for {silent}: its process probably died without a "
+                f"signal (a killed VM, the OOM killer)", "why": "the ledger still says running; if nothing is "
+                "training into this folder, resume it", "command": run.resume_command}
     if run.status == "running":
         step, max_steps = run.get("progress.step", 0), run.get("progress.max_steps", 0)
         projected = run.get("budget.projected_kzt")
@@ -157,6 +178,7 @@ def state(run: Run) -> dict[str, str] | None:
     title = {"stopped_budget": "Stopped by its budget", "interrupted": "Interrupted",
              "failed": "Failed"}[run.status]
     why = run.get("status_reason") or run.get("budget.stop_reason") or "no reason recorded"
-    if run.status == "stopped_budget" and run.get("budget.stop_reason") and run.get("status_reason"):
-        why = f"{run.get('status_reason')} ({run.get('budget.stop_reason')})"
+    stop, reason = run.get("budget.stop_reason"), run.get("status_reason")
+    if run.status == "stopped_budget" and stop and reason and stop != reason:
+        why = f"{reason} ({stop})"
     return {"kind": run.status, "title": title, "why": str(why), "command": run.resume_command}
