@@ -153,15 +153,12 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root)})"
         status, reason = runtime.final_status(meter, stopper, after)
     except Interrupted as exc:
-        ckpt = folder.last_checkpoint()
-        status, reason = "interrupted", f"{exc}; --resume continues from {ckpt.name if ckpt else 'the start'}"
+        status, reason = "interrupted", f"{exc}; {_resumes_from(folder)}"
     except ArzanError:
         reason = "stopped by an error before training finished"
         raise
     except KeyboardInterrupt:
-        ckpt = folder.last_checkpoint()
-        status, reason = "interrupted", (f"interrupted by a second signal; --resume continues from "
-                                         f"{ckpt.name if ckpt else 'the start'}")
+        status, reason = "interrupted", f"interrupted by a second signal; {_resumes_from(folder)}"
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -176,6 +173,11 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         push_to_hub(folder.root, recipe.output.hub_model_id, private=recipe.output.hub_private,
                     merged=recipe.output.save_merged)
     return RunResult(folder.root, status, ledger, note, signal=stopper.received)
+
+
+def _resumes_from(folder: RunFolder) -> str:
+    ckpt = folder.last_checkpoint()
+    return f"--resume continues from {ckpt.name if ckpt else 'the start'}"
 
 
 def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str) -> None:

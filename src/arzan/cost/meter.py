@@ -107,6 +107,11 @@ def suggest_cap(kind: str, ledger: Ledger, step_s: float, price: Price, exchange
     return f"{math.ceil((ledger.billed_seconds + more_s) / 3600 * 110) / 100:g}h"
 
 
+def _last_step(state: Any) -> bool:
+    """The Trainer is at its planned last step: there is no next step to afford."""
+    return bool(state.max_steps) and state.global_step >= state.max_steps
+
+
 def _locked(method: Callable) -> Callable:
     """The ledger is also written by the 30 s flusher thread: one writer at a time."""
 
@@ -312,8 +317,7 @@ class CostMeter(TrainerCallback):
         next_usd, next_kzt = money_for(step_s, led.price, led.exchange)
         if done > 0 and state.max_steps:  # setup time is paid once, so project only the steps left
             led.budget.projected_kzt = led.money.kzt + max(state.max_steps - step, 0) * next_kzt
-        last = bool(state.max_steps) and step >= state.max_steps  # no next step to pay for
-        reason = None if last else self._over_budget(step_s, "the next step")
+        reason = None if _last_step(state) else self._over_budget(step_s, "the next step")
         if reason and led.budget.stop_reason is None:
             control.should_training_stop = control.should_save = True
             self._stop_for_budget(reason, step_s)
@@ -328,6 +332,7 @@ class CostMeter(TrainerCallback):
         self._step_s = step_s
         if steps and not self.ledger.progress.max_steps:
             self.ledger.progress.max_steps = steps
+
     @_locked
     def over_budget_before_training(self) -> bool:
         """Asked once the model is loaded: a setup that ate the budget must not buy a first step."""
@@ -348,7 +353,7 @@ class CostMeter(TrainerCallback):
         self._tick()
         now = self.clock()
         batch_s, self._last_event = now - self._last_event, now  # the batch just evaluated: the next costs as much
-        last = bool(state.max_steps) and state.global_step >= state.max_steps
+        last = _last_step(state)
         # after the last step the evaluation is all that is left; before it, one more step must be affordable
         reason = self._over_budget(batch_s + (0.0 if last else self._step_s),
                                    "the next evaluation batch" + ("" if last else " and the next step"))
