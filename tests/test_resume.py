@@ -17,7 +17,7 @@ from arzan.cli import parse_budget
 from arzan.errors import ArzanError
 from arzan.recipe import BudgetSection, load_recipe
 from arzan.train import train
-from tests.conftest import base_recipe
+from tests.conftest import REPO, base_recipe
 
 STEP_SECONDS = 60.0
 
@@ -74,10 +74,13 @@ def test_budget_stop_at_the_right_step_saves_adapter_and_ledger(tmp_path, write_
         train(recipe, out=tmp_path / "run", mode="resume")
 
 
-def _run_cli(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "arzan", "train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, **kw)
+def _run_cli(*args: str, held_steps: bool = False, **kw) -> subprocess.Popen:
+    """`arzan train ARGS` in a subprocess; `held_steps`: each step lasts >= 0.5 s (tests/slow_cli.py),
+    so a signal sent after step N lands before the run ends, however fast this machine is."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ARZAN_TEST_STEP_S": "0.5"}
+    module = "tests.slow_cli" if held_steps else "arzan"
+    return subprocess.Popen([sys.executable, "-m", module, "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, **kw)
 
 
 def _wait_for_steps(metrics: Path, steps: int, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -97,7 +100,7 @@ def test_sigterm_checkpoints_then_resume_finishes_without_double_counting(tmp_pa
                      "save_steps": 1000, "gradient_accumulation_steps": 1}
     recipe = write_recipe(base_recipe(train=train_section, cost={"usd_per_gpu_hour": 2.0}))
     run = tmp_path / "run"
-    proc = _run_cli(str(recipe), "--out", str(run))
+    proc = _run_cli(str(recipe), "--out", str(run), held_steps=True)
     _wait_for_steps(run / "metrics.jsonl", 3, proc)
     t_signal = time.monotonic()
     proc.send_signal(signal.SIGTERM)
