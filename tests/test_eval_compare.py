@@ -63,6 +63,20 @@ def test_compare_missing_eval_is_a_clear_error(tmp_path):
         compare([tmp_path])
 
 
+@pytest.mark.parametrize("doc, message", [
+    ([1, 2], "expected a JSON object, got list"),
+    ({"tasks": {"x": {"acc": 0.5}}}, "task 'x' has no 'metric' naming its score"),
+    ({"tasks": {"x": {"metric": "acc", "acc": "half"}}}, "task 'x': acc is 'half', not a number"),
+    ({"tasks": [], "rows": [{"value": 1}]}, "'rows' should be a list of"),
+])
+def test_compare_names_a_foreign_eval_json_instead_of_crashing(tmp_path, doc, message):
+    f = tmp_path / "eval.json"
+    f.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ArzanError, match=message) as err:
+        compare([f])
+    assert str(f) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_reference_file_is_sourced_and_keyed_by_real_tasks():
     known = set(index_yamls(tasks_dir()))
     refs = load_references()

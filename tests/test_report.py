@@ -319,6 +319,19 @@ def test_clear_errors(tmp_path, runs):
         build_report([], tmp_path / "r.html")
 
 
+@pytest.mark.parametrize("field, value", [("money", {"kzt": "lots"}), ("tokens", {"trained": [1]}),
+                                          ("phases", {"train": True})])
+def test_a_ledger_figure_that_is_not_a_number_is_named(runs, tmp_path, field, value):
+    led = json.loads((runs[0] / "cost.json").read_text())
+    led[field] = {**led.get(field, {}), **value}
+    (runs[0] / "cost.json").write_text(json.dumps(led))
+    dotted = f"{field}.{next(iter(value))}"
+    with pytest.raises(ArzanError, match=rf"corrupt ledger, {dotted} is .*, not a number") as err:
+        build_report(runs, tmp_path / "r.html")
+    assert str(runs[0] / "cost.json") in str(err.value)
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_bad_middle_metrics_line_is_noted_not_fatal(runs, tmp_path):
     metrics = runs[0] / "metrics.jsonl"
     lines = metrics.read_text().splitlines()

@@ -193,7 +193,7 @@ def prices(
 def eval_(
     target: str = typer.Argument(..., help="Run folder, adapter folder, model folder or hub id."),
     tasks: str = typer.Option("kazakh", "--tasks", help="Suite (kazakh, kazakh_full, kazakh_local) or task names, comma-separated."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most N items per task (cheap runs)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per task (cheap runs)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local Kazakh eval files (Belebele, kkCOPA)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="lm-eval batch size (or auto)."),
 ) -> None:

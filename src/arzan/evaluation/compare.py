@@ -49,10 +49,30 @@ def _read_json(path: Path) -> dict:
         raise ArzanError(f"{path}: not valid JSON ({e})") from None
 
 
+def _check_eval_shape(doc: Any, path: Path) -> None:
+    """eval.json as `arzan eval` writes it; a hand-edited or foreign file is named, not a KeyError."""
+    if not isinstance(doc, dict):
+        raise ArzanError(f"{path}: not an arzan eval.json (expected a JSON object, got {type(doc).__name__})")
+    tasks = doc.get("tasks") or {}
+    if not isinstance(tasks, dict):
+        raise ArzanError(f"{path}: 'tasks' should map task names to scores, got {type(tasks).__name__}")
+    for task, head in tasks.items():
+        if not isinstance(head, dict) or not isinstance(head.get("metric"), str):
+            raise ArzanError(f"{path}: task '{task}' has no 'metric' naming its score "
+                             "(write it with `arzan eval`, or give {\"metric\": \"acc\", \"acc\": 0.5, ...})")
+        value = head.get(head["metric"])
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ArzanError(f"{path}: task '{task}': {head['metric']} is {value!r}, not a number")
+    rows = doc.get("rows", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "task" in r and "metric" in r for r in rows):
+        raise ArzanError(f"{path}: 'rows' should be a list of {{task, metric, value, ...}} objects")
+
+
 def _measured(source: str | Path, detail: bool) -> list[dict]:
     p = Path(source)
     eval_file = p / "eval.json" if p.is_dir() else p
     doc = _read_json(eval_file)
+    _check_eval_shape(doc, eval_file)
     ledger_file = eval_file.parent / "cost.json"
     ledger = _read_json(ledger_file) if ledger_file.is_file() else {}
     label = ledger.get("run_id") or (eval_file.parent.name if p.is_dir() or p.name == "eval.json"

@@ -52,6 +52,8 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     two writers never race on one file. Returns what eval.json holds.
     """
     started = time.monotonic()
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ArzanError(f"limit: {limit!r} is not a whole number of items >= 1")
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = Path(os.environ[DATA_DIR_ENV])
     tgt = resolve_target(target, Path(out_dir) if out_dir else None)
@@ -125,7 +127,8 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
                   batch_size=batch_size or ("auto" if on_gpu else 8))
     except (OSError, ValueError) as e:
         with_adapter = f" with adapter {tgt.adapter}" if tgt.adapter else ""
-        raise ArzanError(f"cannot load {tgt.base_name}{with_adapter}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArzanError(f"cannot load {tgt.base_name}{with_adapter}: {first}") from None
     results = simple_evaluate(model=lm, tasks=plan.tasks, task_manager=tm, limit=limit,
                               num_fewshot=num_fewshot, log_samples=False)
     cfg = results.get("config", {})

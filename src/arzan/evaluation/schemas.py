@@ -82,8 +82,8 @@ def _belebele(r: dict) -> dict:
 def _kkcopa(r: dict) -> dict:
     asks = _text(r["asks-for_kz"]).lower()
     if asks not in ("себебі", "әсері", "салдары"):
-        raise ValueError(f"asks-for_kz {r['asks-for_kz']!r} is neither 'себебі' (cause) "
-                         "nor 'әсері' (effect)")
+        raise ValueError(f"asks-for_kz {r['asks-for_kz']!r} is not 'себебі' (cause) "
+                         "or 'салдары' / 'әсері' (effect)")
     return {"premise": _text(r["p_contents_kz"]).rstrip(". "),
             "connector": "себебі" if asks == "себебі" else "сондықтан",
             "choices": [_lower_first(_text(r[f"a{i}_contents_kz"])) for i in (1, 2)],

@@ -108,11 +108,27 @@ def load_run(path: Path) -> Run:
     version = ledger.get("schema_version")
     if version not in (1, None):
         raise ArzanError(f"{ledger_file}: ledger schema_version {version!r}; this arzan reads version 1")
+    _check_numbers(ledger, ledger_file)
     run = Run(path=path, ledger=ledger)
     run.metrics = _read_metrics(path / "metrics.jsonl", run.warnings)
     run.recipe = _read_recipe(path / "recipe.yaml", run.warnings)
     run.scores = _read_scores(path / "eval.json", run)
     return run
+
+
+NUMBERS = ("money.kzt", "money.usd", "money.kzt_per_1m_tokens", "gpu_hours", "billed_seconds", "tokens.seen",
+           "tokens.trained", "tokens.per_second", "energy.kwh", "energy.co2_kg", "progress.step", "progress.max_steps")
+
+
+def _check_numbers(ledger: dict[str, Any], file: Path) -> None:
+    """A figure the report adds up or draws must be a number; a missing one is fine (a partial
+    ledger), a hand-edited "lots" is named here instead of failing inside a plot."""
+    for dotted in (*NUMBERS, *(f"phases.{p}" for p in PHASES)):
+        node: Any = ledger
+        for key in dotted.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None and (isinstance(node, bool) or not isinstance(node, (int, float))):
+            raise ArzanError(f"{file}: corrupt ledger, {dotted} is {node!r}, not a number")
 
 
 def _read_metrics(file: Path, warnings: list[str]) -> list[dict[str, Any]]:
