@@ -59,15 +59,11 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def merged_dir(run_dir, tmp_path_factory) -> Path:
-    """The same adapter merged into the fp32 base: must score exactly like base + adapter."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The same adapter merged by `arzan merge`'s own code into the fp32 base: must score exactly
+    like base + adapter (bf16, the GPU default, rounds the weights and is checked in test_export)."""
+    from arzan.export import merge_adapter
 
-    out = tmp_path_factory.mktemp("merged")
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32)
-    PeftModel.from_pretrained(base, run_dir / "adapter").merge_and_unload().save_pretrained(out)
-    AutoTokenizer.from_pretrained(run_dir / "adapter").save_pretrained(out)
-    return out
+    return merge_adapter(run_dir, tmp_path_factory.mktemp("merged") / "model", dtype="float32", device="cpu")
 
 
 @needs_shared

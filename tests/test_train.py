@@ -265,3 +265,28 @@ def test_a_lora_target_the_model_does_not_have_is_one_line_naming_the_field(tmp_
     assert result.exit_code == 2, result.output
     assert "lora.target_modules:" in result.output and "qproj" in result.output
     assert "Traceback" not in result.output
+
+
+def test_recipe_eval_section_scores_after_training_as_its_own_paid_phase(tmp_path, write_recipe):
+    """`eval: {tasks, limit}` in a recipe: lm-eval runs on the saved adapter after training, its
+    scores land in eval.json and the ledger's summary, and its time is billed in the eval phase."""
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "kkCOPA.jsonl").is_file():
+        pytest.skip(f"shared Kazakh eval data not at {SHARED_DATA} (a user's fresh clone)")
+    recipe = write_recipe(base_recipe(
+        train={"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 64, "logging_steps": 1},
+        cost={"usd_per_gpu_hour": 1.0},
+        eval={"generation_check": False, "tasks": "kazakh_local", "limit": 3, "data_dir": str(SHARED_DATA)}))
+    result = cli("train", str(recipe), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert {r["task"] for r in doc["rows"]} >= {"arzan_belebele_kk", "arzan_kkcopa"}
+    assert all(h["limit"] == 3 and h["n"] == 3 for h in doc["tasks"].values())
+    led = json.loads((tmp_path / "run" / "cost.json").read_text())
+    assert led["status"] == "finished"
+    assert set(led["summary"]["eval"]["tasks"]) == set(doc["tasks"])
+    # only lm-eval ran after training (no generation check): the eval phase is its time, and it is paid for
+    assert led["phases"]["eval"] >= doc["seconds"] > 0
+    assert led["money"]["usd"] == pytest.approx(led["billed_seconds"] / 3600 * 1.0)
+    assert led["billed_seconds"] >= sum(led["phases"].values()) - 1e-6
