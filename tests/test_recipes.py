@@ -126,8 +126,9 @@ def test_cli_on_a_cpu_stops_at_the_backend_with_one_line(tmp_path):
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     result = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "needs a CUDA GPU" in errors[0] and "Traceback" not in result.output
+    assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1, result.output
+    assert "needs a CUDA GPU" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # refused before data, download or folder: the fixed rerun just works
 
 
 def test_original_lora_matches_the_published_336_mb_adapter():

@@ -145,6 +145,37 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, write_recipe, conte
     assert not (tmp_path / "run").exists()  # checked before a folder is made: the fixed rerun just works
 
 
+@pytest.mark.parametrize("model, expected", [
+    ({"backend": "unsloth"}, "model.backend: 'unsloth' needs a CUDA GPU"),
+    ({"dtype": "bfloat16"}, "model.dtype: 'bfloat16' training needs a GPU"),
+    ({"load_in_4bit": True}, "model.load_in_4bit: 4-bit QLoRA needs a CUDA GPU"),
+])
+def test_what_this_machine_cannot_run_is_refused_before_any_folder(tmp_path, write_recipe, model, expected):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks what a CPU-only machine refuses")
+    recipe = base_recipe()
+    recipe["model"] = {**recipe["model"], **model}
+    result = cli("train", str(write_recipe(recipe)), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and expected in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_bf16_asked_for_on_a_cpu_is_said_not_silently_dropped(tmp_path, write_recipe):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks what a CPU-only machine does")
+    recipe = base_recipe(train={"max_steps": 1, "max_length": 64, "per_device_train_batch_size": 2, "bf16": True},
+                         eval={"generation_check": False})
+    result = cli("train", str(write_recipe(recipe)), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert "train.bf16: true needs a GPU; this CPU trains in float32" in result.output
+    assert json.loads((tmp_path / "run" / "cost.json").read_text())["model"]["dtype"] == "float32"
+
+
 def test_cli_edge_cases_are_one_line_errors(tmp_path, write_recipe):
     recipe = str(write_recipe(base_recipe(train={"max_steps": 1, "max_length": 64})))
     bracket = cli("train", recipe, "--set", "lora.target_modules=[q_proj", "--out", str(tmp_path / "r"))

@@ -86,6 +86,28 @@ def choose_backend(requested: str) -> tuple[str, str | None]:
     return "hf", None
 
 
+def check_machine(recipe: Recipe) -> list[str]:
+    """The refusals `load_model` would raise on this machine, before a folder or a download exists:
+    a run that cannot start must not leave a failed run folder that blocks the corrected rerun.
+    Returns warnings for settings this machine will not honour (and says which it uses instead)."""
+    m = recipe.model
+    on_cuda = cuda_available()
+    choose_backend(m.backend)  # raises for backend: unsloth without CUDA or without unsloth
+    _torch_dtype(m.dtype, on_cuda)  # raises for bfloat16/float16 on a CPU
+    if m.load_in_4bit and (not on_cuda or importlib.util.find_spec("bitsandbytes") is None):
+        raise ArzanError(_NO_4BIT)
+    warnings = []
+    if not on_cuda:
+        for flag in ("bf16", "fp16"):
+            if getattr(recipe.train, flag, None):
+                warnings.append(f"train.{flag}: true needs a GPU; this CPU trains in float32")
+    return warnings
+
+
+_NO_4BIT = ("model.load_in_4bit: 4-bit QLoRA needs a CUDA GPU and bitsandbytes (pip install 'arzan[gpu]'); "
+            "set load_in_4bit: false on a CPU")
+
+
 def resolve_model_name(name: str) -> str:
     from arzan.tiny import is_tiny, tiny_model_dir
 
@@ -129,8 +151,7 @@ def _load_hf(recipe: Recipe, name: str, on_cuda: bool) -> tuple[Any, Any]:
         kwargs["attn_implementation"] = m.attn_implementation
     if m.load_in_4bit:
         if not on_cuda or importlib.util.find_spec("bitsandbytes") is None:
-            raise ArzanError("model.load_in_4bit: 4-bit QLoRA needs a CUDA GPU and bitsandbytes "
-                             "(pip install 'arzan[gpu]'); set load_in_4bit: false on a CPU")
+            raise ArzanError(_NO_4BIT)
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -148,7 +148,7 @@ def rewound(ledger: Ledger, folder: RunFolder) -> Ledger:
 def record_backend(meter: CostMeter, info: Any) -> None:
     version = info.version + (f" (auto fell back to hf: {info.fallback_reason})" if info.fallback_reason else "")
     meter.ledger.model = meter.ledger.model.model_copy(update={
-        "method": info.method, "backend": info.name, "backend_version": version,
+        "method": info.method, "backend": info.name, "backend_version": version, "dtype": info.dtype,
         "trainable_params": info.trainable_params, "total_params": info.total_params})
 
 

@@ -69,12 +69,14 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         folder, note = open_run_folder(recipe.run_dir(out), mode)
         recipe, previous = runtime.resume_terms(folder, budget, cost_overrides)
         runtime.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
+        _check_machine(recipe, console)
     else:
         from arzan.estimate import preflight_budget
 
         check_run_folder(recipe.run_dir(out), mode)  # a refusal costs a second, not a data check
         recipe = runtime.with_terms(recipe, budget, cost_overrides)
         runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
+        _check_machine(recipe, console)  # so does backend: unsloth on a CPU, bf16 or 4-bit without a GPU
         over, *expected = preflight_budget(recipe, allow_over_budget)  # raises ArzanError("refusing to start")
         if over and console is not None:
             console.print(f"[yellow]warning:[/] {over}", highlight=False)
@@ -173,6 +175,14 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         push_to_hub(folder.root, recipe.output.hub_model_id, private=recipe.output.hub_private,
                     merged=recipe.output.save_merged)
     return RunResult(folder.root, status, ledger, note, signal=stopper.received)
+
+
+def _check_machine(recipe: Recipe, console: Any) -> None:
+    from arzan.model import check_machine
+
+    for warning in check_machine(recipe):
+        if console is not None:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _resumes_from(folder: RunFolder) -> str:

@@ -35,6 +35,7 @@ class ModelInfo(BaseModel):
     method: Literal["lora", "qlora"] | None = None
     backend: Literal["hf", "unsloth"] | None = None
     backend_version: str | None = None
+    dtype: str | None = None  # the loaded base weights' dtype (float32 on a CPU, whatever train.bf16 said)
     trainable_params: int = 0
     total_params: int = 0
 
