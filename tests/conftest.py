@@ -23,6 +23,16 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("ARZAN_KK_EVAL_DIR") or REPO.parent / "shared" / "data" / "kazakh-eval")
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip with a reason on a machine without CUDA instead of failing."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run with -m gpu on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(_tiny_cache) -> Path:
     from arzan.tiny import tiny_model_dir
