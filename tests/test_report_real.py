@@ -51,6 +51,14 @@ def test_report_figures_equal_the_real_ledgers(real_runs, tmp_path):
         assert float(page.cells[(rid, "usd")]["value"]) == pytest.approx(led["money"]["usd"], rel=1e-12)
         assert shown(page.cells[(rid, "tokens")]["text"]) == led["tokens"]["trained"] > 0
         assert float(page.cells[(rid, "wall")]["value"]) == pytest.approx(sum(led["phases"].values()))
+        assert float(page.cells[(rid, "gpu_hours")]["value"]) == pytest.approx(led["gpu_hours"], rel=1e-12)
+        assert float(page.cells[(rid, "kzt_per_1m")]["value"]) == pytest.approx(
+            led["money"]["kzt_per_1m_tokens"], rel=1e-12)
+        for col, key in (("kwh", "kwh"), ("co2", "co2_kg")):
+            if led["energy"][key] is None:
+                assert page.cells[(rid, col)]["text"] == "—"
+            else:
+                assert float(page.cells[(rid, col)]["value"]) == pytest.approx(led["energy"][key], rel=1e-12)
     assert set(page.svgs) >= {"loss_vs_kzt", "throughput", "cost_by_phase"}
 
 
@@ -61,6 +69,7 @@ def test_interrupted_real_run_says_why_and_how_to_resume(real_runs, tmp_path):
     assert led["status"] == "interrupted" and "SIGTERM" in led["status_reason"]
     assert f"arzan train --resume {real_runs[1]}" in html
     assert "SIGTERM" in html
+    assert "stopped (interrupted)" in html  # its timeline does not call it finished
 
 
 def test_scores_of_a_real_eval_reach_the_report(real_runs, tmp_path):
@@ -68,5 +77,10 @@ def test_scores_of_a_real_eval_reach_the_report(real_runs, tmp_path):
         pytest.skip("../shared/data/kazakh-eval is absent")
     page = parse(build_report(real_runs, tmp_path / "report.html"))
     doc = json.loads((real_runs[2] / "eval.json").read_text())
-    assert doc["rows"]
+    rid = json.loads((real_runs[2] / "cost.json").read_text())["run_id"]
+    assert doc["tasks"]
+    for task, head in doc["tasks"].items():
+        assert float(page.cells[(rid, f"score:{task}")]["value"]) == pytest.approx(head[head["metric"]], rel=1e-12)
+        assert page.cells[(json.loads((real_runs[0] / "cost.json").read_text())["run_id"], f"score:{task}")][
+            "text"] == "—"  # an unscored run shows no score
     assert "score_vs_kzt" in page.svgs

@@ -135,7 +135,8 @@ def rows(run: Run) -> list[Row]:
                              + (f"; projected at end ₸{projected:,.2f}" if projected is not None else ""))]
          + ([("tag", str(g("budget.projected_basis", "estimated")))] if projected is not None else [])),
         ("Timeline", [("text", f"started {when(g('started_at'))}; "
-                               + (f"finished {when(g('finished_at'))}" if g("finished_at")
+                               + (f"{'finished' if run.status == 'finished' else 'stopped (' + run.status + ')'} "
+                                  f"{when(g('finished_at'))}" if g("finished_at")
                                   else f"last update {when(g('updated_at'))}")
                                + f"; {len(sessions)} session{'s' if len(sessions) != 1 else ''}")]),
     ]
