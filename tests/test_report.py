@@ -210,9 +210,11 @@ def test_summary_figures_equal_the_ledgers(runs, tmp_path):
 
 def test_scores_from_eval_json(runs, tmp_path):
     page = parse(build_report(runs, tmp_path / "r.html"))
-    assert shown(page.cells[("qwen-kk-a100", "score:kkCOPA")]["text"]) == pytest.approx(0.6125, abs=5e-4)
-    assert shown(page.cells[("qwen-kk-a100", "score:Belebele")]["text"]) == pytest.approx(0.4811, abs=5e-4)
-    assert shown(page.cells[("qwen-kk-a100", "score:Flores-101")]["text"]) == pytest.approx(31.25)
+    # on 0–100 like the score plot and `arzan compare`, with the item count where eval.json has it
+    assert page.cells[("qwen-kk-a100", "score:kkCOPA")]["text"] == "61.3 (n=500)"
+    assert float(page.cells[("qwen-kk-a100", "score:kkCOPA")]["value"]) == 0.6125
+    assert page.cells[("qwen-kk-a100", "score:Belebele")]["text"] == "48.1 (n=900)"
+    assert page.cells[("qwen-kk-a100", "score:Flores-101")]["text"] == "31.2"  # chrF is 0–100 already
     assert page.cells[("llama-kk-t4", "score:kkCOPA")]["text"] == "—"
 
 
@@ -404,10 +406,10 @@ def test_scores_in_arzan_eval_json_shape_and_ledger_summary(tmp_path):
                          summary__eval={"tasks": {"kkcopa": {"metric": "acc", "acc": 0.5}}})
     folder = write_run(tmp_path / "evald", ledger, [])
     page = parse(build_report([folder], tmp_path / "r.html"))
-    assert page.cells[("evald", "score:kkcopa")]["text"] == "0.500"
+    assert page.cells[("evald", "score:kkcopa")]["text"] == "50.0"
     (folder / "eval.json").write_text(json.dumps(arzan_eval))
     html = build_report([folder], tmp_path / "r.html").read_text()
-    assert parse(tmp_path / "r.html").cells[("evald", "score:kkcopa")]["text"] == "0.620"
+    assert parse(tmp_path / "r.html").cells[("evald", "score:kkcopa")]["text"] == "62.0 (n=50)"
     assert "limit 50 examples per task" in html
 
 
@@ -419,7 +421,7 @@ def test_references_table_cites_source_method_and_label(runs, tmp_path):
     assert section.count("<tr data-ref=") == 1  # Other-7B's task was not measured: not drawn, not listed
     row = re.search(r'<tr data-ref="KazLLM-8B">(.*?)</tr>', section).group(1)
     for text in (f"<code>{REF_URL}</code>", "model card, Kazakh table", "generative, zero-shot, letter parsed",
-                 "kkCOPA 0.710", "published, not measured here"):
+                 "kkCOPA 71.0", "published, not measured here"):
         assert text in row, text
     md = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "## Published scores" in md
@@ -547,3 +549,13 @@ def test_a_diverged_run_is_named_instead_of_drawn_as_empty_axes(runs, tmp_path):
     (nan / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     empty = loss_vs_cost([load_run(nan)])
     assert empty.figure is None and "No finite loss to draw" in empty.empty
+
+
+def test_money_axis_turns_logarithmic_only_when_costs_differ_by_more_than_20x(runs, tmp_path):
+    caption = "money axis is logarithmic"
+    assert caption not in build_report(runs, tmp_path / "linear.html").read_text(encoding="utf-8")
+    metrics = runs[1] / "metrics.jsonl"  # the spot L4 run, ~99 ₸: make it cost 50× less
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    metrics.write_text("".join(json.dumps({**r, "spent_kzt": r["spent_kzt"] / 50}) + "\n" for r in rows))
+    html = build_report(runs, tmp_path / "log.html").read_text(encoding="utf-8")
+    assert caption in html and "loss_vs_kzt" in html

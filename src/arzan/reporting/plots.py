@@ -54,6 +54,12 @@ def _end_marker_note(runs: list[Run]) -> str:
     return "; ".join(parts)
 
 
+def _spans_decades(runs: list[Run], ratio: float = 20.0) -> bool:
+    """True when the dearest run's spend is more than `ratio` times the cheapest (paid) run's."""
+    ends = [max(xs) for r in runs if (xs := [v for v in _series(r, "spent_kzt", "loss")[0] if v > 0])]
+    return len(ends) > 1 and max(ends) > ratio * min(ends)
+
+
 def loss_vs_cost(runs: list[Run]) -> Plot:
     paid = any(max(_series(r, "spent_kzt", "loss")[0], default=0) > 0 for r in runs)
     x = "spent_kzt" if paid else "step"
@@ -84,8 +90,14 @@ def loss_vs_cost(runs: list[Run]) -> Plot:
     ax.set_title("Training loss vs tenge spent" if paid else "Training loss vs step (free runs)")
     ax.set_xlabel("spent, ₸ (tenge)" if paid else "optimizer step")
     ax.set_ylabel("training loss")
-    thousands(ax.xaxis)
-    ax.legend(loc="upper right")
+    if paid and _spans_decades(runs):
+        ax.set_xscale("log")  # a 50 ₸ run next to a 5000 ₸ one would be a vertical line at 0
+        ax.set_xlabel("spent, ₸ (tenge, log scale)")
+        plot.caption += " The runs' costs differ by more than 20×, so the money axis is logarithmic."
+    else:
+        thousands(ax.xaxis)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right")
     plot.figure = fig
     return plot
 
