@@ -166,13 +166,18 @@ def test_prices_table_sorted_filtered_and_converted():
     assert usd == [pytest.approx(u, abs=0.005) for u in expected]
     kzt = [float(x.replace(" ", "")) for x in _column(t, "₸/h")]
     assert kzt == [pytest.approx(u * rate, abs=0.5) for u in expected]
-    assert all(s.startswith("https://") for s in _column(t, "Source")) and all(_column(t, "As of"))
+    notes = dict(line.split(" ", 1) for line in t.caption.splitlines())  # "[n] url" under the table
+    for e, ref in zip(sorted(rows, key=lambda e: e.usd_per_gpu_hour), _column(t, "Source")):
+        assert notes[ref] == e.source and e.source.startswith("https://")
+    assert all(_column(t, "As of"))
 
     whole = prices_table(None, "usd")
-    assert [c.header for c in whole.columns][4] == "$/h" and len(whole.rows) == len(cat.prices)
-    console = Console(width=250, record=True)
+    assert [c.header for c in whole.columns][2] == "$/h" and len(whole.rows) == len(cat.prices)
+    console = Console(width=80, record=True)  # a Colab cell or a plain terminal
     console.print(whole)
-    assert cat.exchange.source in console.export_text()
+    text = console.export_text()
+    assert cat.exchange.source in text and all(e.source in text for e in cat.prices)  # each URL whole, once
+    assert max(len(line) for line in text.splitlines() if "https://" not in line) <= 80
     with pytest.raises(ArzanError, match="KZT or USD"):
         prices_table(None, "EUR")
     with pytest.raises(ArzanError, match="unknown GPU"):

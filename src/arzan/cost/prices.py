@@ -203,7 +203,12 @@ def resolve_price(
 
 
 def prices_table(gpu: str | None = None, currency: str = "KZT") -> Table:
-    """`arzan prices`: every row shows its source and date, cheapest first."""
+    """`arzan prices`: every row shows its source and date, cheapest first.
+
+    Sources are numbered and listed in full under the table: a URL in a column would fold into
+    a dozen fragments on an 80-column terminal or in a Colab cell."""
+    from rich import box
+
     cur = currency.upper()
     if cur not in ("KZT", "USD"):
         raise ArzanError(f"unknown currency '{currency}'; use KZT or USD")
@@ -211,16 +216,20 @@ def prices_table(gpu: str | None = None, currency: str = "KZT") -> Table:
     rate = cat.exchange.usd_kzt
     rows = [e for e in cat.prices if gpu is None or e.gpu == canonical_gpu(gpu)]
     rows.sort(key=lambda e: (e.usd_per_gpu_hour, e.gpu, e.provider))
-    title = f"GPU price per hour · 1 USD = {rate:g} ₸ ({cat.exchange.as_of}, {cat.exchange.source})"
-    table = Table(title=title, title_justify="left")
-    for col, just in [("GPU", "left"), ("Provider", "left"), ("Variant", "left"), ("Pricing", "left"),
-                      ("₸/h" if cur == "KZT" else "$/h", "right"), ("$/h" if cur == "KZT" else "₸/h", "right"),
-                      ("VRAM", "right"), ("Source", "left"), ("As of", "left")]:
+    sources = list(dict.fromkeys(e.source for e in rows))
+    title = f"GPU price per hour · 1 USD = {rate:g} ₸ ({cat.exchange.as_of}, source [0])"
+    caption = "\n".join([f"[0] {cat.exchange.source}"] + [f"[{i}] {u}" for i, u in enumerate(sources, start=1)])
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, just in [("GPU", "left"), ("Offer", "left"), ("₸/h" if cur == "KZT" else "$/h", "right"),
+                      ("$/h" if cur == "KZT" else "₸/h", "right"), ("VRAM", "right"), ("Source", "left"),
+                      ("As of", "left")]:
         table.add_column(col, justify=just, overflow="fold")
     for e in rows:
         kzt, usd = f"{e.usd_per_gpu_hour * rate:,.0f}".replace(",", " "), f"{e.usd_per_gpu_hour:.2f}"
         first, second = (kzt, usd) if cur == "KZT" else (usd, kzt)
         variant = e.variant + (f" (min {e.min_gpus} GPUs)" if e.min_gpus > 1 else "")
-        table.add_row(e.gpu, e.provider, variant, e.pricing, first, second,
-                      f"{e.vram_gb:g} GB" if e.vram_gb else "", e.source, e.as_of)
+        offer = " · ".join(x for x in (e.provider, variant, e.pricing) if x)
+        table.add_row(e.gpu, offer, first, second, f"{e.vram_gb:g} GB" if e.vram_gb else "",
+                      f"[{sources.index(e.source) + 1}]", e.as_of)
     return table
