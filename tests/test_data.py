@@ -82,6 +82,39 @@ def test_csv_and_parquet(tmp_path, tiny_tokenizer, suffix):
     assert len(data.train) == 2
 
 
+@pytest.mark.parametrize("layout", ["array", "one-key-object"])
+def test_json_file_with_a_byte_order_mark(tmp_path, tiny_tokenizer, layout):
+    """A .json file (one array, or the {"train": [...]} layout), saved by an editor that adds a BOM."""
+    rows = [{"instruction": q, "output": a} for q, a in QA]
+    path = tmp_path / "d.json"
+    path.write_bytes("\ufeff".encode() + json.dumps(rows if layout == "array" else {"train": rows},
+                                                     ensure_ascii=False).encode())
+    sec = DataSection(sources=[{"path": str(path), "format": "alpaca"}])
+    data = prepare_data(sec, tiny_tokenizer, 256, tmp_path)
+    assert [decode_trained(tiny_tokenizer, r).split("<")[0] for r in data.train] == [a for _, a in QA]
+
+
+def test_a_json_object_that_is_not_rows_is_named(tmp_path, tiny_tokenizer):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"train": [], "meta": {"v": 1}}), encoding="utf-8")
+    with pytest.raises(ArzanError, match=r"d.json.*a .json data file holds a list of rows"):
+        prepare_data(DataSection(sources=[{"path": str(path), "format": "alpaca"}]), tiny_tokenizer, 256, tmp_path)
+
+
+def test_a_separate_eval_source_is_the_eval_split(tmp_path, tiny_tokenizer):
+    train_file, eval_file = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    train_file.write_text("".join(json.dumps({"instruction": f"{i} санын жаз", "output": str(i)}) + "\n"
+                                  for i in range(12)))
+    eval_file.write_text("".join(json.dumps({"prompt": f"{i} + 1 = ", "completion": str(i + 1)}) + "\n"
+                                 for i in range(5)))
+    sec = DataSection(sources=[{"path": str(train_file), "format": "alpaca"}],
+                      eval_sources=[{"path": str(eval_file), "format": "prompt_completion"}])
+    data = prepare_data(sec, tiny_tokenizer, 256, tmp_path)
+    assert (len(data.train), len(data.eval)) == (12, 5)  # nothing split off the training rows
+    trained = [decode_trained(tiny_tokenizer, r) for r in data.eval]
+    assert [t[:1] for t in trained] == ["1", "2", "3", "4", "5"]  # the completion is what is scored
+
+
 def test_byte_order_mark_and_column_mapping(tmp_path, tiny_tokenizer):
     path = tmp_path / "bom.jsonl"
     path.write_bytes("\ufeff".encode() + "".join(
