@@ -213,6 +213,12 @@ def test_generation_check_is_in_the_summary(smoke_run):
     assert check["total"] == len(check["prompts"]) > 0
     assert all("before" in p and "text" in p for p in check["prompts"])
     assert led["phases"]["eval"] > 0
+    # the visible difference training makes: the random base never ends its turn, the fine-tune
+    # answers and stops (what a Kazakh user complains about first when it does not)
+    before = sum(p["before_stopped_at_eos"] for p in check["prompts"])
+    after = sum(p["stopped_at_eos"] for p in check["prompts"])
+    assert after > before and after == check["stopped"]
+    assert all(len(p["text"]) < len(p["before"]) for p in check["prompts"] if p["stopped_at_eos"])
 
 
 def test_cli_eval_compare_report_on_the_run(smoke_run, tmp_path):
