@@ -128,3 +128,18 @@ def test_generation_check_in_the_card(tmp_path):
 def test_no_generation_section_without_a_check():
     _, body = parse_card(render_card(recipe(), ledger()))
     assert "## Generation check" not in body
+
+
+def test_hub_datasets_and_co2_reach_the_front_matter():
+    """A recipe on hub data lists those datasets (local files are not Hub ids); a GPU run priced in
+    the catalog carries co2_eq_emissions in grams, as the Hub's metadata spec wants."""
+    raw = base_recipe(model={"name": "meta-llama/Llama-3.1-8B-Instruct", "backend": "auto"})
+    raw["data"] = {"sources": [{"hub": "AmanMussa/kazakh-instruction-v2", "format": "alpaca"},
+                               {"hub": "sabinaasker/kazakh_dolly", "format": "alpaca"},
+                               {"path": "arzan://sample/kk_arith.jsonl", "format": "alpaca"}]}
+    led = ledger(CATALOG)
+    led["energy"] = {**led["energy"], "kwh": 1.5, "co2_kg": 0.75, "basis": "measured", "method": "nvml"}
+    meta, _ = parse_card(render_card(recipe_from_dict(raw), led))
+    assert meta["datasets"] == ["AmanMussa/kazakh-instruction-v2", "sabinaasker/kazakh_dolly"]
+    assert meta["base_model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert meta["co2_eq_emissions"]["emissions"] == 750.0  # grams
