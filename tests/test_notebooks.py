@@ -86,3 +86,19 @@ def test_notebook_runs_on_cpu_with_the_smoke_recipe(name, tmp_path):
         again = _run(name, tmp_path, out)
         assert "mode: done" in again and "already finished" in again
         assert json.loads((out / "cost.json").read_text("utf-8"))["sessions"] == ledger["sessions"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_install_cell_pins_are_the_tested_version_set(name):
+    """The Colab install cell and pyproject.toml cannot drift apart: every `==` pin of the core and
+    the `gpu` extra is in the cell, and the cell pins nothing else."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
+    wanted = {d.replace(" ", "") for d in project["dependencies"] + project["optional-dependencies"]["gpu"]
+              if "==" in d}
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if "PINS = [" in c.source)
+    pins = set(re.findall(r'"([A-Za-z0-9_.-]+==[^"]+)"', cell[cell.index("PINS = ["):]))
+    assert pins == wanted
