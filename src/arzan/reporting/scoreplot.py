@@ -28,7 +28,8 @@ def _short(model: str) -> str:
 
 
 def score_vs_cost(runs: list[Run], refs: list[Reference], usd_kzt: float | None) -> Plot:
-    caption = "Eval score against the run's total cost: up and to the left is better."
+    caption = ("Eval score against the run's total cost: up and to the left is better. Accuracies in %, "
+               "chrF and BLEU on their own 0–100 scale.")
     scored = [r for r in runs if r.scores]
     if not scored:
         return Plot("score_vs_kzt", caption, None,
@@ -80,7 +81,7 @@ def score_vs_cost(runs: list[Run], refs: list[Reference], usd_kzt: float | None)
                loc="outside lower center", ncol=2, fontsize=8.5)
     ax.set_title("Score vs cost")
     ax.set_xlabel("total cost, ₸ (tenge)")
-    ax.set_ylabel("score, 0–100 (accuracy in %; chrF as is)")
+    ax.set_ylabel("score, 0–100")  # accuracy in %, chrF as is: the caption says so
     ax.margins(x=0.15, y=0.12)
     ax.set_xlim(left=0)
     thousands(ax.xaxis)
