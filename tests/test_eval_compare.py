@@ -93,3 +93,27 @@ def test_bad_reference_file(tmp_path):
     f.write_text("references:\n  - model: x\n", encoding="utf-8")
     with pytest.raises(ArzanError, match="reference 1: needs at least `model` and `source`"):
         load_references(f)
+
+
+def test_two_runs_of_one_recipe_keep_their_own_scores(tmp_path):
+    """Both ledgers say run_id 'smoke': named by folder, each row shows its own score."""
+    a, b = fake_run(tmp_path, "a", 0.40, 100.0), fake_run(tmp_path, "b", 0.25, 200.0)
+    for run in (a, b):
+        led = json.loads((run / "cost.json").read_text())
+        (run / "cost.json").write_text(json.dumps({**led, "run_id": "smoke"}))
+    mine = [r for r in compare([a, b], references=False) if r["task"] == "arzan_mmlu_translated_kk"]
+    assert {(r["model"], r["value"], r["kzt"]) for r in mine} == {(str(a), 0.40, 100.0), (str(b), 0.25, 200.0)}
+    md = scores_markdown(mine)
+    assert "40.0" in md and "25.0" in md
+
+
+def test_chrf_is_not_multiplied_by_100(tmp_path):
+    run = tmp_path / "mt"
+    run.mkdir()
+    rows = [{"task": "flores", "metric": "chrf", "value": 31.25, "stderr": None, "n": 10, "version": "1",
+             "num_fewshot": 0, "primary": True}]
+    (run / "eval.json").write_text(json.dumps({"rows": rows, "tasks": headline(rows, ["flores"])}))
+    (run / "cost.json").write_text(json.dumps({"run_id": "mt", "money": {"kzt": 625.0}}))
+    row = compare([run], references=False)[0]
+    assert row["kzt_per_point"] == pytest.approx(625.0 / 31.25)
+    assert "31.2" in scores_markdown([row]) and "3125" not in scores_markdown([row])

@@ -559,3 +559,25 @@ def test_money_axis_turns_logarithmic_only_when_costs_differ_by_more_than_20x(ru
     metrics.write_text("".join(json.dumps({**r, "spent_kzt": r["spent_kzt"] / 50}) + "\n" for r in rows))
     html = build_report(runs, tmp_path / "log.html").read_text(encoding="utf-8")
     assert caption in html and "loss_vs_kzt" in html
+
+
+def test_out_never_overwrites_a_runs_own_files_or_itself(runs, tmp_path):
+    before = (runs[0] / "cost.json").read_bytes()
+    for out, message in ((runs[0] / "cost.json", "give an .html file"),
+                         (runs[0] / "eval.html", None),  # an HTML file in a run folder is fine
+                         (tmp_path / "rep.md", "give an .html file"),
+                         (tmp_path / "adir", "give an .html file")):
+        if message is None:
+            assert build_report(runs, out).is_file()
+            continue
+        with pytest.raises(ArzanError, match=message):
+            build_report(runs, out)
+    (tmp_path / "dir.html").mkdir()
+    with pytest.raises(ArzanError, match="is a folder"):
+        build_report(runs, tmp_path / "dir.html")
+    with pytest.raises(ArzanError, match="would overwrite the run's own eval.json"):
+        build_report(runs, tmp_path / "r.html", out_md=runs[0] / "eval.json")
+    with pytest.raises(ArzanError, match="the HTML and the Markdown would be the same file"):
+        build_report(runs, tmp_path / "r.html", out_md=tmp_path / "r.html")
+    assert (runs[0] / "cost.json").read_bytes() == before
+

@@ -42,6 +42,8 @@ def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = Non
     """
     runs = load_runs(run_dirs)
     out_html = Path(out_html)
+    out_md = (Path(out_md) if out_md is not None else out_html.with_suffix(".md")) if markdown else None
+    _refuse_unsafe_outputs(out_html, out_md, [r.path for r in runs])
     warnings = [w for run in runs for w in run.warnings]
     refs = load_references(references if references is not None else default_path(), warnings)
     rates = [r.get("exchange.usd_kzt") for r in runs if r.get("exchange.usd_kzt")]
@@ -54,10 +56,32 @@ def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = Non
     try:
         out_html.parent.mkdir(parents=True, exist_ok=True)
         out_html.write_text(page.render(runs, plots, warnings, title, generated, __version__, ref_rows), encoding="utf-8")
-        if markdown:
-            out_md = Path(out_md) if out_md is not None else out_html.with_suffix(".md")
+        if out_md is not None:
             out_md.parent.mkdir(parents=True, exist_ok=True)
             out_md.write_text(md.render(runs, plots, warnings, title, generated, out_md, ref_rows), encoding="utf-8")
     except OSError as exc:
         raise ArzanError(f"{exc.filename or out_html}: cannot write the report ({exc.strerror})") from None
     return out_html
+
+
+RUN_FILES = {"cost.json", "eval.json", "recipe.yaml", "metrics.jsonl"}
+
+
+def _refuse_unsafe_outputs(out_html: Path, out_md: Path | None, run_dirs: list[Path]) -> None:
+    """A report is written over whatever `--out` names: never over a run's own ledger, scores or
+    recipe (a typo like `--out runs/a/cost.json` would destroy the bill), and never with the HTML
+    and the Markdown on one path, where one would silently replace the other."""
+    if out_html.suffix.lower() not in (".html", ".htm"):
+        raise ArzanError(f"--out {out_html}: give an .html file (the Markdown goes beside it as .md)")
+    runs = {p.resolve() for p in run_dirs}
+    for out in (out_html, out_md):
+        if out is None:
+            continue
+        where = out.resolve()
+        if where.parent in runs and where.name in RUN_FILES:
+            raise ArzanError(f"--out {out}: would overwrite the run's own {where.name}; write the report elsewhere")
+        if where.is_dir():
+            raise ArzanError(f"--out {out}: is a folder; give a file name such as {out / 'report.html'}")
+    if out_md is not None and out_md.resolve() == out_html.resolve():
+        raise ArzanError(f"--out {out_html}: the HTML and the Markdown would be the same file")
+

@@ -90,7 +90,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         rows.append({"model": str(label), "basis": "measured", "task": r["task"], "metric": r["metric"],
                      "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
                      "limit": r.get("limit", doc.get("limit")), "kzt": kzt,
-                     "kzt_per_point": kzt / (100 * value) if kzt and value else None,
+                     "kzt_per_point": kzt / _points(value) if kzt and value else None,
                      "source": str(eval_file)})
     return rows
 
@@ -105,6 +105,7 @@ def compare(sources: list[str | Path], references: bool | str | Path = True,
     some measured row has, unless nothing was measured.
     """
     rows = [r for s in sources for r in _measured(s, detail)]
+    _tell_apart(rows)
     if references:
         tasks = {r["task"] for r in rows}
         for ref in load_references(None if references is True else references):
@@ -119,6 +120,22 @@ def compare(sources: list[str | Path], references: bool | str | Path = True,
     return rows
 
 
+def _tell_apart(rows: list[dict]) -> None:
+    """Two runs of one recipe share a run id; the table is keyed by name, so one would show the
+    other's scores. Such rows are named by their folder instead, as the report does."""
+    files: dict[str, set[str]] = {}
+    for r in rows:
+        files.setdefault(r["model"], set()).add(r["source"])
+    for r in rows:
+        if len(files[r["model"]]) > 1:
+            r["model"] = str(Path(r["source"]).parent)
+
+
+def _points(value: float) -> float:
+    """Accuracies (0–1) as percentage points; chrF and BLEU are on 0–100 already."""
+    return 100 * value if abs(value) <= 1 else value
+
+
 def _pivot(rows: list[dict]) -> tuple[list[str], list[tuple[str, str, Any]], dict]:
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     models = list(dict.fromkeys((r["model"], r["basis"], r["kzt"]) for r in rows))
@@ -129,9 +146,9 @@ def _pivot(rows: list[dict]) -> tuple[list[str], list[tuple[str, str, Any]], dic
 def _cell(r: dict | None) -> str:
     if r is None or r.get("value") is None:
         return "–"
-    s = f"{100 * r['value']:.1f}"
+    s = f"{_points(r['value']):.1f}"
     if r.get("stderr") is not None:
-        s += f" ±{100 * r['stderr']:.1f}"
+        s += f" ±{_points(r['stderr']) if abs(r['value']) <= 1 else r['stderr']:.1f}"
     s += f" (n={r['n']})" if r.get("n") else ""
     return s + (f" · {r['kzt_per_point']:,.0f} ₸/pt" if r.get("kzt_per_point") else "")
 
