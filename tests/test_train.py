@@ -176,6 +176,26 @@ def test_bf16_asked_for_on_a_cpu_is_said_not_silently_dropped(tmp_path, write_re
     assert json.loads((tmp_path / "run" / "cost.json").read_text())["model"]["dtype"] == "float32"
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["--price", "-1"], "--price: -1 is not a price"),
+    (["--price", "nan"], "--price: nan is not a price"),
+    (["--price", "inf"], "--price: inf is not a price"),
+    (["--budget", "infUSD"], "--budget: 'infUSD' is not an amount"),
+    (["--budget", "1e400KZT"], "--budget: '1e400KZT' is not an amount"),
+    (["--provider", "nope"], "--provider: 'nope' is not in the price catalog"),
+])
+def test_command_line_price_terms_are_checked_like_the_recipes(tmp_path, write_recipe, args, expected):
+    """--price/--budget/--provider bypass the recipe's schema, so they are checked on their own:
+    an infinite price would make every figure inf and the ledger's price null."""
+    recipe = str(write_recipe(base_recipe(train={"max_steps": 1, "max_length": 64})))
+    result = cli("train", recipe, "--out", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    if args[0] == "--provider":
+        est = cli("estimate", recipe, *args)
+        assert est.exit_code == 2 and expected in est.output
+
+
 def test_cli_edge_cases_are_one_line_errors(tmp_path, write_recipe):
     recipe = str(write_recipe(base_recipe(train={"max_steps": 1, "max_length": 64})))
     bracket = cli("train", recipe, "--set", "lora.target_modules=[q_proj", "--out", str(tmp_path / "r"))

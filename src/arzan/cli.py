@@ -5,6 +5,7 @@ A user error (ArzanError) prints one red line and exits 2; only a bug shows a tr
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -42,6 +43,11 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """Fine-tune, estimate, evaluate and report, with the cost in tenge and dollars."""
 
 
+def _check_price(price: float | None) -> None:
+    if price is not None and not (math.isfinite(price) and price >= 0):
+        raise ArzanError(f"--price: {price:g} is not a price; give USD per GPU-hour, 0 or more (e.g. --price 1.2)")
+
+
 def parse_budget(text: str | None):
     """'5000KZT', '10USD', '2h' -> BudgetSection."""
     from arzan.recipe import BudgetSection
@@ -55,7 +61,7 @@ def parse_budget(text: str | None):
                 value = float(t[: -len(suffix)])
             except ValueError:
                 break
-            if value > 0:
+            if value > 0 and math.isfinite(value):
                 return BudgetSection(**{field: value})
     raise ArzanError(f"--budget: '{text}' is not an amount like 5000KZT, 10USD or 3h")
 
@@ -91,6 +97,7 @@ def train(
             if not is_run_folder(recipe):
                 raise ArzanError(f"{recipe}: not a run folder (needs recipe.yaml and cost.json)")
             run_dir, recipe = recipe, recipe / "recipe.yaml"
+        _check_price(price)
         loaded = load_recipe(recipe, set_)
         where = loaded.run_dir(run_dir)
         from arzan.train import train as run_training
@@ -155,6 +162,10 @@ def estimate(
     from arzan.recipe import load_recipe
 
     try:
+        if provider is not None:
+            from arzan.cost.prices import check_provider
+
+            check_provider(provider)
         loaded = load_recipe(recipe, set_)
         if (cap := parse_budget(budget)) is not None:
             loaded.budget = cap

@@ -123,6 +123,16 @@ def canonical_provider(name: str) -> str:
     return _PROVIDER_ALIASES.get(key, key)
 
 
+def check_provider(name: str) -> str:
+    """A provider the catalog prices, by its canonical name; a typo is an error, not an empty table."""
+    prov = canonical_provider(name)
+    known = sorted({e.provider for e in load_catalog().prices})
+    if prov not in known:
+        raise ArzanError(f"--provider: '{name}' is not in the price catalog ({', '.join(known)}); "
+                         "for another provider give your own price (cost.usd_per_gpu_hour, or --price on arzan train)")
+    return prov
+
+
 def lookup(gpu: str, provider: str | None = None, pricing: str | None = None, gpu_count: int = 1) -> PriceEntry:
     """The cheapest catalog entry that fits; several fit when a provider sells tiers (SXM/PCIe...)."""
     cat = load_catalog()
@@ -178,6 +188,8 @@ def resolve_price(
     gpu_name = canonical_gpu(gpu) if gpu else None
     if kzt_per_gpu_hour is not None:
         usd_per_gpu_hour = kzt_per_gpu_hour / (exchange or resolve_exchange()).usd_kzt
+    if usd_per_gpu_hour is None and provider:
+        check_provider(provider)  # priced from the catalog (or 0 on a CPU): it must know the provider
     if usd_per_gpu_hour is not None or gpu_name is None:
         return Price(
             provider=canonical_provider(provider) if provider else None,
