@@ -85,6 +85,26 @@ def test_merge_refuses_bad_requests(lora_run, tmp_path):
         merge_adapter(tmp_path / "busy")
 
 
+def test_merge_names_a_damaged_adapter_or_a_file_as_out(lora_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(lora_run[0], run)
+    a_file = tmp_path / "smoke.yaml"
+    a_file.write_text("name: mine\n")
+    with pytest.raises(ArzanError, match="is a file; --out names a folder"):
+        merge_adapter(run, a_file)
+    assert a_file.read_text() == "name: mine\n"
+    weights = run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(ArzanError, match=r"the adapter cannot be read .*last checkpoint") as err:
+        merge_adapter(run, tmp_path / "m1")
+    assert "\n" not in str(err.value) and not (tmp_path / "m1").exists()
+    (run / "adapter" / "adapter_config.json").write_text("{")
+    with pytest.raises(ArzanError, match="the adapter cannot be read"):
+        merge_adapter(run, tmp_path / "m2")
+
+
 def test_merge_never_uses_a_quantised_base(lora_run, tiny_dir, tmp_path):
     quantised = tmp_path / "tiny-bnb-4bit"
     shutil.copytree(tiny_dir, quantised)

@@ -55,8 +55,11 @@ def base_model_of(adapter: Path, run: Path | None) -> tuple[str, str | None]:
         model = (yaml.safe_load((run / "recipe.yaml").read_text("utf-8")) or {}).get("model") or {}
         if model.get("name"):
             return resolve_model_name(model["name"]), model.get("revision")
-    cfg = json.loads((adapter / "adapter_config.json").read_text("utf-8"))
-    name = cfg.get("base_model_name_or_path")
+    try:
+        cfg = json.loads((adapter / "adapter_config.json").read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArzanError(f"{adapter / 'adapter_config.json'}: not valid JSON ({exc})") from None
+    name = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
     if not name:
         raise ArzanError(f"{adapter}: adapter_config.json names no base model; pass base_model=")
     return resolve_model_name(unquantised_name(name)), cfg.get("revision")
@@ -107,7 +110,12 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
         raise ArzanError(f"cannot load base model '{name}': {str(exc).splitlines()[0]}") from None
     tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else name
     tokenizer = AutoTokenizer.from_pretrained(tok_src)
-    model = PeftModel.from_pretrained(base, adapter)
+    try:
+        model = PeftModel.from_pretrained(base, adapter)
+    except Exception as exc:  # safetensors, json and peft each raise their own kind for a damaged file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ArzanError(f"{adapter}: the adapter cannot be read ({type(exc).__name__}: {first}); "
+                         "a copy cut short? the run's last checkpoint holds another") from None
     model.eval()
     return model, tokenizer
 
@@ -123,8 +131,10 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
         raise ArzanError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
     adapter, run = _locate(path)
     out = Path(out_dir) if out_dir else (run or adapter.parent) / "merged"
+    if out.exists() and not out.is_dir():
+        raise ArzanError(f"{out}: is a file; --out names a folder for the merged model")
     if out.exists() and any(out.iterdir()):
-        raise ArzanError(f"{out}: already exists and is not empty; choose another out_dir or move it aside")
+        raise ArzanError(f"{out}: already exists and is not empty; choose another --out or move it aside")
     device = _device(device)
     compute = "float32" if device == "cpu" else dtype
     model, tokenizer = load_for_inference(adapter, dtype=compute, device=device, base_model=base_model)
