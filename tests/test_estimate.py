@@ -266,3 +266,12 @@ def test_estimate_matches_a_real_cpu_run(tmp_path, record_property, one_thread):
     assert c["evals"]["estimated"] == c["evals"]["ran"]  # as many evaluations as the Trainer ran
     assert c["error_money"] == pytest.approx(c["error"], abs=1e-9)  # money is time x price: one error
     assert abs(c["error"]) <= TOLERANCE, f"estimate off by {c['error']:+.1%} (tolerance {TOLERANCE:.0%})"
+
+
+@pytest.mark.parametrize("size", ["0B", "-1B", "nanB", "infB"])
+def test_a_size_hint_that_is_not_a_size_is_named(write_recipe, size):
+    from arzan.estimate import estimate
+
+    recipe = load_recipe(write_recipe(base_recipe(model={"name": "no-such-org/no-such-model", "backend": "auto"})))
+    with pytest.raises(ArzanError, match=rf"--size: '{size}' is not a size"):
+        estimate(recipe, size_hint=size)

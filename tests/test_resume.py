@@ -579,3 +579,40 @@ def test_a_signal_is_not_swallowed_by_a_librarys_except_exception(tmp_path, writ
     result = train(load_recipe(_short_recipe(write_recipe)), out=tmp_path / "run")
     assert result.status == "interrupted" and result.ledger["progress"]["step"] == 0
     assert "during setup" in result.ledger["status_reason"]
+
+
+def test_a_resume_whose_checkpoint_is_gone_or_damaged_is_refused_before_it_bills(tmp_path, write_recipe):
+    """A Colab user who did not copy checkpoints/ back from Drive must not silently pay for every
+    step again; a checkpoint cut short is named before the model loads."""
+    import shutil
+
+    section = {"max_length": 64, "max_steps": 12, "per_device_train_batch_size": 4, "logging_steps": 3,
+               "save_steps": 2, "gradient_accumulation_steps": 1}
+    path = write_recipe(base_recipe(train=section, eval={"generation_check": False}))
+    run = tmp_path / "run"
+    first = train(load_recipe(path), out=run, callbacks=[SignalAt(5)])
+    assert first.status == "interrupted"
+    last = run / "checkpoints" / f"checkpoint-{first.ledger['progress']['step']}"
+    ledger_before = (run / "cost.json").read_text()
+
+    def refused(match: str) -> None:
+        with pytest.raises(ArzanError, match=match) as err:
+            train(load_recipe(path), out=run, mode="resume")
+        assert "\n" not in str(err.value)
+        assert (run / "cost.json").read_text() == ledger_before  # nothing billed, nothing rewritten
+
+    weights = last / "adapter_model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    refused(rf"{last.name}/adapter_model.safetensors: damaged .*move {last.name} aside")
+    weights.write_bytes(good)
+    state = last / "trainer_state.json"
+    good_state = state.read_text()
+    state.write_text("{")
+    refused(rf"{last.name}/trainer_state.json: damaged .*move {last.name} aside")
+    state.write_text(good_state)
+    shutil.move(run / "checkpoints", tmp_path / "on-drive")
+    refused(r"no checkpoint, but the run stopped \(interrupted\) at step \d+ with one saved.*--overwrite")
+    shutil.move(tmp_path / "on-drive", run / "checkpoints")
+    done = train(load_recipe(path), out=run, mode="resume")  # put back: it finishes from the checkpoint
+    assert done.status == "finished" and done.ledger["sessions"][1]["steps"][0] == first.ledger["progress"]["step"]

@@ -119,6 +119,46 @@ def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
                              f"arzan train --resume {where} --budget {hint}")
 
 
+CHECKPOINTED = {"interrupted", "stopped_budget"}  # statuses whose stop saved a checkpoint of its last step
+
+
+def check_resume_point(folder: RunFolder, ledger: Ledger) -> None:
+    """The checkpoint a resume starts from must be there and readable, before anything is paid for.
+
+    A signal or a budget stop always checkpoints its last step; if that checkpoint is gone (deleted,
+    not copied back from Drive), the Trainer would silently start at step 0 and bill every step again.
+    A damaged one (a copy cut short) would fail inside the Trainer after the model load.
+    """
+    import json
+
+    ckpt = folder.last_checkpoint()
+    step = ledger.progress.step
+    if ckpt is None:
+        if ledger.status in CHECKPOINTED and step > 0:
+            raise ArzanError(f"{folder.checkpoints}: no checkpoint, but the run stopped ({ledger.status}) at step "
+                             f"{step} with one saved; resuming would train and bill all {step} steps again. Put "
+                             "checkpoint-* back (e.g. from Google Drive), or start over with --overwrite")
+        return
+    state = ckpt / "trainer_state.json"
+    try:
+        doc = json.loads(state.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("global_step"), int):
+            raise ValueError("no global_step")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArzanError(f"{state}: damaged ({exc}); move {ckpt.name} aside to resume from the checkpoint "
+                         "before it") from None
+    weights = ckpt / "adapter_model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # safetensors raises its own error type for a cut-short file
+            raise ArzanError(f"{weights}: damaged ({type(exc).__name__}); move {ckpt.name} aside to resume from "
+                             "the checkpoint before it") from None
+
+
 def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool,
                clock: Callable[[], float] | None = None) -> CostMeter:
     price, exchange = price_for(recipe)

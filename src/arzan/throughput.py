@@ -183,6 +183,8 @@ def model_shape(recipe: Recipe, size_hint: str | None = None, table: Table | Non
         if size_hint:
             try:
                 want = float(size_hint.strip().upper().rstrip("B")) * 1e9
+                if not (math.isfinite(want) and want > 0):
+                    raise ValueError(size_hint)
             except ValueError:
                 raise ArzanError(f"--size: '{size_hint}' is not a size like 8B, 3B or 1.5B") from None
             near = nearest_by_size(table.models, want)

@@ -69,6 +69,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         folder, note = open_run_folder(recipe.run_dir(out), mode)
         recipe, previous = runtime.resume_terms(folder, budget, cost_overrides)
         runtime.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
+        runtime.check_resume_point(folder, previous)  # a checkpoint gone or damaged: refused, nothing billed
         _check_machine(recipe, console)
     else:
         from arzan.estimate import preflight_budget
