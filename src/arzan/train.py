@@ -81,9 +81,13 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         over, *expected = preflight_budget(recipe, allow_over_budget)  # raises ArzanError("refusing to start")
         if over and console is not None:
             console.print(f"[yellow]warning:[/] {over}", highlight=False)
-    t0 = tick()  # rows are checked before a folder is made or a model downloaded
+    t0 = tick()  # the model's name and the data's rows are checked before a folder is made
+    if mode != "resume":
+        from arzan.model import check_model_name
+
+        check_model_name(recipe)  # a model.name typo or a gated repo: one line, no folder
     raw = load_data(recipe.data, recipe.base_dir)
-    data_seconds = tick() - t0
+    data_seconds = tick() - t0  # billed in the data phase once the meter starts
     from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists
         Interrupted,
         PrintProgress,
