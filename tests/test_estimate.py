@@ -275,3 +275,18 @@ def test_a_size_hint_that_is_not_a_size_is_named(write_recipe, size):
     recipe = load_recipe(write_recipe(base_recipe(model={"name": "no-such-org/no-such-model", "backend": "auto"})))
     with pytest.raises(ArzanError, match=rf"--size: '{size}' is not a size"):
         estimate(recipe, size_hint=size)
+
+
+def test_estimate_checks_the_budget_against_the_gpu_asked_for():
+    """`--gpu H200 --budget ...` asks whether the run fits the cap on an H200, not on this CPU."""
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    smoke = str(REPO / "recipes" / "smoke.yaml")
+    runner = CliRunner()
+    on_h200 = runner.invoke(app, ["estimate", smoke, "--gpu", "H200", "--budget", "0.001USD"])
+    assert on_h200.exit_code == 0, on_h200.output
+    assert "over budget" in on_h200.output and "H200" in on_h200.output.split("over budget")[1]
+    roomy = runner.invoke(app, ["estimate", smoke, "--gpu", "H200", "--budget", "1000USD"])
+    assert roomy.exit_code == 0 and "over budget" not in roomy.output

@@ -180,7 +180,9 @@ def estimate(
         console.print_json(json.dumps(est.to_dict(), default=str, ensure_ascii=False))
     else:
         console.print(render(est))
-    if (over := check_budget(loaded, est)) is not None:
+    asked = [o for o in est.options if o.billed_seconds is not None] if gpu else []
+    cheapest = min(asked, key=lambda o: o.kzt) if asked else None  # --gpu: the budget is for that GPU
+    if (over := check_budget(loaded, est, cheapest)) is not None:
         console.print(f"[yellow]over budget:[/] {over}", highlight=False, soft_wrap=True)
 
 

@@ -289,9 +289,10 @@ def render(est: Estimate) -> Any:
 
 
 # --- budget -------------------------------------------------------------------------------------
-def check_budget(recipe: Recipe, est: Estimate) -> str | None:
-    """Why the run should not start, or None: the estimate for where it will run against `budget:`."""
-    b, o = recipe.budget, est.target
+def check_budget(recipe: Recipe, est: Estimate, option: Option | None = None) -> str | None:
+    """Why the run should not start, or None: the estimate for where it will run (or for `option`,
+    a catalog row the user asked about with --gpu) against `budget:`."""
+    b, o = recipe.budget, option or est.target
     if o is None or o.billed_seconds is None:
         return None
     over = []
