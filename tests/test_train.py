@@ -215,6 +215,22 @@ def test_command_line_price_terms_are_checked_like_the_recipes(tmp_path, write_r
         assert est.exit_code == 2 and expected in est.output
 
 
+def test_more_cli_inputs_that_are_named_in_one_line(tmp_path):
+    smoke = str(REPO / "recipes" / "smoke.yaml")
+    cases = [
+        (["train", "--resume", str(tmp_path / "gone")], "no such run folder to resume"),
+        (["estimate", str(tmp_path)], "is a folder; give a recipe YAML file"),
+        (["eval", "arzan/tiny-llama-kk", "--data-dir", str(tmp_path / "nowhere")], "--data-dir"),
+        (["eval", "arzan/tiny-llama-kk", "--batch-size", "abc"], "--batch-size: 'abc' is not"),
+        (["eval", "arzan/tiny-llama-kk", "--batch-size", "0"], "--batch-size: '0' is not"),
+    ]
+    for args, expected in cases:
+        result = cli(*args)
+        assert result.exit_code == 2 and expected in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert cli("estimate", smoke, "--sample-rows", "-5").exit_code == 2  # typer's own range check
+
+
 def test_cli_edge_cases_are_one_line_errors(tmp_path, write_recipe):
     recipe = str(write_recipe(base_recipe(train={"max_steps": 1, "max_length": 64})))
     bracket = cli("train", recipe, "--set", "lora.target_modules=[q_proj", "--out", str(tmp_path / "r"))

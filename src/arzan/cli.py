@@ -91,6 +91,8 @@ def train(
             raise ArzanError("--set with --resume: a resumed run keeps the recipe it started with (its run folder's "
                              "recipe.yaml); to change the recipe, start a new run")
         run_dir = out
+        if resume and not recipe.exists():
+            raise ArzanError(f"{recipe}: no such run folder to resume")
         if recipe.is_dir():
             if not resume:
                 raise ArzanError(f"{recipe}: is a folder; to continue a run use: arzan train --resume {recipe}")
@@ -153,7 +155,7 @@ def estimate(
     budget: Optional[str] = typer.Option(None, "--budget", help="Check against a cap: 5000KZT, 10USD or 3h."),
     size: Optional[str] = typer.Option(None, "--size", help="Model size when its config is out of reach: 8B, 3B, 1B."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A local copy of the model's tokenizer."),
-    sample_rows: int = typer.Option(20_000, "--sample-rows", help="Above this many rows, tokenize a sample."),
+    sample_rows: int = typer.Option(20_000, "--sample-rows", min=1, help="Above this many rows, tokenize a sample."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
 ) -> None:
     """What a run will cost on every catalog GPU, in tenge and dollars, before you rent one."""
@@ -214,6 +216,10 @@ def eval_(
     from arzan.evaluation import compare, run_eval, scores_table
 
     try:
+        if data_dir is not None and not data_dir.is_dir():
+            raise ArzanError(f"--data-dir {data_dir}: no such folder (it holds Belebele.jsonl, kkCOPA.jsonl, ...)")
+        if batch_size is not None and batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+            raise ArzanError(f"--batch-size: '{batch_size}' is not a positive whole number or auto")
         task_list: list[str] | str = tasks if "," not in tasks else [t.strip() for t in tasks.split(",") if t.strip()]
         result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size)
         console.print(scores_table(compare([result["path"]], references=False)))

@@ -611,6 +611,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a folder; give a recipe YAML file (a run folder's own is {path / 'recipe.yaml'})")
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
