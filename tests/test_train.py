@@ -112,6 +112,15 @@ def test_existing_run_folder_is_never_overwritten(smoke_run):
     assert (smoke_run / "cost.json").read_bytes() == before
 
 
+def test_a_users_own_folder_is_refused_without_offering_resume(tmp_path):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    result = cli("train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(mine))
+    assert result.exit_code == 2 and "not empty and not an arzan run" in result.output
+    assert "--resume" not in result.output and (mine / "notes.txt").read_text() == "mine"
+
+
 def test_overwrite_moves_the_old_folder_aside(tmp_path, write_recipe):
     out = tmp_path / "run"
     out.mkdir()

@@ -92,6 +92,9 @@ def check_run_folder(path: Path, mode: str) -> bool:
     if mode == "resume" and not is_run_folder(path):
         raise ArzanError(f"{path}: not a run folder to resume (needs recipe.yaml and cost.json)")
     if mode not in ("resume", "overwrite") and occupied:
+        if not is_run_folder(path):  # someone's own files: --resume cannot work there, and is not offered
+            raise ArzanError(f"{path}: a folder that is not empty and not an arzan run; give --out a new folder "
+                             "(or --overwrite, which moves this one aside, never deletes it)")
         raise ArzanError(f"{path}: run folder already exists{_what_is_there(path)}; continue it with --resume, "
                          "or start again with --overwrite (the old folder is kept aside, never deleted)")
     return occupied
