@@ -391,3 +391,26 @@ def test_recipe_eval_section_scores_after_training_as_its_own_paid_phase(tmp_pat
     assert led["phases"]["eval"] >= doc["seconds"] - 0.005 and doc["seconds"] > 0  # eval.json rounds to 0.01 s
     assert led["money"]["usd"] == pytest.approx(led["billed_seconds"] / 3600 * 1.0)
     assert led["billed_seconds"] >= sum(led["phases"].values()) - 1e-6
+
+
+def test_the_console_script_turns_usage_mistakes_into_one_error_line():
+    """`arzan` as installed (arzan.cli:run, also `python -m arzan`): click's framed usage panel
+    becomes one `error:` line with exit 2; a command's own exit code still comes through."""
+    import subprocess
+    import sys
+
+    def arzan(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "arzan", *args], capture_output=True, text=True, cwd=REPO,
+                              timeout=120)
+
+    for args, expected in ((["eval", "x", "--limit", "0"], "Invalid value for '--limit'"),
+                           (["trian"], "No such command 'trian'"),
+                           (["train"], "Missing argument 'recipe'")):
+        res = arzan(*args)
+        assert res.returncode == 2 and res.stdout == "", (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], res.stderr
+        assert "--help" in lines[0]
+    assert arzan("prices", "--currency", "EUR").returncode == 2
+    version = arzan("--version")
+    assert version.returncode == 0 and version.stdout.startswith("arzan ")

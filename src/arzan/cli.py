@@ -263,6 +263,30 @@ def report(
     console.print(f"report: {path} (and {path.with_suffix('.md')})")
 
 
-def run() -> None:  # pragma: no cover - console-script entry for `python -m arzan`
+def run() -> None:
+    """The `arzan` console script and `python -m arzan`: the typer app, with a usage mistake (an
+    option out of range, a missing argument, a misspelt command) as one `error:` line and exit 2,
+    like every other bad input, instead of a framed usage panel."""
+    from rich.markup import escape
+
+    from typer import Abort
+
+    try:  # typer >= 0.20 vendors click as typer._click
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - older typer on plain click
+        from click.exceptions import NoArgsIsHelpError, UsageError
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.exit(app())
+    try:
+        code = app(prog_name="arzan", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `arzan` alone: the help is already printed
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "arzan"
+        err_console.print(f"[bold red]error:[/] {escape(exc.format_message())} (see {escape(where)} --help)",
+                          highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except Abort:  # Ctrl-C outside a training (which handles its own signals)
+        err_console.print("aborted", highlight=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
