@@ -232,6 +232,7 @@ def test_more_cli_inputs_that_are_named_in_one_line(tmp_path):
         (["eval", "arzan/tiny-llama-kk", "--data-dir", str(tmp_path / "nowhere")], "--data-dir"),
         (["eval", "arzan/tiny-llama-kk", "--batch-size", "abc"], "--batch-size: 'abc' is not"),
         (["eval", "arzan/tiny-llama-kk", "--batch-size", "0"], "--batch-size: '0' is not"),
+        (["estimate", smoke, "--tokenizer", str(tmp_path / "tok")], "--tokenizer"),
     ]
     for args, expected in cases:
         result = cli(*args)

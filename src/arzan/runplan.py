@@ -118,13 +118,16 @@ def load_tokenizer(recipe: Recipe, path: str | Path | None = None) -> Any:
     from arzan.model import resolve_model_name
 
     m = recipe.model
+    if path is not None and not Path(path).is_dir():
+        raise ArzanError(f"--tokenizer {path}: no such folder (give a folder saved with save_pretrained)")
     try:
         if path is not None:
             return AutoTokenizer.from_pretrained(str(path))
         return AutoTokenizer.from_pretrained(resolve_model_name(m.name), revision=m.revision,
                                              trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ArzanError(f"model.name: cannot load the tokenizer of '{path or m.name}' to count tokens: "
+        field = f"--tokenizer {path}" if path is not None else "model.name"
+        raise ArzanError(f"{field}: cannot load the tokenizer of '{path or m.name}' to count tokens: "
                          f"{str(exc).splitlines()[0]} (it needs the hub once, or --tokenizer DIR with a local "
                          "copy)") from None
 
