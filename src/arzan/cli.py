@@ -164,6 +164,8 @@ def estimate(
     from arzan.recipe import load_recipe
 
     try:
+        if tokenizer is not None and not tokenizer.is_dir():
+            raise ArzanError(f"--tokenizer {tokenizer}: no such folder (give a folder saved with save_pretrained)")
         if provider is not None:
             from arzan.cost.prices import check_provider
 
