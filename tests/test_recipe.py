@@ -25,6 +25,8 @@ def test_any_sft_config_field_is_accepted(write_recipe):
 BAD = [
     ("model: [unclosed", "malformed YAML"),
     ("- just\n- a list\n", "a recipe is a YAML mapping"),
+    ("name: a\ntrain:\n  max_steps: 5\ntrain:\n  learning_rate: 0.1\n",
+     "line 4, column 1: malformed YAML: duplicate key 'train'"),
     (base_recipe(lora={"rank": 8}), "lora.rank: unknown field 'rank'"),
     (base_recipe(lora={"r": 0}), "lora.r: Input should be greater than 0"),
     (base_recipe(model={"name": "x", "backend": "vllm"}), "model.backend"),
