@@ -218,10 +218,6 @@ def eval_(
     from arzan.evaluation import compare, run_eval, scores_table
 
     try:
-        if data_dir is not None and not data_dir.is_dir():
-            raise ArzanError(f"--data-dir {data_dir}: no such folder (it holds Belebele.jsonl, kkCOPA.jsonl, ...)")
-        if batch_size is not None and batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
-            raise ArzanError(f"--batch-size: '{batch_size}' is not a positive whole number or auto")
         task_list: list[str] | str = tasks if "," not in tasks else [t.strip() for t in tasks.split(",") if t.strip()]
         result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size)
         console.print(scores_table(compare([result["path"]], references=False)))

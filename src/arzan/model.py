@@ -112,9 +112,9 @@ def check_model_name(recipe: Recipe) -> None:
     """Load the model's tokenizer (kilobytes) before the run folder exists: a typo in model.name, a
     gated repo without access or a folder with no model fails here in one line, instead of after the
     data step with a `failed` run folder (and, with --overwrite, a good run already moved aside)."""
-    from transformers import AutoTokenizer
-
     from pathlib import Path
+
+    from transformers import AutoTokenizer
 
     from arzan.tiny import is_tiny
 

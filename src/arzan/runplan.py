@@ -118,8 +118,6 @@ def load_tokenizer(recipe: Recipe, path: str | Path | None = None) -> Any:
     from arzan.model import resolve_model_name
 
     m = recipe.model
-    if path is not None and not Path(path).is_dir():
-        raise ArzanError(f"--tokenizer {path}: no such folder (give a folder saved with save_pretrained)")
     try:
         if path is not None:
             return AutoTokenizer.from_pretrained(str(path))

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from arzan.errors import ArzanError
+from arzan.reporting.scores import points
 
 PUBLISHED = "published, not measured here"
 
@@ -90,7 +91,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         rows.append({"model": str(label), "basis": "measured", "task": r["task"], "metric": r["metric"],
                      "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
                      "limit": r.get("limit", doc.get("limit")), "kzt": kzt,
-                     "kzt_per_point": kzt / _points(value) if kzt and value else None,
+                     "kzt_per_point": kzt / points(value) if kzt and value else None,
                      "source": str(eval_file)})
     return rows
 
@@ -131,11 +132,6 @@ def _tell_apart(rows: list[dict]) -> None:
             r["model"] = str(Path(r["source"]).parent)
 
 
-def _points(value: float) -> float:
-    """Accuracies (0–1) as percentage points; chrF and BLEU are on 0–100 already."""
-    return 100 * value if abs(value) <= 1 else value
-
-
 def _pivot(rows: list[dict]) -> tuple[list[str], list[tuple[str, str, Any]], dict]:
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     models = list(dict.fromkeys((r["model"], r["basis"], r["kzt"]) for r in rows))
@@ -146,9 +142,9 @@ def _pivot(rows: list[dict]) -> tuple[list[str], list[tuple[str, str, Any]], dic
 def _cell(r: dict | None) -> str:
     if r is None or r.get("value") is None:
         return "–"
-    s = f"{_points(r['value']):.1f}"
+    s = f"{points(r['value']):.1f}"
     if r.get("stderr") is not None:
-        s += f" ±{_points(r['stderr']) if abs(r['value']) <= 1 else r['stderr']:.1f}"
+        s += f" ±{points(r['stderr']) if abs(r['value']) <= 1 else r['stderr']:.1f}"
     s += f" (n={r['n']})" if r.get("n") else ""
     return s + (f" · {r['kzt_per_point']:,.0f} ₸/pt" if r.get("kzt_per_point") else "")
 

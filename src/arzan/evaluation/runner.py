@@ -56,6 +56,10 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
         raise ArzanError(f"limit: {limit!r} is not a whole number of items >= 1")
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = Path(os.environ[DATA_DIR_ENV])
+    if data_dir is not None and not Path(data_dir).is_dir():  # else arzan's tasks fall back to the hub quietly
+        raise ArzanError(f"--data-dir {data_dir}: no such folder (it holds Belebele.jsonl, kkCOPA.jsonl, ...)")
+    if batch_size is not None and batch_size != "auto" and not (str(batch_size).isdigit() and int(batch_size) > 0):
+        raise ArzanError(f"--batch-size: '{batch_size}' is not a positive whole number or auto")
     tgt = resolve_target(target, Path(out_dir) if out_dir else None)
     plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
     results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot)

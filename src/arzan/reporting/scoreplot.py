@@ -14,13 +14,9 @@ from matplotlib.lines import Line2D
 from arzan.reporting.figures import TASK_MARKERS, Plot, thousands
 from arzan.reporting.refs import Reference
 from arzan.reporting.runs import Run
+from arzan.reporting.scores import points  # accuracies and chrF share one 0–100 axis
 
 GREY = "#6b7280"
-
-
-def percent(value: float) -> float:
-    """Accuracies (0–1) and chrF/BLEU (0–100) share one axis only on the same scale."""
-    return value * 100 if abs(value) <= 1 else value
 
 
 def _short(model: str) -> str:
@@ -50,18 +46,18 @@ def score_vs_cost(runs: list[Run], refs: list[Reference], usd_kzt: float | None)
         ax, side = fig.add_subplot(), None
     for run in scored:
         for task, sc in run.scores.items():
-            ax.scatter([run.get("money.kzt", 0.0)], [percent(sc.value)], s=64, marker=marker[task],
+            ax.scatter([run.get("money.kzt", 0.0)], [points(sc.value)], s=64, marker=marker[task],
                        color=run.color, edgecolors="white", linewidths=0.8, zorder=3)
     for ref in costed:
         cost = ref.kzt if ref.kzt is not None else ref.usd * usd_kzt
-        ax.scatter([cost], [percent(ref.score)], marker=marker[by_lower[ref.task.lower()]], s=64,
+        ax.scatter([cost], [points(ref.score)], marker=marker[by_lower[ref.task.lower()]], s=64,
                    facecolors="white", edgecolors=GREY, zorder=2)
-        ax.annotate(_short(ref.model), (cost, percent(ref.score)), textcoords="offset points", xytext=(6, 3),
+        ax.annotate(_short(ref.model), (cost, points(ref.score)), textcoords="offset points", xytext=(6, 3),
                     fontsize=8, color=GREY)
     if side is not None:
         for ref in refs:
             if ref not in costed:
-                side.scatter([panel.index(ref.model)], [percent(ref.score)], s=48, facecolors="white",
+                side.scatter([panel.index(ref.model)], [points(ref.score)], s=48, facecolors="white",
                              edgecolors=GREY, marker=marker[by_lower[ref.task.lower()]], zorder=2)
         side.set_xticks(range(len(panel)), [_short(m) for m in panel], rotation=35, ha="right", fontsize=8)
         side.set_xlim(-0.6, len(panel) - 0.4)

@@ -21,6 +21,12 @@ class Score:
     version: str | None = None
 
 
+def points(value: float) -> float:
+    """A score on 0–100: accuracies (0–1) as percentage points; chrF and BLEU are on 0–100 already.
+    The one rule for the report's tables and plot and for `arzan compare`, so they show one number."""
+    return value * 100 if abs(value) <= 1 else value
+
+
 def parse_scores(data: Any) -> dict[str, Score]:
     """Accepts {task: number}, {task: {metric: value, n, version}}, the same under "tasks", and
     lm-eval's {"results": {task: {"acc,none": ...}}}, so eval output of any of those shapes shows."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from arzan.reporting.runs import Run
+from arzan.reporting.scores import points
 
 DASH = "—"
 APPROX = "≈"
@@ -67,8 +68,7 @@ def score(v: float | None, n: int | None = None) -> str:
     the number of items where known: 40.0 on 5 items is not 40.0 on 900."""
     if v is None:
         return DASH
-    points = v * 100 if abs(v) <= 1 else v
-    return f"{points:,.1f}" + (f" (n={n:,})" if n else "")
+    return f"{points(v):,.1f}" + (f" (n={n:,})" if n else "")
 
 
 def _num(value: Any, text: Callable[[Any], str], estimated: bool = False, hint: str | None = None) -> Cell:
