@@ -180,11 +180,15 @@ def test_a_model_that_cannot_load_is_refused_before_any_folder_even_with_overwri
     (good / "recipe.yaml").write_text("name: t\n")
     (good / "cost.json").write_text(json.dumps({"status": "finished"}))
     (tmp_path / "empty-model").mkdir()
-    for name, expected in (("no-such-org/no-such-model", "model.name: cannot load 'no-such-org/no-such-model'"),
-                           (str(tmp_path / "empty-model"), "is a folder with no tokenizer")):
+    missing = "model.name: cannot load the tokenizer of 'no-such-org/no-such-model' for this run"
+    for name, expected, extra in (("no-such-org/no-such-model", missing, []),
+                                  # with a cap, the budget pre-check needs the tokenizer too: still one line,
+                                  # not a "pre-check skipped" warning about estimate's --tokenizer first
+                                  ("no-such-org/no-such-model", missing, ["--budget", "100KZT"]),
+                                  (str(tmp_path / "empty-model"), "is a folder with no tokenizer", [])):
         recipe = base_recipe()
         recipe["model"] = {**recipe["model"], "name": name}
-        result = cli("train", str(write_recipe(recipe)), "--out", str(good), "--overwrite")
+        result = cli("train", str(write_recipe(recipe)), "--out", str(good), "--overwrite", *extra)
         assert result.exit_code == 2 and expected in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
         assert json.loads((good / "cost.json").read_text()) == {"status": "finished"}

@@ -312,7 +312,8 @@ def check_budget(recipe: Recipe, est: Estimate, option: Option | None = None) ->
             f"--allow-over-budget (the meter still stops the run at the cap)")
 
 
-def preflight_budget(recipe: Recipe, allow_over_budget: bool = False) -> tuple[str | None, float, int]:
+def preflight_budget(recipe: Recipe, allow_over_budget: bool = False,
+                     tokenizer: Any = None) -> tuple[str | None, float, int]:
     """For `arzan train`, before the meter starts: refuse a run whose estimate is over its caps.
 
     Estimates only when a cap is set (it tokenizes the data once more). Returns a line to print (or
@@ -324,7 +325,7 @@ def preflight_budget(recipe: Recipe, allow_over_budget: bool = False) -> tuple[s
     if b.max_kzt is None and b.max_usd is None and b.max_hours is None:
         return None, 0.0, 0
     try:
-        est = estimate(recipe)
+        est = estimate(recipe, tokenizer=tokenizer)  # the tokenizer train's model.name check loaded
     except ArzanError as exc:
         return f"budget pre-check skipped: {exc}", 0.0, 0
     o, steps = est.target, est.plan.steps

@@ -108,30 +108,18 @@ _NO_4BIT = ("model.load_in_4bit: 4-bit QLoRA needs a CUDA GPU and bitsandbytes (
             "set load_in_4bit: false on a CPU")
 
 
-def check_model_name(recipe: Recipe) -> None:
+def check_model_name(recipe: Recipe) -> Any:
     """Load the model's tokenizer (kilobytes) before the run folder exists: a typo in model.name, a
     gated repo without access or a folder with no model fails here in one line, instead of after the
-    data step with a `failed` run folder (and, with --overwrite, a good run already moved aside)."""
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
+    data step with a `failed` run folder (and, with --overwrite, a good run already moved aside).
+    Returns the tokenizer, so the budget pre-check counts tokens without loading it again; None for
+    the tiny offline model, which is built on first use."""
+    from arzan.runplan import load_tokenizer
     from arzan.tiny import is_tiny
 
-    m = recipe.model
-    if is_tiny(m.name):
-        return  # built locally on first use; nothing to mistype
-    name = m.name
-    local = Path(name).expanduser()
-    if local.is_dir() and not any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
-                                                                  "tokenizer.model")):
-        raise ArzanError(f"model.name: '{m.name}' is a folder with no tokenizer (tokenizer.json or "
-                         "tokenizer_config.json); give a model folder saved with save_pretrained, or a Hub id")
-    try:
-        AutoTokenizer.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code)
-    except Exception as exc:  # OSError/ValueError from the hub, the tokenizers backend or a bad folder
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArzanError(f"model.name: cannot load '{m.name}': {first}") from None
+    if is_tiny(recipe.model.name):
+        return None
+    return load_tokenizer(recipe, purpose="for this run")
 
 
 def resolve_model_name(name: str) -> str:

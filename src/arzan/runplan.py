@@ -111,23 +111,32 @@ def _packed_rows(train: Any, max_length: int, strategy: str) -> int:
     return len(pack_dataset(train.select_columns(["input_ids"]), max_length, strategy))
 
 
-def load_tokenizer(recipe: Recipe, path: str | Path | None = None) -> Any:
-    """Only the tokenizer: a few MB, where the model would be gigabytes. `path`: a local copy of it."""
+def load_tokenizer(recipe: Recipe, path: str | Path | None = None, purpose: str = "to count tokens") -> Any:
+    """Only the tokenizer: a few MB, where the model would be gigabytes. `path`: a local copy of it.
+
+    Also how `arzan train` checks model.name before a run folder exists (`model.check_model_name`):
+    one loader, so a typo, a gated repo or a folder without a tokenizer reads the same everywhere.
+    """
     from transformers import AutoTokenizer
 
     from arzan.model import resolve_model_name
 
     m = recipe.model
+    field, shown = (f"--tokenizer {path}", str(path)) if path is not None else ("model.name", m.name)
+    name = str(path) if path is not None else resolve_model_name(m.name)
+    local = Path(name).expanduser()
+    if local.is_dir() and not any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
+                                                                  "tokenizer.model")):
+        raise ArzanError(f"{field}: '{shown}' is a folder with no tokenizer (tokenizer.json or "
+                         "tokenizer_config.json); give a model folder saved with save_pretrained, or a Hub id")
     try:
         if path is not None:
-            return AutoTokenizer.from_pretrained(str(path))
-        return AutoTokenizer.from_pretrained(resolve_model_name(m.name), revision=m.revision,
-                                             trust_remote_code=m.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        field = f"--tokenizer {path}" if path is not None else "model.name"
-        raise ArzanError(f"{field}: cannot load the tokenizer of '{path or m.name}' to count tokens: "
-                         f"{str(exc).splitlines()[0]} (it needs the hub once, or --tokenizer DIR with a local "
-                         "copy)") from None
+            return AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code)
+    except Exception as exc:  # OSError/ValueError from the hub, the tokenizers backend or a bad folder
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (it needs the hub once, or --tokenizer DIR with a local copy)" if purpose == "to count tokens" else ""
+        raise ArzanError(f"{field}: cannot load the tokenizer of '{shown}' {purpose}: {first}{hint}") from None
 
 
 # --- the run: steps, rows, evaluations, checkpoints, as transformers' Trainer schedules them ----

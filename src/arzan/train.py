@@ -78,14 +78,14 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         recipe = runtime.with_terms(recipe, budget, cost_overrides)
         runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
         _check_machine(recipe, console)  # so does backend: unsloth on a CPU, bf16 or 4-bit without a GPU
-        over, *expected = preflight_budget(recipe, allow_over_budget)  # raises ArzanError("refusing to start")
-        if over and console is not None:
-            console.print(f"[yellow]warning:[/] {over}", highlight=False)
-    t0 = tick()  # the model's name and the data's rows are checked before a folder is made
+    t0 = tick()  # the model's name, the budget and the data's rows are checked before a folder is made
     if mode != "resume":
         from arzan.model import check_model_name
 
-        check_model_name(recipe)  # a model.name typo or a gated repo: one line, no folder
+        tokenizer = check_model_name(recipe)  # a model.name typo or a gated repo: one line, no folder
+        over, *expected = preflight_budget(recipe, allow_over_budget, tokenizer)  # "refusing to start"
+        if over and console is not None:
+            console.print(f"[yellow]warning:[/] {over}", highlight=False)
     raw = load_data(recipe.data, recipe.base_dir)
     data_seconds = tick() - t0  # billed in the data phase once the meter starts
     from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists
