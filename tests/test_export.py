@@ -115,6 +115,19 @@ def test_merge_never_uses_a_quantised_base(lora_run, tiny_dir, tmp_path):
         merge_adapter(lora_run[0], tmp_path / "out", base_model=str(quantised))
 
 
+def test_a_run_trained_on_a_prequantised_repo_merges_into_its_16bit_original(tmp_path):
+    """A recipe naming unsloth's -bnb-4bit repo trains on it; the merge must reload the 16-bit original
+    (loading the 4-bit repo would be refused as a quantised base after the paid-for training)."""
+    from arzan.export import base_model_of
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("model: {name: unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit, revision: abc}\n")
+    assert base_model_of(run / "adapter", run) == ("unsloth/Meta-Llama-3.1-8B-Instruct", None)
+    (run / "recipe.yaml").write_text("model: {name: meta-llama/Llama-3.1-8B-Instruct, revision: abc}\n")
+    assert base_model_of(run / "adapter", run) == ("meta-llama/Llama-3.1-8B-Instruct", "abc")
+
+
 def test_unsloth_prequantised_names_map_to_16bit_repos():
     assert unquantised_name("unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit") == "unsloth/Meta-Llama-3.1-8B-Instruct"
     assert unquantised_name("unsloth/Llama-3.2-3B-Instruct-unsloth-bnb-4bit") == "unsloth/Llama-3.2-3B-Instruct"

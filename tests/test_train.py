@@ -419,3 +419,20 @@ def test_the_console_script_turns_usage_mistakes_into_one_error_line():
     assert arzan("prices", "--currency", "EUR").returncode == 2
     version = arzan("--version")
     assert version.returncode == 0 and version.stdout.startswith("arzan ")
+
+
+def test_the_hf_adapters_initial_weights_follow_train_seed(write_recipe):
+    """Two backends or two runs with one seed start from the same adapter (unsloth seeds with
+    random_state; the hf path seeds before get_peft_model), so their losses can be compared."""
+    from arzan.model import load_model
+    from arzan.recipe import load_recipe
+
+    def lora_a(seed):
+        recipe = base_recipe()
+        recipe["train"] = {**recipe["train"], "seed": seed}
+        model, _, _ = load_model(load_recipe(write_recipe(recipe, f"s{seed}.yaml")))
+        return next(p for n, p in model.named_parameters() if "lora_A" in n).detach().clone()
+
+    import torch
+
+    assert torch.equal(lora_a(3), lora_a(3)) and not torch.equal(lora_a(3), lora_a(4))

@@ -103,6 +103,23 @@ def test_checkpointing_off_in_the_recipe_is_off_in_unsloth(stand_in_unsloth, wri
     assert stand_in_unsloth["get_peft_model"]["use_gradient_checkpointing"] is False
 
 
+def test_unsloths_load_errors_are_one_line_naming_the_field(stand_in_unsloth, write_recipe, monkeypatch):
+    """unsloth wraps a hub error in a multi-line RuntimeError; arzan shows the cause's first line."""
+    from arzan.errors import ArzanError
+
+    def failing(**kw):
+        try:
+            raise OSError("Repository Not Found for url: https://huggingface.co/x\nmore")
+        except OSError as cause:
+            raise RuntimeError("Unsloth: Failed to load model.\n\nAutoConfig error: ...") from cause
+
+    monkeypatch.setattr(StandInFastLanguageModel, "from_pretrained", staticmethod(failing))
+    with pytest.raises(ArzanError) as err:
+        arzan_model.load_model(_recipe(write_recipe, backend="unsloth"))
+    assert str(err.value).startswith("model.name: cannot load") and "Repository Not Found" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_a_tokenizer_without_a_template_gets_llama31s(stand_in_unsloth, write_recipe):
     stand_in_unsloth["drop_template"] = True
     _, tokenizer, _ = arzan_model.load_model(_recipe(write_recipe, backend="unsloth"))

@@ -53,8 +53,9 @@ def base_model_of(adapter: Path, run: Path | None) -> tuple[str, str | None]:
 
     if run is not None:
         model = (yaml.safe_load((run / "recipe.yaml").read_text("utf-8")) or {}).get("model") or {}
-        if model.get("name"):
-            return resolve_model_name(model["name"]), model.get("revision")
+        if model.get("name"):  # a pre-quantised repo (…-bnb-4bit) is merged into its 16-bit original
+            name = unquantised_name(model["name"])
+            return resolve_model_name(name), model.get("revision") if name == model["name"] else None
     try:
         cfg = json.loads((adapter / "adapter_config.json").read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -177,18 +177,23 @@ def _load_hf(recipe: Recipe, name: str, on_cuda: bool) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ArzanError(f"model.name: cannot load '{m.name}': {str(exc).splitlines()[0]}") from None
+        raise ArzanError(f"model.name: cannot load '{m.name}': {_first_line(exc)}") from None
     if m.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        # peft's stock QLoRA preparation (norms, embeddings and lm_head cast to float32); it would also
+        # switch checkpointing on whatever train.gradient_checkpointing says, so it gets the recipe's
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=on_cuda and recipe.train.gradient_checkpointing is not False)
     return _with_lora(model, recipe), tokenizer
 
 
 def _with_lora(model: Any, recipe: Recipe) -> Any:
     """peft's get_peft_model, with a target-module typo as a one-line error naming the field."""
     from peft import get_peft_model
+    from transformers import set_seed
 
+    set_seed(recipe.train.seed)  # the adapter's initial weights follow train.seed, as unsloth's random_state does
     try:
         return get_peft_model(model, lora_config(recipe))
     except ValueError as exc:  # peft's NoMatchingPeftModuleError and friends
@@ -201,20 +206,32 @@ def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
     m, lo = recipe.model, recipe.lora
     # use_exact_model_name: unsloth would otherwise swap in its own mirror (and drop `revision`),
     # while the ledger and model card name the repo the recipe asked for.
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=name, max_seq_length=recipe.train.max_length,
-        dtype=None if m.dtype == "auto" else _torch_dtype(m.dtype, True), load_in_4bit=m.load_in_4bit,
-        revision=m.revision, trust_remote_code=m.trust_remote_code, use_exact_model_name=True)
+    try:
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=name, max_seq_length=recipe.train.max_length,
+            dtype=None if m.dtype == "auto" else _torch_dtype(m.dtype, True), load_in_4bit=m.load_in_4bit,
+            revision=m.revision, trust_remote_code=m.trust_remote_code, use_exact_model_name=True)
+    except (OSError, ValueError, RuntimeError) as exc:  # unsloth wraps the hub's error in a RuntimeError
+        raise ArzanError(f"model.name: cannot load '{m.name}' with unsloth: "
+                         f"{_first_line(exc.__cause__ or exc)}") from None
     checkpointing = "unsloth" if recipe.train.gradient_checkpointing is not False else False
-    model = FastLanguageModel.get_peft_model(
-        model, r=lo.r, lora_alpha=lo.lora_alpha, lora_dropout=lo.lora_dropout, target_modules=lo.target_modules,
-        bias=lo.bias, use_rslora=lo.use_rslora, modules_to_save=lo.modules_to_save,
-        use_gradient_checkpointing=checkpointing, random_state=recipe.train.seed)
+    try:
+        model = FastLanguageModel.get_peft_model(
+            model, r=lo.r, lora_alpha=lo.lora_alpha, lora_dropout=lo.lora_dropout, target_modules=lo.target_modules,
+            bias=lo.bias, use_rslora=lo.use_rslora, modules_to_save=lo.modules_to_save,
+            use_gradient_checkpointing=checkpointing, random_state=recipe.train.seed)
+    except (TypeError, ValueError) as exc:  # e.g. a modules_to_save entry unsloth cannot train
+        raise ArzanError(f"lora: unsloth's get_peft_model refused the recipe: {_first_line(exc)}") from None
     if not tokenizer.chat_template:
         from unsloth.chat_templates import get_chat_template
 
         tokenizer = get_chat_template(tokenizer, chat_template="llama-3.1")
     return model, tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(recipe: Recipe) -> tuple[Any, Any, BackendInfo]:
@@ -232,6 +249,9 @@ def load_model(recipe: Recipe) -> tuple[Any, Any, BackendInfo]:
     trainable, total = model.get_nb_trainable_parameters()
     info = BackendInfo(name=backend, version=ver, requested=recipe.model.backend,
                        method="qlora" if recipe.model.load_in_4bit else "lora",
-                       device="cuda" if on_cuda else "cpu", dtype=str(next(model.parameters()).dtype).split(".")[-1],
+                       device="cuda" if on_cuda else "cpu",
+                       # what the base was loaded in (QLoRA: the compute dtype); not a parameter's dtype,
+                       # which peft's QLoRA preparation casts to float32 for the norms and embeddings
+                       dtype=str(_torch_dtype(recipe.model.dtype, on_cuda)).split(".")[-1],
                        trainable_params=int(trainable), total_params=int(total), fallback_reason=why)
     return model, tokenizer, info

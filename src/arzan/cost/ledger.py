@@ -35,7 +35,7 @@ class ModelInfo(BaseModel):
     method: Literal["lora", "qlora"] | None = None
     backend: Literal["hf", "unsloth"] | None = None
     backend_version: str | None = None
-    dtype: str | None = None  # the loaded base weights' dtype (float32 on a CPU, whatever train.bf16 said)
+    dtype: str | None = None  # what the base was loaded in (QLoRA: its compute dtype; float32 on a CPU)
     trainable_params: int = 0
     total_params: int = 0
 
