@@ -2,29 +2,41 @@
 
 Run on a lent GPU machine with `python -m pytest -q -m gpu`. The tiny model keeps it to seconds;
 throughput on the real 8B architecture is bench/throughput.py's GPU mode, not a test.
+
+Each training is its own `arzan train` process: importing unsloth replaces trl's SFTTrainer and
+transformers' training loop for the rest of a process, so an hf run after an unsloth run in one
+pytest process would silently train on unsloth's code.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 
-from arzan.recipe import load_recipe
-from tests.conftest import base_recipe
+from tests.conftest import REPO, base_recipe
 
 pytestmark = pytest.mark.gpu
 
 
 def _train(write_recipe, tmp_path, backend: str, **model):
-    from arzan.train import train
-
     recipe = base_recipe(train={"max_steps": 30, "per_device_train_batch_size": 8, "max_length": 96,
                                 "learning_rate": 2e-3, "logging_steps": 5, "save_steps": 15},
                          cost={"gpu": "H100"}, eval={"generation_check": True, "max_new_tokens": 16})
     recipe["model"] = {**recipe["model"], "backend": backend, **model}
-    return train(load_recipe(write_recipe(recipe, f"{backend}.yaml")), out=tmp_path / backend)
+    out = tmp_path / backend
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", "from arzan.cli import run; run()", "train",
+                           str(write_recipe(recipe, f"{backend}.yaml")), "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ledger = json.loads((out / "cost.json").read_text(encoding="utf-8"))
+    return SimpleNamespace(status=ledger["status"], ledger=ledger, run_dir=out)
 
 
 def _losses(run_dir):
