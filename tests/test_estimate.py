@@ -75,6 +75,24 @@ def test_vram_marks_what_fits():
     assert longer.total > full.total
 
 
+def test_vram_follows_each_backends_loss_and_qlora_preparation():
+    """hf: TRL's chunked loss holds one 256-token chunk of logits whatever the length, and peft's QLoRA
+    preparation keeps embeddings, head and norms in float32; unsloth holds all bf16 logits, 16-bit rest."""
+    s = load_table().models["Llama-3.1-8B"]
+    lora = s.lora_params(16, "all-linear")
+
+    def vram(backend, tokens, qlora=False):
+        return estimate_vram(s, lora_params=lora, micro_batch_tokens=tokens, qlora=qlora, checkpointing=True,
+                             backend=backend)
+
+    assert vram("hf", 2048).logits == vram("hf", 8192).logits < vram("unsloth", 8192).logits
+    assert vram("unsloth", 8192).logits == 4 * vram("unsloth", 2048).logits
+    assert vram("hf", 128).logits < vram("hf", 256).logits  # a micro-batch under one chunk
+    unquantized = s.total_params - s.layers * s.layer_linear_params
+    gap = vram("hf", 2048, qlora=True).weights - vram("unsloth", 2048, qlora=True).weights
+    assert gap == pytest.approx(unquantized * 2 / 1e9)
+
+
 @pytest.mark.parametrize("ckpt", [None, False])
 def test_estimate_shows_memory_with_and_without_checkpointing(tiny_tokenizer, ckpt):
     """Both settings are estimated and shown; the fit marks follow the recipe's setting (None: on, on a GPU)."""

@@ -100,12 +100,16 @@ def eval_flops_per_token(shape: ModelShape, context: float) -> float:
 
 
 # --- memory -------------------------------------------------------------------------------------
-# Bytes per logit element held at the loss: bf16 logits, their fp32 upcast, log-softmax and its
-# gradient. Checked against Qwen-7B LoRA on an A100 (vocab 151,936): memory grows 2.08 MB per token
-# of sequence (20.1 GB at 256 -> 36.6 GB at 8192, github.com/QwenLM/Qwen README, "Profiling of Memory
-# and Speed"); 10 B/logit plus the checkpointed activations below gives 2.06 MB. Unsloth's fused
-# cross-entropy never materialises the fp32 copies.
-LOGIT_BYTES = {"hf": 10.0, "unsloth": 2.0, "cpu": 12.0}  # cpu: fp32 logits, log-softmax, gradient
+# The loss's logits. Unsloth's fused cross-entropy holds the bf16 logits of the whole micro-batch and
+# never materialises fp32 copies: 2 B per logit. On the hf path (GPU and CPU alike) TRL 1.14's
+# SFTTrainer defaults to loss_type "chunked_nll": lm_head is applied to 256 labelled tokens at a time
+# under checkpointing, so at most one chunk's fp32 logits, log-softmax, the entropy's exp and their
+# gradient (~16 B per element) are alive, whatever the sequence length (trl/trainer/sft_trainer.py,
+# _chunked_cross_entropy_loss). Full hf logits, as older stacks kept them, cost ~10 B per logit: that
+# reproduced Qwen-7B LoRA's +2.08 MB per token of sequence on an A100 (github.com/QwenLM/Qwen README,
+# "Profiling of Memory and Speed"), which TRL's chunking now avoids.
+UNSLOTH_LOGIT_BYTES = 2.0
+CHUNKED_LOSS_TOKENS, CHUNKED_LOSS_BYTES = 256, 16.0
 CUDA_CONTEXT_GB = 1.0  # CUDA context + cuBLAS workspaces: outside torch's allocator, inside the card
 FRAGMENTATION = 1.10  # the caching allocator reserves more than it hands out
 NF4_BYTES = 0.5 + 0.127 / 8  # 4 bits + double-quantized absmax (~0.127 bit/param): 0.516 B/param
@@ -158,7 +162,9 @@ def estimate_vram(shape: ModelShape, *, lora_params: int, micro_batch_tokens: in
     notes = []
     if qlora and not on_cpu:
         quantized = shape.layers * shape.layer_linear_params
-        weights = quantized * NF4_BYTES + (shape.total_params - quantized) * 2  # embeddings, head, norms stay 16-bit
+        # embeddings, head and norms are not quantized: unsloth keeps them 16-bit, while peft's
+        # prepare_model_for_kbit_training (the hf path) casts them to float32
+        weights = quantized * NF4_BYTES + (shape.total_params - quantized) * (2 if backend == "unsloth" else 4)
     else:
         weights = shape.total_params * (4 if on_cpu else 2)
     adapter = (lora_params + extra_trainable) * 16 + extra_trainable * 2
@@ -170,7 +176,10 @@ def estimate_vram(shape: ModelShape, *, lora_params: int, micro_batch_tokens: in
             notes.append("unsloth gradient checkpointing offloads layer inputs to CPU RAM")
     else:
         per_token = shape.layers * per_layer
-    logits = micro_batch_tokens * shape.vocab * LOGIT_BYTES["cpu" if on_cpu else backend]
+    if backend == "unsloth" and not on_cpu:
+        logits = micro_batch_tokens * shape.vocab * UNSLOTH_LOGIT_BYTES
+    else:
+        logits = min(micro_batch_tokens, CHUNKED_LOSS_TOKENS) * shape.vocab * CHUNKED_LOSS_BYTES
     overhead = 0.0 if on_cpu else CUDA_CONTEXT_GB * GB
     allocated = weights + adapter + per_token * micro_batch_tokens + logits
     if not on_cpu:
