@@ -25,18 +25,21 @@ class TokenCounter:
 
     def __init__(self) -> None:
         self.seen = self.trained = 0
-        self._pending_seen = self._pending_trained = 0
+        self._pending_seen: Any = 0  # int, or a tensor on the batch's device until the step commits
+        self._pending_trained: Any = 0
 
     def add(self, inputs: dict[str, Any]) -> None:
+        # sums stay on the GPU: an int() here would wait for the device twice per micro-batch
         mask = inputs.get("attention_mask")
-        self._pending_seen += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+        self._pending_seen = self._pending_seen + (mask.sum() if mask is not None else inputs["input_ids"].numel())
         labels = inputs.get("labels")
-        self._pending_trained += int((labels != -100).sum()) if labels is not None else 0
+        if labels is not None:
+            self._pending_trained = self._pending_trained + (labels != -100).sum()
 
     def commit(self) -> None:
-        """Called at the end of each optimizer step (by the cost meter, which runs first)."""
-        self.seen += self._pending_seen
-        self.trained += self._pending_trained
+        """Called at the end of each optimizer step (by the cost meter, which runs first): one device sync."""
+        self.seen += int(self._pending_seen)
+        self.trained += int(self._pending_trained)
         self._pending_seen = self._pending_trained = 0
 
 
