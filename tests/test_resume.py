@@ -209,6 +209,42 @@ def test_command_line_price_and_cap_hold_after_resume_and_a_mid_step_signal_coun
     assert second.ledger["money"]["kzt"] == pytest.approx(straight.ledger["money"]["kzt"])
 
 
+def test_a_price_given_on_resume_holds_for_the_next_resume_and_each_session_records_its_own(tmp_path,
+                                                                                             write_recipe):
+    """A run moved to a priced machine with `--resume --price 2`, stopped again, then resumed with no
+    flags, is billed at 2 for both later sessions (the flags hold like a raised cap); every session
+    row names the price it was billed at, so the totals can be checked session by session."""
+    section = {"max_length": 64, "max_steps": 9, "per_device_train_batch_size": 2, "logging_steps": 1,
+               "save_steps": 1000, "gradient_accumulation_steps": 1}
+    path = write_recipe(base_recipe(train=section, cost={"usd_kzt": 500}, eval={"generation_check": False}))
+    run = tmp_path / "run"
+
+    def session(mode, stop_at=None, **kw):
+        clock = StepClock()
+        extra = [SignalAt(stop_at)] if stop_at else []
+        return train(load_recipe(path), out=run, mode=mode, clock=clock, callbacks=[clock, *extra], **kw)
+
+    assert session("new", 3).status == "interrupted"
+    assert session("resume", 6, cost_overrides={"usd_per_gpu_hour": 2.0}).status == "interrupted"
+    last = session("resume")
+    assert last.status == "finished"
+    rows = last.ledger["sessions"]
+    assert [r["price"]["usd_per_gpu_hour"] for r in rows] == [0.0, 2.0, 2.0]
+    assert [r["terms"] for r in rows] == [None, {"usd_per_gpu_hour": 2.0}, {"usd_per_gpu_hour": 2.0}]
+    for r in rows:
+        steps = r["steps"][1] - r["steps"][0]
+        assert r["money"]["kzt"] == pytest.approx(steps * STEP_SECONDS / 3600 * r["price"]["usd_per_gpu_hour"] * 500)
+    assert last.ledger["money"]["kzt"] == pytest.approx(sum(r["money"]["kzt"] for r in rows))
+    assert last.ledger["money"]["kzt"] > 0
+    # a price given again replaces the kept one
+    again = train(load_recipe(path), out=tmp_path / "b", clock=StepClock(), callbacks=[SignalAt(2)],
+                  cost_overrides={"usd_per_gpu_hour": 1.0})
+    assert again.status == "interrupted"
+    done = train(load_recipe(path), out=tmp_path / "b", mode="resume", cost_overrides={"gpu": "T4", "provider": "colab"})
+    assert done.ledger["sessions"][-1]["terms"] == {"gpu": "T4", "provider": "colab"}
+    assert done.ledger["sessions"][-1]["price"]["gpu"] == "T4" and done.ledger["price"]["gpu"] == "T4"
+
+
 def test_signal_during_setup_closes_the_ledger_at_once(tmp_path, write_recipe, monkeypatch):
     """Nothing to checkpoint before the first step: the run stops at once and says so."""
     import arzan.model
@@ -616,3 +652,37 @@ def test_a_resume_whose_checkpoint_is_gone_or_damaged_is_refused_before_it_bills
     shutil.move(tmp_path / "on-drive", run / "checkpoints")
     done = train(load_recipe(path), out=run, mode="resume")  # put back: it finishes from the checkpoint
     assert done.status == "finished" and done.ledger["sessions"][1]["steps"][0] == first.ledger["progress"]["step"]
+
+
+def test_a_running_ledger_is_refused_while_its_process_lives_and_resumed_once_it_is_gone(tmp_path, write_recipe):
+    """A hard-killed run's ledger still says "running" for up to 90 s. On the same host the session's
+    pid tells a live trainer (refused: two processes must never train into one folder) from a dead one
+    (resumed at once, no 90 s wait); on another host only the ledger's age can tell."""
+    import socket
+    from datetime import datetime, timezone
+
+    from arzan import runtime
+    from arzan.runfolder import RunFolder
+
+    section = {"max_length": 64, "max_steps": 6, "per_device_train_batch_size": 2, "save_steps": 1000}
+    path = write_recipe(base_recipe(train=section, eval={"generation_check": False}))
+    run = tmp_path / "run"
+    assert train(load_recipe(path), out=run, callbacks=[SignalAt(2)]).status == "interrupted"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        for pid, host, refused in ((live.pid, socket.gethostname(), True), (dead.pid, socket.gethostname(), False),
+                                   (dead.pid, "another-host", True)):
+            led = json.loads((run / "cost.json").read_text())
+            led["status"], led["updated_at"] = "running", datetime.now(timezone.utc).isoformat()
+            led["sessions"][-1].update(pid=pid, host=host)
+            (run / "cost.json").write_text(json.dumps(led))
+            if refused:
+                with pytest.raises(ArzanError, match="another arzan process is training into this folder"):
+                    runtime.resume_terms(RunFolder(run), None, None)
+            else:
+                recipe, ledger, terms = runtime.resume_terms(RunFolder(run), None, None)
+                assert ledger.progress.step == 2 and terms == {}
+    finally:
+        live.kill()

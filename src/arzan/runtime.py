@@ -69,11 +69,12 @@ def with_terms(recipe: Recipe, budget: BudgetSection | None = None,
 
 
 def resume_terms(folder: RunFolder, budget: BudgetSection | None,
-                 cost_overrides: dict[str, Any] | None) -> tuple[Recipe, Ledger]:
-    """What a resumed session runs: the folder's recipe, under the caps the last session ran with.
+                 cost_overrides: dict[str, Any] | None) -> tuple[Recipe, Ledger, dict[str, Any]]:
+    """What a resumed session runs: the folder's recipe, under the caps and price the last session ran with.
 
     The ledger holds the caps of the last session, so a cap raised on one `--resume` holds for the
-    next; a price given now (a new machine) replaces the old one for this session only.
+    next; so do the price flags a resume gave (a new machine's `--price`): the next `--resume` keeps
+    them unless it gives its own. Returns the recipe, the ledger and those price flags.
     """
     ledger = read_ledger(folder.ledger)
     where = folder.root
@@ -83,16 +84,36 @@ def resume_terms(folder: RunFolder, budget: BudgetSection | None,
                          "(start it again with --overwrite, which keeps this folder aside)")
     if ledger.status == "running" and ledger.updated_at is not None:
         age = (utcnow() - ledger.updated_at).total_seconds()
-        if age < LIVE_LEDGER_S:
+        if age < LIVE_LEDGER_S and not _session_gone(ledger):
             raise ArzanError(f"{where}: another arzan process is training into this folder (ledger written "
                              f"{age:.0f} s ago); if it is gone, retry in {LIVE_LEDGER_S - age:.0f} s")
     b = ledger.budget
     caps = BudgetSection(max_kzt=b.max_kzt, max_usd=b.max_usd, max_hours=b.max_hours)
     if budget is not None:
         caps = caps.model_copy(update=budget.model_dump(include=budget.model_fields_set))
-    recipe = with_terms(load_recipe(folder.recipe), None, cost_overrides)
+    given = {k: v for k, v in (cost_overrides or {}).items() if v is not None}
+    last = ledger.sessions[-1].terms if ledger.sessions else None
+    terms = given or dict(last or {})
+    recipe = with_terms(load_recipe(folder.recipe), None, terms)
     recipe.budget = caps
-    return recipe, ledger
+    return recipe, ledger, terms
+
+
+def _session_gone(ledger: Ledger) -> bool:
+    """The last session ran on this host and its process no longer exists: killed, not training."""
+    import os
+    import socket
+
+    last = ledger.sessions[-1] if ledger.sessions else None
+    if last is None or last.pid is None or last.host != socket.gethostname() or last.pid == os.getpid():
+        return False
+    try:
+        os.kill(last.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: a process of someone else's holds that pid
+        return False
+    return False
 
 
 def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
@@ -160,16 +181,21 @@ def check_resume_point(folder: RunFolder, ledger: Ledger) -> None:
 
 
 def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool,
-               clock: Callable[[], float] | None = None) -> CostMeter:
+               clock: Callable[[], float] | None = None, terms: dict[str, Any] | None = None) -> CostMeter:
+    """`terms`: the command line's price flags this session runs under (kept for a later --resume)."""
     price, exchange = price_for(recipe)
     if resume:
         ledger = rewound(read_ledger(folder.ledger), folder)
     else:
         ledger = new_ledger(recipe.name, price, exchange, ModelInfo(base=recipe.model.name))
     b = recipe.budget
-    return CostMeter(folder.ledger, ledger, price, exchange, max_kzt=b.max_kzt, max_usd=b.max_usd,
-                     max_hours=b.max_hours, token_counter=counter, metrics_path=folder.metrics,
-                     grid_kg_co2_per_kwh=recipe.cost.grid_kg_co2_per_kwh, **({"clock": clock} if clock else {}))
+    meter = CostMeter(folder.ledger, ledger, price, exchange, max_kzt=b.max_kzt, max_usd=b.max_usd,
+                      max_hours=b.max_hours, token_counter=counter, metrics_path=folder.metrics,
+                      grid_kg_co2_per_kwh=recipe.cost.grid_kg_co2_per_kwh, **({"clock": clock} if clock else {}))
+    if terms:
+        meter.session.terms = dict(terms)
+        meter.flush()
+    return meter
 
 
 def rewound(ledger: Ledger, folder: RunFolder) -> Ledger:

@@ -67,7 +67,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     tick = clock or time.monotonic
     if mode == "resume":
         folder, note = open_run_folder(recipe.run_dir(out), mode)
-        recipe, previous = runtime.resume_terms(folder, budget, cost_overrides)
+        recipe, previous, terms = runtime.resume_terms(folder, budget, cost_overrides)
         runtime.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
         runtime.check_resume_point(folder, previous)  # a checkpoint gone or damaged: refused, nothing billed
         _check_machine(recipe, console)
@@ -75,7 +75,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         from arzan.estimate import preflight_budget
 
         check_run_folder(recipe.run_dir(out), mode)  # a refusal costs a second, not a data check
-        recipe = runtime.with_terms(recipe, budget, cost_overrides)
+        terms = {k: v for k, v in (cost_overrides or {}).items() if v is not None}
+        recipe = runtime.with_terms(recipe, budget, terms)
         runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
         _check_machine(recipe, console)  # so does backend: unsloth on a CPU, bf16 or 4-bit without a GPU
     t0 = tick()  # the model's name, the budget and the data's rows are checked before a folder is made
@@ -101,7 +102,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         folder, note = open_run_folder(recipe.run_dir(out), mode)
         folder.recipe.write_text(recipe.resolved_yaml(), encoding="utf-8")
     counter = TokenCounter()
-    meter = runtime.make_meter(recipe, folder, counter, resume=mode == "resume", clock=clock)
+    meter = runtime.make_meter(recipe, folder, counter, resume=mode == "resume", clock=clock, terms=terms)
     if mode != "resume":
         meter.expect_steps(*expected)  # the estimate, until a step is measured; a resume has its own
     stopper = StopOnSignal()

@@ -14,7 +14,7 @@ import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -135,6 +135,12 @@ class Session(BaseModel):
     # steps this session trained that no checkpoint kept (a hard kill, a crash): paid for, so still
     # in its money, trained again after the resume, so no longer in its tokens
     lost_steps: list[int] | None = None
+    price: Price | None = None  # what this session was billed at: a resume may run on another machine
+    # the command line's price flags (--price, --gpu, --provider) this session ran under; a later
+    # --resume that gives none keeps them, as it keeps a raised cap
+    terms: dict[str, Any] | None = None
+    host: str | None = None  # with pid: a resume on the same host can tell a killed session from a live one
+    pid: int | None = None
 
 
 class Summary(BaseModel):

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -157,7 +159,8 @@ class CostMeter(TrainerCallback):
         led.budget.stop_reason = led.status_reason = led.resume_command = led.finished_at = None
         led.status = "running"
         led.energy.grid_kg_co2_per_kwh = grid_factor(grid_kg_co2_per_kwh)
-        self.session = Session(index=len(led.sessions), started_at=now(), steps=[led.progress.step] * 2)
+        self.session = Session(index=len(led.sessions), started_at=now(), steps=[led.progress.step] * 2,
+                               price=price, host=socket.gethostname(), pid=os.getpid())
         led.sessions.append(self.session)
         self.ledger = led
         self._phase: tuple[str, float, bool] | None = None  # name, time counted up to, opened by callback
