@@ -108,7 +108,8 @@ def test_existing_run_folder_is_never_overwritten(smoke_run):
     before = (smoke_run / "cost.json").read_bytes()
     result = cli("train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(smoke_run))
     assert result.exit_code == 2
-    assert "already exists" in result.output and "--resume" in result.output
+    assert "already exists" in result.output and "--overwrite" in result.output
+    assert "--resume" not in result.output  # a finished run: a resume would only refuse
     assert (smoke_run / "cost.json").read_bytes() == before
 
 
@@ -436,3 +437,50 @@ def test_the_hf_adapters_initial_weights_follow_train_seed(write_recipe):
     import torch
 
     assert torch.equal(lora_a(3), lora_a(3)) and not torch.equal(lora_a(3), lora_a(4))
+
+
+def test_a_finished_run_is_not_offered_a_resume_and_an_edited_recipe_is_not_resumed(tmp_path, write_recipe):
+    """The folder of a finished run points to --out / --overwrite, not to a --resume that would refuse;
+    `arzan train EDITED.yaml --resume --out DIR` names the fields that differ instead of training DIR's
+    own recipe.yaml silently."""
+    section = {"max_length": 64, "max_steps": 4, "per_device_train_batch_size": 2, "save_steps": 2}
+    path = write_recipe(base_recipe(train=section, eval={"generation_check": False}))
+    run = tmp_path / "run"
+    assert cli("train", str(path), "--out", str(run)).exit_code == 0
+    again = cli("train", str(path), "--out", str(run))
+    assert again.exit_code == 2 and "its run is finished" in again.output and "--resume" not in again.output
+    assert "--overwrite" in again.output
+
+    led = json.loads((run / "cost.json").read_text())
+    led["status"] = "interrupted"  # as if stopped: --resume is now a real option
+    (run / "cost.json").write_text(json.dumps(led))
+    edited = base_recipe(train={**section, "learning_rate": 1e-3, "max_steps": 8}, eval={"generation_check": False})
+    result = cli("train", str(write_recipe(edited, "edited.yaml")), "--resume", "--out", str(run))
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "differs from" in result.output and "train.learning_rate" in result.output
+    assert "train.max_steps" in result.output
+    assert json.loads((run / "cost.json").read_text()) == led  # nothing ran, nothing was billed
+
+
+def test_a_money_cap_that_a_zero_price_cannot_enforce_is_said(tmp_path, write_recipe):
+    section = {"max_length": 64, "max_steps": 2, "per_device_train_batch_size": 2}
+    path = write_recipe(base_recipe(train=section, eval={"generation_check": False}))
+    free = cli("train", str(path), "--out", str(tmp_path / "a"), "--budget", "0.5KZT")
+    assert free.exit_code == 0 and "max_kzt 0.5 cannot stop this run: its price is 0" in free.output
+    priced = cli("train", str(path), "--out", str(tmp_path / "b"), "--budget", "500KZT", "--price", "1")
+    assert priced.exit_code == 0 and "cannot stop this run" not in priced.output
+
+
+def test_ctrl_c_before_the_run_folder_exists_says_there_is_nothing_to_resume(tmp_path, write_recipe, monkeypatch):
+    """A first Ctrl-C during the checks and imports used to print "interrupted twice ... --resume DIR"
+    for a folder that was never made."""
+    import arzan.model
+
+    def interrupted(recipe):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(arzan.model, "check_model_name", interrupted)
+    section = {"max_length": 64, "max_steps": 2, "per_device_train_batch_size": 2}
+    result = cli("train", str(write_recipe(base_recipe(train=section))), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 130 and "no run folder was made; there is nothing to resume" in result.output
+    assert "--resume" not in result.output and not (tmp_path / "run").exists()

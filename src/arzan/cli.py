@@ -83,7 +83,7 @@ def train(
     from arzan.recipe import load_recipe
     from arzan.runfolder import is_run_folder
 
-    where = out or recipe
+    where, loaded_where = out or recipe, False
     try:
         if resume and overwrite:
             raise ArzanError("--resume and --overwrite contradict each other; choose one")
@@ -101,7 +101,11 @@ def train(
             run_dir, recipe = recipe, recipe / "recipe.yaml"
         _check_price(price)
         loaded = load_recipe(recipe, set_)
-        where = loaded.run_dir(run_dir)
+        where, loaded_where = loaded.run_dir(run_dir), True
+        if resume and recipe.resolve() != (where / "recipe.yaml").resolve():
+            from arzan.runtime import check_same_recipe
+
+            check_same_recipe(loaded, where, recipe)  # RECIPE --resume --out DIR: DIR's own recipe.yaml is what runs
         from arzan.train import train as run_training
 
         result = run_training(loaded, out=run_dir, mode="resume" if resume else "overwrite" if overwrite else "new",
@@ -110,9 +114,8 @@ def train(
     except ArzanError as exc:
         _fail(exc)
         return
-    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: the ledger is closed, the last checkpoint kept
-        err_console.print("interrupted twice: stopped without a new checkpoint; continue from the last one with "
-                          f"arzan train --resume {where}", highlight=False)
+    except KeyboardInterrupt:  # a Ctrl-C before the run folder exists, or a second one: the ledger is closed
+        err_console.print(_interrupted_message(where if loaded_where else None, resume), highlight=False)
         raise typer.Exit(130)
     if result.note:
         console.print(f"[yellow]note:[/] {result.note}")
@@ -127,6 +130,20 @@ def train(
     if result.signal is not None:  # training finished, but a signal cut the work after it short
         console.print(f"note: {result.ledger.get('status_reason')}", highlight=False, markup=False)
         raise typer.Exit(3)
+
+
+def _interrupted_message(run_dir: Path | None, resume: bool) -> str:
+    """What a Ctrl-C outside the training loop left: a first one during the checks and imports (no
+    folder yet, or nothing new in it), or a second one while the first was being handled."""
+    from arzan.runfolder import RunFolder, is_run_folder
+
+    if run_dir is None or not is_run_folder(run_dir):
+        return "interrupted before the run started: no run folder was made; there is nothing to resume"
+    kept = RunFolder(run_dir).last_checkpoint()
+    since = f"its last checkpoint ({kept.name})" if kept is not None else "the start (no checkpoint was saved yet)"
+    what = "resume" if resume else "run"
+    return f"interrupted: the {what} stopped; the ledger is closed; continue from {since} with: " \
+           f"arzan train --resume {run_dir}"
 
 
 @app.command()

@@ -58,15 +58,19 @@ def is_run_folder(path: Path) -> bool:
     return (path / "recipe.yaml").is_file() and (path / "cost.json").is_file()
 
 
-def _what_is_there(path: Path) -> str:
-    """' (its last run failed: ...)' and the like, so the user knows which of the two to choose."""
+def _status_of(path: Path) -> tuple[str | None, str | None]:
     import json
 
     try:
         led = json.loads((path / "cost.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
-    status, reason = led.get("status"), led.get("status_reason")
+        return None, None
+    return (led.get("status"), led.get("status_reason")) if isinstance(led, dict) else (None, None)
+
+
+def _what_is_there(path: Path) -> str:
+    """' (its last run failed: ...)' and the like, so the user knows which of the two to choose."""
+    status, reason = _status_of(path)
     return f" (its run is {status}{': ' + reason if reason else ''})" if status else ""
 
 
@@ -95,6 +99,9 @@ def check_run_folder(path: Path, mode: str) -> bool:
         if not is_run_folder(path):  # someone's own files: --resume cannot work there, and is not offered
             raise ArzanError(f"{path}: a folder that is not empty and not an arzan run; give --out a new folder "
                              "(or --overwrite, which moves this one aside, never deletes it)")
+        if _status_of(path)[0] == "finished":  # nothing to resume: only a new folder or --overwrite helps
+            raise ArzanError(f"{path}: run folder already exists (its run is finished); give --out a new folder, "
+                             "or start again with --overwrite (the old folder is kept aside, never deleted)")
         raise ArzanError(f"{path}: run folder already exists{_what_is_there(path)}; continue it with --resume, "
                          "or start again with --overwrite (the old folder is kept aside, never deleted)")
     return occupied

@@ -10,6 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from arzan.cost.ledger import Ledger, ModelInfo, money_for, new_ledger, read_ledger, utcnow
 from arzan.cost.meter import CostMeter, mean_step_seconds, session_overhead_s, suggest_cap
 from arzan.cost.prices import Exchange, Price, resolve_exchange, resolve_price
@@ -48,6 +50,17 @@ def price_for(recipe: Recipe) -> tuple[Price, Exchange]:
                           kzt_per_gpu_hour=c.kzt_per_gpu_hour, gpu_count=c.gpu_count,
                           overhead_s=c.overhead_minutes * 60, pricing=c.pricing, exchange=exchange)
     return price, exchange
+
+
+def unbindable_cap(recipe: Recipe) -> str | None:
+    """A money cap at a price of 0 (a CPU, a GPU the catalog does not know, no --price) never stops
+    anything: say so before the run, instead of letting the user believe the cap guards them."""
+    b = recipe.budget
+    money_caps = [f"{n} {v:g}" for n, v in (("max_kzt", b.max_kzt), ("max_usd", b.max_usd)) if v is not None]
+    if not money_caps or price_for(recipe)[0].usd_per_gpu_hour > 0:
+        return None
+    return (f"{' and '.join(money_caps)} cannot stop this run: its price is 0 (no GPU price is known here); "
+            "give --price USD_PER_GPU_HOUR, --gpu with --provider, or cap the time with --budget 2h")
 
 
 def with_terms(recipe: Recipe, budget: BudgetSection | None = None,
@@ -97,6 +110,33 @@ def resume_terms(folder: RunFolder, budget: BudgetSection | None,
     recipe = with_terms(load_recipe(folder.recipe), None, terms)
     recipe.budget = caps
     return recipe, ledger, terms
+
+
+def check_same_recipe(given: Recipe, run_dir: Path, given_path: Path) -> None:
+    """`arzan train RECIPE --resume --out DIR` runs DIR's recipe.yaml; a RECIPE that says something
+    else (an edited learning rate, more steps, other data) is refused, not silently ignored.
+
+    Price and caps are not compared: --resume takes them from its own flags and the ledger.
+    """
+    from arzan.runfolder import is_run_folder
+
+    if not is_run_folder(run_dir):
+        return  # resume_terms names what is missing
+    ours = yaml.safe_load(given.resolved_yaml())
+    theirs = yaml.safe_load(load_recipe(run_dir / "recipe.yaml").resolved_yaml())
+    changed = [f"{section}.{key}" for section in ours if section not in ("cost", "budget")
+               for key in (ours[section] if isinstance(ours[section], dict) else {"": None})
+               if _field(ours, section, key) != _field(theirs, section, key)]
+    if changed:
+        shown = ", ".join(f.rstrip(".") for f in changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise ArzanError(f"{given_path}: differs from {run_dir / 'recipe.yaml'} in {shown}; a resumed "
+                         f"run keeps the recipe it started with (arzan train --resume {run_dir}); to train the "
+                         "changed recipe, start a new run (another --out, or --overwrite)")
+
+
+def _field(doc: dict, section: str, key: str) -> Any:
+    value = doc.get(section)
+    return value.get(key) if isinstance(value, dict) and key else value
 
 
 def _session_gone(ledger: Ledger) -> bool:

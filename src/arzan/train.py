@@ -71,6 +71,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         runtime.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
         runtime.check_resume_point(folder, previous)  # a checkpoint gone or damaged: refused, nothing billed
         _check_machine(recipe, console)
+        if (line := runtime.unbindable_cap(recipe)) and console is not None:
+            console.print(f"[yellow]warning:[/] {line}", highlight=False)
     else:
         from arzan.estimate import preflight_budget
 
@@ -85,8 +87,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 
         tokenizer = check_model_name(recipe)  # a model.name typo or a gated repo: one line, no folder
         over, *expected = preflight_budget(recipe, allow_over_budget, tokenizer)  # "refusing to start"
-        if over and console is not None:
-            console.print(f"[yellow]warning:[/] {over}", highlight=False)
+        for line in (over, runtime.unbindable_cap(recipe)):
+            if line and console is not None:
+                console.print(f"[yellow]warning:[/] {line}", highlight=False)
     raw = load_data(recipe.data, recipe.base_dir)
     data_seconds = tick() - t0  # billed in the data phase once the meter starts
     from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists

@@ -115,7 +115,7 @@ def canonical_gpu(name: str) -> str:
     table = {_key(g): g for g in cat.gpus} | {_key(a): g for a, g in cat.aliases.items()}
     if (found := table.get(_key(name))) is not None:
         return found
-    raise ArzanError(f"unknown GPU '{name}'; known GPUs: {', '.join(cat.gpus)} (or give a price with --price)")
+    raise ArzanError(f"unknown GPU '{name}'; known GPUs: {', '.join(cat.gpus)} (another GPU is priced by your own figure: cost.usd_per_gpu_hour, or --price on arzan train)")
 
 
 def canonical_provider(name: str) -> str:
@@ -139,7 +139,7 @@ def lookup(gpu: str, provider: str | None = None, pricing: str | None = None, gp
     name = canonical_gpu(gpu)
     rows = [e for e in cat.prices if e.gpu == name]
     if not rows:
-        raise ArzanError(f"no catalog price for {name}; give one with --price or cost.usd_per_gpu_hour")
+        raise ArzanError(f"no catalog price for {name}; give your own: cost.usd_per_gpu_hour, or --price on arzan train")
     if provider is not None:
         prov = canonical_provider(provider)
         sold_by = sorted({e.provider for e in rows})
