@@ -46,7 +46,7 @@ def test_compare_rows_money_and_references(tmp_path):
     assert "arzan_unt_kk_biology" in {r["task"] for r in detail if r["basis"] == PUBLISHED}
 
     md = scores_markdown(rows)
-    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) · 125 ₸/pt |" in md  # 5000 ₸ / 40 points
+    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) · 125.00 ₸/pt |" in md  # 5000 ₸ / 40 points
     assert "Published rows (not measured here):" in md and "horde-common" in md
 
     from rich.console import Console
@@ -117,3 +117,55 @@ def test_chrf_is_not_multiplied_by_100(tmp_path):
     row = compare([run], references=False)[0]
     assert row["kzt_per_point"] == pytest.approx(625.0 / 31.25)
     assert "31.2" in scores_markdown([row]) and "3125" not in scores_markdown([row])
+
+
+def cost_only_run(root: Path, name: str, kzt: float, run_id: str | None = None) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "cost.json").write_text(json.dumps({"run_id": run_id or name, "money": {"kzt": kzt}}), encoding="utf-8")
+    return run
+
+
+def test_runs_without_eval_json_are_compared_on_cost(tmp_path):
+    """`arzan compare run1 run5b run2`, run2 never evaluated: a row with its bill and "no eval"
+    where its scores would be, instead of refusing the whole comparison."""
+    a = fake_run(tmp_path, "lora-a", 0.40, 5000.0)
+    b = cost_only_run(tmp_path, "lora-b", 1234.5)
+    rows = compare([a, b])
+    mine = [r for r in rows if r["model"] == "lora-b"]
+    assert [(r["task"], r["value"], r["kzt"]) for r in mine] == [(None, None, 1234.5)]
+    md = scores_markdown(rows)
+    assert "| lora-b | measured | 1,234 ₸ | no eval |" in md
+    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) · 125.00 ₸/pt |" in md
+    assert not any(r["basis"] == PUBLISHED and r["task"] is None for r in rows)
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200)
+    console.print(scores_table(rows))
+    assert "no eval" in console.file.getvalue() and "1,234 ₸" in console.file.getvalue()
+
+
+def test_runs_compared_on_cost_alone(tmp_path):
+    """Only unevaluated runs: their bills side by side, one `scores` column saying so, and no
+    published rows (no score of theirs to set them beside)."""
+    rows = compare([cost_only_run(tmp_path, "a", 12.5), cost_only_run(tmp_path, "b", 0.0031)])
+    assert {r["basis"] for r in rows} == {"measured"}
+    md = scores_markdown(rows)
+    assert "| model | basis | cost | scores |" in md
+    assert "| a | measured | 12.50 ₸ | no eval |" in md and "| b | measured | 0.0031 ₸ | no eval |" in md
+
+
+def test_the_same_run_named_twice_is_one_row(tmp_path):
+    a = fake_run(tmp_path, "lora-a", 0.40, 5000.0)
+    rows = compare([a, f"{a}/", a / "eval.json", tmp_path / "." / "lora-a"], references=False)
+    assert [(r["model"], r["task"]) for r in rows] == [("lora-a", "arzan_mmlu_translated_kk")]
+
+
+def test_small_amounts_keep_significant_digits(tmp_path):
+    """13.25 ₸ for 50 points is 0.27 ₸/pt, not `0 ₸/pt`; a CPU eval's 0.0031 ₸ is not `0 ₸`."""
+    a = fake_run(tmp_path, "cheap", 0.50, 13.25)
+    b = fake_run(tmp_path, "cheaper", 0.40, 0.0032)
+    md = scores_markdown(compare([a, b], references=False))
+    assert "| cheap | measured | 13.25 ₸ | 50.0 ±1.0 (n=100) · 0.27 ₸/pt |" in md
+    assert "| cheaper | measured | 0.0032 ₸ | 40.0 ±1.0 (n=100) · 0.000080 ₸/pt |" in md

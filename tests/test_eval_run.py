@@ -241,3 +241,158 @@ def test_readme_example_of_an_own_multiple_choice_set_runs(tmp_path):
     scores = doc["tasks"]["my_kk_quiz"]
     assert scores["n"] == len(jsonl.strip().splitlines()) == 3
     assert 0.0 <= scores["acc"] <= 1.0
+
+
+def _billed_run(run_dir: Path, where: Path, usd_per_gpu_hour: float = 3.6) -> Path:
+    """A copy of the fake run folder with a whole recipe, a model card as training writes it, and a
+    price of 1 $ per 1000 s on this CPU, so an eval's money is its seconds / 1000."""
+    import shutil
+
+    from arzan.cost.ledger import read_ledger, write_ledger
+    from arzan.cost.prices import Price
+    from arzan.modelcard import write_card
+    from arzan.recipe import recipe_from_dict
+    from tests.conftest import base_recipe
+
+    run = where / "run"
+    shutil.copytree(run_dir, run)
+    (run / "eval.json").unlink(missing_ok=True)
+    recipe = recipe_from_dict(base_recipe(name="smoke"))
+    (run / "recipe.yaml").write_text(recipe.resolved_yaml(), encoding="utf-8")
+    led = read_ledger(run / "cost.json")
+    led.price = Price(usd_per_gpu_hour=usd_per_gpu_hour)
+    write_ledger(run / "cost.json", led)
+    write_card(run / "adapter" / "README.md", recipe, led.model_dump(mode="json"))
+    return run
+
+
+@needs_shared
+def test_eval_refreshes_the_card_and_its_session_starts_when_the_eval_began(run_dir, tmp_path):
+    """After `arzan eval RUN`, adapter/README.md shows the ledger with the eval session in it
+    (rendered by the same code as after training), and that session spans the eval's time."""
+    from datetime import datetime
+
+    from arzan.cost.ledger import utcnow
+    from arzan.modelcard import render_card
+    from arzan.recipe import recipe_from_dict
+
+    run = _billed_run(run_dir, tmp_path)
+    before = json.loads((run / "cost.json").read_text(encoding="utf-8"))
+    began = utcnow()
+    doc = run_eval(run, tasks="kazakh_local", limit=12, data_dir=SHARED)
+    ledger = json.loads((run / "cost.json").read_text(encoding="utf-8"))
+    s = ledger["sessions"][-1]
+    assert len(ledger["sessions"]) == len(before["sessions"]) + 1 and s["status"] == "finished"
+    started, finished = (datetime.fromisoformat(s[k].replace("Z", "+00:00")) for k in ("started_at", "finished_at"))
+    assert began <= started <= finished  # to the second, as the ledger keeps time
+    assert s["billed_seconds"] == doc["seconds"]
+    assert (finished - started).total_seconds() >= doc["seconds"] - 1  # both kept to the whole second
+    card = (run / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert f"| Sessions | {len(ledger['sessions'])} |" in card
+    assert f"| Wall time (billed) | {ledger['billed_seconds']:,.1f} s |" in card
+    import yaml
+
+    recipe = recipe_from_dict(yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")))
+    assert card == render_card(recipe, ledger)
+
+
+@needs_shared
+def test_ctrl_c_during_eval_bills_its_time_as_an_interrupted_session(run_dir, tmp_path, monkeypatch):
+    """A real SIGINT, sent to this process while lm-eval scores: the time already spent (paid GPU
+    time on a rented machine) joins the ledger as an interrupted eval-only session, nothing scored
+    is kept, the previous ledger's sessions are intact, and the message says all that in one line."""
+    import signal
+
+    from lm_eval.models.huggingface import HFLM
+
+    from arzan.evaluation.session import EvalInterrupted
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("Ctrl-C is handled by something else in this test process")
+    run = _billed_run(run_dir, tmp_path)
+    before = json.loads((run / "cost.json").read_text(encoding="utf-8"))
+    scoring = HFLM._loglikelihood_tokens
+
+    def ctrl_c_while_scoring(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered as KeyboardInterrupt at the next bytecode
+        return scoring(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", ctrl_c_while_scoring)
+    with pytest.raises(EvalInterrupted) as err:
+        run_eval(run, tasks="kazakh_local", limit=12, data_dir=SHARED)
+    assert isinstance(err.value, KeyboardInterrupt)  # still exits 130 wherever Ctrl-C does
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("evaluation interrupted after ")
+    assert "nothing scored was kept (no eval.json written)" in message and "status interrupted" in message
+    assert not (run / "eval.json").exists()
+    ledger = json.loads((run / "cost.json").read_text(encoding="utf-8"))
+    assert ledger["sessions"][:-1] == before["sessions"] and ledger["summary"]["eval"] == before["summary"]["eval"]
+    s = ledger["sessions"][-1]
+    assert s["status"] == "interrupted" and s["phases"]["eval"] == s["billed_seconds"] > 0
+    assert s["money"]["usd"] == pytest.approx(s["billed_seconds"] / 1000)
+    assert ledger["money"]["usd"] == pytest.approx(before["money"]["usd"] + s["billed_seconds"] / 1000)
+    assert ledger["status"] == before["status"]  # the training's own state is not the eval's
+    assert f"as session {s['index']}," in message
+    card = (run / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert f"| Sessions | {len(ledger['sessions'])} |" in card
+
+
+@needs_shared
+def test_offline_names_only_the_tasks_that_cannot_load(tmp_path):
+    """`--tasks kazakh --data-dir ...` offline: a task whose data is on the Hub cannot load, but
+    arzan_kkcopa, whose file is in --data-dir, can; the error must not blame it."""
+    (tmp_path / "hub_only.yaml").write_text("""\
+task: arzan_test_hub_only
+dataset_path: arzan-test-no-such-org/no-such-dataset
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{question}}"
+doc_to_choice: "{{choices}}"
+doc_to_target: 0
+metric_list:
+  - metric: acc
+""", encoding="utf-8")
+    tasks = [str(tmp_path / "hub_only.yaml"), "arzan_kkcopa", "arzan_dastur_kk"]  # dastur: no local file here
+    with pytest.raises(ArzanError) as err:
+        run_eval(TINY_MODEL_NAME, tasks=tasks, data_dir=SHARED, out_dir=tmp_path / "out", limit=2)
+    message = str(err.value)
+    failed, _, loaded = message.partition("; these loaded")
+    assert failed.startswith("cannot load the data of arzan_test_hub_only, arzan_dastur_kk (arzan_test_hub_only: ")
+    assert "arzan_kkcopa" not in failed
+    assert loaded.endswith("--tasks arzan_kkcopa") and "\n" not in message
+
+
+def test_a_card_that_cannot_be_refreshed_is_a_note_not_a_lost_bill(tmp_path):
+    """A recipe.yaml that no longer validates (hand-edited, or from an older arzan): the eval's
+    session is still billed, the card stays as it was, and the note says why, in one line."""
+    from arzan.cost.ledger import new_ledger, utcnow, write_ledger
+    from arzan.cost.prices import Price, resolve_exchange
+    from arzan.evaluation.session import bill
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "adapter" / "README.md").write_text("the card training wrote\n", encoding="utf-8")
+    (tmp_path / "recipe.yaml").write_text("name: smoke\nmodel:\n  name: arzan/tiny-llama-kk\n", encoding="utf-8")
+    write_ledger(tmp_path / "cost.json", new_ledger("smoke", Price(usd_per_gpu_hour=3.6), resolve_exchange()))
+    ledger, note = bill(tmp_path, {"tasks": {}}, 2.0, "cpu", utcnow())
+    assert ledger["sessions"][-1]["billed_seconds"] == 2.0 and ledger["money"]["usd"] == pytest.approx(0.002)
+    assert json.loads((tmp_path / "cost.json").read_text(encoding="utf-8"))["money"] == ledger["money"]
+    assert (tmp_path / "adapter" / "README.md").read_text(encoding="utf-8") == "the card training wrote\n"
+    assert "still shows the old bill" in note and "recipe.yaml: data: required field is missing" in note
+    assert "\n" not in note
+
+
+def test_arzan_eval_prints_the_interrupted_line_and_exits_130(monkeypatch):
+    """typer would turn the KeyboardInterrupt into a silent exit; the CLI prints what was kept and billed."""
+    from typer.testing import CliRunner
+
+    import arzan.evaluation as evaluation
+    from arzan.cli import app
+    from arzan.evaluation.session import EvalInterrupted
+
+    def cut(*args, **kwargs):
+        raise EvalInterrupted("evaluation interrupted after 3.0 s: nothing scored was kept; billed as session 2")
+
+    monkeypatch.setattr(evaluation, "run_eval", cut)
+    result = CliRunner().invoke(app, ["eval", "some/run", "--limit", "2"])
+    assert result.exit_code == 130 and "billed as session 2" in result.output

@@ -143,3 +143,31 @@ def test_hub_datasets_and_co2_reach_the_front_matter():
     assert meta["datasets"] == ["AmanMussa/kazakh-instruction-v2", "sabinaasker/kazakh_dolly"]
     assert meta["base_model"] == "meta-llama/Llama-3.1-8B-Instruct"
     assert meta["co2_eq_emissions"]["emissions"] == 750.0  # grams
+
+
+def test_small_costs_keep_significant_digits():
+    """A short CPU eval billed 0.0031 ₸: the card says so, not `0.00 ₸`."""
+    led = ledger()
+    led["money"].update(kzt=0.0031, usd=0.0031 / 520)
+    _, body = parse_card(render_card(recipe(), led))
+    assert "| Cost | 0.0031 ₸ = 0.0000060 $ (measured) |" in body
+
+
+def test_refresh_card_rewrites_an_existing_card_from_the_run_folder(tmp_path):
+    """After `arzan eval` adds a session, the card is rendered again from the run's own recipe.yaml
+    and the ledger as it now stands; a folder without a card (or adapter) is left alone."""
+    from arzan.modelcard import refresh_card
+
+    run, rec = tmp_path / "run", recipe()
+    (run / "adapter").mkdir(parents=True)
+    (run / "recipe.yaml").write_text(rec.resolved_yaml(), encoding="utf-8")
+    assert refresh_card(run, ledger()) is None  # no adapter yet
+    (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    assert refresh_card(run, ledger()) is None  # no card to refresh
+    write_card(run / "adapter" / "README.md", rec, ledger())
+    led = ledger()
+    led["sessions"] = [{"index": 0}, {"index": 1}]
+    led["money"].update(kzt=13.25)
+    card = refresh_card(run, led).read_text(encoding="utf-8")
+    assert "| Sessions | 2 |" in card and "| Cost | 13.25 ₸" in card
+    assert card == render_card(rec, led)

@@ -581,3 +581,27 @@ def test_out_never_overwrites_a_runs_own_files_or_itself(runs, tmp_path):
         build_report(runs, tmp_path / "r.html", out_md=tmp_path / "r.html")
     assert (runs[0] / "cost.json").read_bytes() == before
 
+
+
+def test_the_same_run_named_twice_is_reported_once(runs, tmp_path, monkeypatch):
+    """`arzan report runA runA` (or runA and ./runA/): one row and one line, not a run beside itself
+    under two path labels."""
+    monkeypatch.chdir(runs[0].parent)
+    out = build_report([runs[0], Path(runs[0].name), Path(f"./{runs[0].name}/"), runs[1]], tmp_path / "r.html")
+    page = parse(out)
+    assert sorted(run for run, col in page.cells if col == "kzt") == ["qwen-kk-a100", "qwen-kk-l4-spot"]
+    md = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert len([line for line in md.splitlines() if line.startswith("| qwen-kk-a100 ")]) == 2  # summary + scores
+
+
+def test_small_money_keeps_significant_digits_in_the_provenance(runs, tmp_path):
+    """A CPU eval billed 0.0031 ₸: the budget line says so instead of `spent ₸0.00`."""
+    ledger_file = runs[1] / "cost.json"
+    ledger = json.loads(ledger_file.read_text())
+    ledger["budget"].update(spent_kzt=0.0031, max_kzt=0.5, projected_kzt=0.0475)
+    ledger["money"].update(kzt=0.0031, usd=0.0031 / 520)
+    ledger_file.write_text(json.dumps(ledger))
+    out = build_report([runs[1]], tmp_path / "r.html")
+    for text in (out.read_text(encoding="utf-8"), out.with_suffix(".md").read_text(encoding="utf-8")):
+        assert "cap ₸0.50; spent ₸0.0031; projected at end ₸0.048" in text
+    assert parse(out).cells[("qwen-kk-l4-spot", "kzt")]["text"] == "0.0031"

@@ -239,8 +239,14 @@ def eval_(
         result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size)
         console.print(scores_table(compare([result["path"]], references=False)))
         console.print(f"scores written to {result['path']}")
+        if result.get("note"):
+            console.print(f"note: {result['note']}", highlight=False, markup=False)
     except ArzanError as exc:
         _fail(exc)
+    except KeyboardInterrupt as exc:  # its time is already in the run's ledger (evaluation.session)
+        err_console.print(str(exc) or "evaluation interrupted: nothing scored was kept", highlight=False,
+                          markup=False)
+        raise typer.Exit(130)
 
 
 @app.command(name="compare")

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from arzan.errors import ArzanError
 from arzan.md_escape import md_cell
 from arzan.recipe import Recipe
 
@@ -20,10 +21,14 @@ _HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
+    """The report's number rule (reporting.table.fixed): a figure too small for `digits` decimals
+    (0.0031 ₸ of a short eval) keeps two significant digits instead of showing 0.00."""
+    from arzan.reporting.table import fixed
+
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:,.{digits}f}"
+        return fixed(value, digits)
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -203,8 +208,38 @@ arzan train {recipe_file}
 
 
 def write_card(path: Path, recipe: Recipe, ledger: dict[str, Any]) -> Path:
-    path.write_text(render_card(recipe, ledger), encoding="utf-8")
+    """Atomic: the card is rewritten after training and after every `arzan eval`, on machines that
+    get killed."""
+    from arzan.fileio import write_text_atomic
+
+    write_text_atomic(path, render_card(recipe, ledger))
     return path
+
+
+def refresh_card(run_dir: Path, ledger: dict[str, Any]) -> Path | None:
+    """Rewrites RUN/adapter/README.md from `ledger` after something other than the training added
+    to the bill (a standalone `arzan eval` is a session of its own): the card's "Training cost"
+    table must show what cost.json says. Same renderer as after training, with the run folder's own
+    recipe.yaml, as a resumed run uses. None where there is no card to refresh (no adapter, or a
+    card someone removed: arzan does not bring it back uninvited).
+
+    The recipe is read without `load_recipe`'s checks: a card needs the data's names, not the data
+    files themselves, which may be gone from the machine that runs the eval."""
+    adapter, recipe_file = Path(run_dir) / "adapter", Path(run_dir) / "recipe.yaml"
+    card = adapter / "README.md"
+    if not (adapter / "adapter_config.json").is_file() or not card.is_file() or not recipe_file.is_file():
+        return None
+    from arzan.recipe import recipe_from_dict
+
+    try:
+        raw = yaml.safe_load(recipe_file.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ArzanError(f"{recipe_file}: unreadable recipe ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ArzanError(f"{recipe_file}: not a recipe (a YAML mapping)")
+    recipe = recipe_from_dict(raw, source=str(recipe_file))
+    recipe._base_dir = recipe_file.resolve().parent
+    return write_card(card, recipe, ledger)
 
 
 def read_front_matter(path: Path) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Kazakh evaluation: lm-eval runs on a run's adapter, arzan's task configs, score tables.
 
 Modules: `suites` (what `--tasks kazakh` means, local-file checks), `taskdata` (the loader the
-task YAMLs call), `runner` (`run_eval`), `compare` (score tables with published reference rows),
-`generation` (does the fine-tune answer and stop?).
+task YAMLs call), `runner` (`run_eval`), `session` (an eval's time and money in the run's ledger,
+finished or cut by Ctrl-C, and the refreshed model card), `compare` (score tables with published
+reference rows), `generation` (does the fine-tune answer and stop?).
 """
 
 from arzan.evaluation.compare import (

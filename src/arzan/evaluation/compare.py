@@ -17,8 +17,10 @@ import yaml
 
 from arzan.errors import ArzanError
 from arzan.reporting.scores import points
+from arzan.reporting.table import kzt as kzt_text
 
 PUBLISHED = "published, not measured here"
+NO_EVAL = "no eval"
 
 
 def default_references_path() -> Path:
@@ -72,6 +74,8 @@ def _check_eval_shape(doc: Any, path: Path) -> None:
 def _measured(source: str | Path, detail: bool) -> list[dict]:
     p = Path(source)
     eval_file = p / "eval.json" if p.is_dir() else p
+    if p.is_dir() and not eval_file.is_file() and (p / "cost.json").is_file():
+        return [_cost_only(p)]
     doc = _read_json(eval_file)
     _check_eval_shape(doc, eval_file)
     ledger_file = eval_file.parent / "cost.json"
@@ -96,20 +100,50 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     return rows
 
 
+def _cost_only(run: Path) -> dict:
+    """A run folder that was never evaluated still has a bill worth setting beside the others: one
+    row with its cost, `task` None, and "no eval" where its scores would be."""
+    ledger_file = run / "cost.json"
+    ledger = _read_json(ledger_file)
+    if not isinstance(ledger, dict):
+        raise ArzanError(f"{ledger_file}: not an arzan ledger (expected a JSON object, got {type(ledger).__name__})")
+    kzt = (ledger.get("money") or {}).get("kzt")
+    if kzt is not None and (isinstance(kzt, bool) or not isinstance(kzt, (int, float))):
+        raise ArzanError(f"{ledger_file}: money.kzt is {kzt!r}, not a number")
+    return {"model": str(ledger.get("run_id") or run.name), "basis": "measured", "task": None, "metric": None,
+            "value": None, "stderr": None, "n": None, "limit": None, "kzt": kzt, "kzt_per_point": None,
+            "source": str(ledger_file), "no_eval": True}
+
+
+def _unique(sources: list[str | Path]) -> list[str | Path]:
+    """The same run named twice (`runs/a runs/a/`, or a path and its eval.json) is one row."""
+    seen, out = set(), []
+    for s in sources:
+        p = Path(s).expanduser()
+        key = (p.parent if p.name == "eval.json" and p.is_file() else p).resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
 def compare(sources: list[str | Path], references: bool | str | Path = True,
             detail: bool = False) -> list[dict]:
     """One row per (model, task): run folders or eval.json files, then published rows.
 
     `kzt` is the run's whole bill from its ledger and `kzt_per_point` is that bill divided by the
-    score in percentage points, the "₸ per point" the cost claims are argued in. With `detail`,
-    group members (each UNT subject, ...) get rows too. Published rows are kept only for tasks
-    some measured row has, unless nothing was measured.
+    score in percentage points, the "₸ per point" the cost claims are argued in. A run folder
+    without eval.json gets one row with its bill and `task` None (shown as "no eval"), so runs
+    can be compared on cost alone. With `detail`, group members (each UNT subject, ...) get rows
+    too. Published rows are kept only for tasks some measured row has; when nothing was scored,
+    only if no run was given either.
     """
-    rows = [r for s in sources for r in _measured(s, detail)]
+    rows = [r for s in _unique(sources) for r in _measured(s, detail)]
     _tell_apart(rows)
     if references:
-        tasks = {r["task"] for r in rows}
-        for ref in load_references(None if references is True else references):
+        tasks = {r["task"] for r in rows if r["task"] is not None}
+        wanted = tasks or not rows  # cost-only runs: no scores to set published ones beside
+        for ref in load_references(None if references is True else references) if wanted else []:
             for task, value in (ref.get("scores") or {}).items():
                 if value is None or (tasks and task not in tasks):
                     continue
@@ -133,20 +167,28 @@ def _tell_apart(rows: list[dict]) -> None:
 
 
 def _pivot(rows: list[dict]) -> tuple[list[str], list[tuple[str, str, Any]], dict]:
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    tasks = list(dict.fromkeys(r["task"] for r in rows if r["task"] is not None))
     models = list(dict.fromkeys((r["model"], r["basis"], r["kzt"]) for r in rows))
     cells = {(r["model"], r["basis"], r["task"]): r for r in rows}
     return tasks, models, cells
 
 
-def _cell(r: dict | None) -> str:
+def _cell(r: dict | None, no_eval: bool = False) -> str:
+    """A score on 0–100 with its ± and item count, and the ₸ per point; "no eval" for a run never
+    evaluated (so an empty cell is not read as a score of nothing), "–" for a task it was not run on."""
     if r is None or r.get("value") is None:
-        return "–"
+        return NO_EVAL if no_eval else "–"
     s = f"{points(r['value']):.1f}"
     if r.get("stderr") is not None:
         s += f" ±{points(r['stderr']) if abs(r['value']) <= 1 else r['stderr']:.1f}"
     s += f" (n={r['n']})" if r.get("n") else ""
-    return s + (f" · {r['kzt_per_point']:,.0f} ₸/pt" if r.get("kzt_per_point") else "")
+    return s + (f" · {kzt_text(r['kzt_per_point'])} ₸/pt" if r.get("kzt_per_point") else "")
+
+
+def _cells(model: str, basis: str, tasks: list[str], cells: dict) -> list[str]:
+    """One row's score cells; with no task at all (only unevaluated runs), the one `scores` column."""
+    no_eval = (model, basis, None) in cells
+    return [_cell(cells.get((model, basis, t)), no_eval) for t in tasks or [None]]
 
 
 def _published_sources(rows: list[dict]) -> list[str]:
@@ -158,7 +200,9 @@ def _published_sources(rows: list[dict]) -> list[str]:
 
 
 def _money(kzt: float | None) -> str:
-    return "–" if kzt is None else f"{kzt:,.0f} ₸"
+    """The report's tenge rule (reporting.table.kzt): 5,000 from 1,000 up, 13.25 below, and two
+    significant digits where two decimals would show 0 (a CPU eval's 0.0031 ₸)."""
+    return "–" if kzt is None else f"{kzt_text(kzt)} ₸"
 
 
 def scores_table(rows: list[dict], title: str = "Kazakh scores (% correct)"):
@@ -169,21 +213,21 @@ def scores_table(rows: list[dict], title: str = "Kazakh scores (% correct)"):
     caption = [f"'{PUBLISHED}': copied from the source in reference_scores.yaml, made with its own prompts "
                "and splits. ₸/pt: the run's whole bill per point of score.", *_published_sources(rows)]
     table = Table(title=title, caption="\n".join(caption), caption_justify="left")
-    for col in ("model", "basis", "cost", *tasks):
+    for col in ("model", "basis", "cost", *(tasks or ["scores"])):
         table.add_column(col, justify="right" if col not in ("model", "basis") else "left")
     for model, basis, kzt in models:
-        table.add_row(model, basis, _money(kzt), *[_cell(cells.get((model, basis, t))) for t in tasks])
+        table.add_row(model, basis, _money(kzt), *_cells(model, basis, tasks, cells))
     return table
 
 
 def scores_markdown(rows: list[dict]) -> str:
     """The same table as Markdown, with the sources of published rows listed under it."""
     tasks, models, cells = _pivot(rows)
-    lines = ["| model | basis | cost | " + " | ".join(tasks) + " |",
-             "|---|---|---:|" + "---:|" * len(tasks)]
+    heads = tasks or ["scores"]
+    lines = ["| model | basis | cost | " + " | ".join(heads) + " |",
+             "|---|---|---:|" + "---:|" * len(heads)]
     for model, basis, kzt in models:
-        lines.append(f"| {model} | {basis} | {_money(kzt)} | "
-                     + " | ".join(_cell(cells.get((model, basis, t))) for t in tasks) + " |")
+        lines.append(f"| {model} | {basis} | {_money(kzt)} | " + " | ".join(_cells(model, basis, tasks, cells)) + " |")
     sources = _published_sources(rows)
     if sources:
         lines += ["", "Published rows (not measured here):", *(f"- {line}" for line in sources)]

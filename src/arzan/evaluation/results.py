@@ -1,4 +1,4 @@
-"""lm-eval's results dict → eval.json rows, one headline per task, and the ledger copy.
+"""lm-eval's results dict → eval.json rows, one headline per task, merged with earlier evals.
 
 Why reshape at all: lm-eval keys metrics as "acc,none" and spreads n, version and few-shot count
 over four side tables; a run folder is read by people and by the report, so each row carries all
@@ -100,22 +100,3 @@ def read_previous(path: Path) -> dict | None:
         return None  # none yet, or unreadable: the new results stand alone
     return doc if isinstance(doc, dict) else None
 
-
-def put_in_ledger(path: Path, summary: dict, seconds: float, device: str) -> None:
-    """summary.eval in cost.json, and the evaluation's time and money as a session of its own.
-
-    Billed at the run's last price when it ran on the same kind of device (the rented GPU, right
-    after training), at 0 on another (a CPU: the user's own machine). Through the ledger's own
-    reader and atomic writer.
-    """
-    from arzan.cost.ledger import Phases, Session, apply_totals, money_for, read_ledger, utcnow, write_ledger
-
-    ledger = read_ledger(path)
-    ledger.summary.eval = summary
-    now, step = utcnow(), ledger.progress.step
-    s = Session(index=len(ledger.sessions), started_at=now, finished_at=now, status="finished",
-                phases=Phases(eval=seconds), billed_seconds=seconds, steps=[step, step])
-    if device.split(":")[0] == ledger.hardware.device:
-        s.money.usd, s.money.kzt = money_for(seconds, ledger.price, ledger.exchange)
-    ledger.sessions.append(s)
-    write_ledger(path, apply_totals(ledger))

@@ -14,16 +14,17 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from arzan.cost.ledger import utcnow
 from arzan.errors import ArzanError
 from arzan.evaluation import suites
 from arzan.evaluation.results import (
     extract_rows,
     headline,
     merge_with_previous,
-    put_in_ledger,
     read_previous,
     write_json_atomic,
 )
+from arzan.evaluation.session import EvalInterrupted, bill, interrupted, signals_held
 from arzan.evaluation.targets import Target, resolve_target, sha256
 from arzan.evaluation.taskdata import DATA_DIR_ENV
 
@@ -47,11 +48,16 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     """Evaluates `target` (run folder, adapter folder, model folder or Hub id) on `tasks`.
 
     Writes `eval.json` in the run folder (or `out_dir`) and, when that folder has a cost.json and
-    `update_ledger` is true, puts the headline scores into the ledger's `summary.eval`. train.py
-    passes `update_ledger=False` and copies `result["summary"]` into its own in-memory ledger, so
-    two writers never race on one file. Returns what eval.json holds.
+    `update_ledger` is true, puts the headline scores into the ledger's `summary.eval` and the
+    evaluation's time and money into it as an eval-only session, then refreshes the model card
+    (`result["note"]` says so when the card could not be rewritten).
+    train.py passes `update_ledger=False` and copies `result["summary"]` into its own in-memory
+    ledger, so two writers never race on one file. Returns what eval.json holds.
+
+    A Ctrl-C (KeyboardInterrupt) while scoring raises EvalInterrupted once the time it spent is in
+    the ledger, as a session with status "interrupted"; nothing scored is kept.
     """
-    started = time.monotonic()
+    started, began = time.monotonic(), utcnow()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ArzanError(f"limit: {limit!r} is not a whole number of items >= 1")
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
@@ -61,12 +67,41 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     if batch_size is not None and batch_size != "auto" and not (str(batch_size).isdigit() and int(batch_size) > 0):
         raise ArzanError(f"--batch-size: '{batch_size}' is not a positive whole number or auto")
     tgt = resolve_target(target, Path(out_dir) if out_dir else None)
-    plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
-    results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot)
-    rows = extract_rows(results, plan.data_source)
+    device = device or _default_device()
+    billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
+    try:
+        plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
+        results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot)
+        doc = _document(target, tgt, tasks, plan, limit, results, lm_info, started)
+    except KeyboardInterrupt:
+        if not update_ledger:  # the caller (a training) owns the ledger and its signals
+            raise
+        raise interrupted(tgt.out_dir, time.monotonic() - started, device, began, billed) from None
+    note = None
+    with signals_held() as got:  # the scores, their bill and the card: all three or none
+        write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
+        if billed:
+            _, note = bill(tgt.out_dir, doc["summary"], doc["seconds"], device, began)
+    if got:
+        raise EvalInterrupted(f"interrupted after the evaluation was saved: {tgt.out_dir / EVAL_FILE} and its bill "
+                              "are complete")
+    # where it went, and what the caller should tell the user: not part of eval.json
+    return {**doc, "path": str(tgt.out_dir / EVAL_FILE), **({"note": note} if note else {})}
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _document(target, tgt: Target, tasks, plan: suites.Plan, limit, results: dict, lm_info: dict,
+              started: float) -> dict:
+    """eval.json's content: this eval's rows and headlines, merged into the earlier ones."""
     import lm_eval
 
     from arzan import __version__
+    rows = extract_rows(results, plan.data_source)
     adapter = tgt.adapter
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     doc = {
@@ -87,35 +122,53 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     limits = [h.get("limit") for h in doc["tasks"].values()]
     doc["summary"] = {"tasks": doc["tasks"], "limit": max((x for x in limits if x), default=None),
                       "seconds": doc["seconds"], "eval_json": EVAL_FILE}
-    write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
-    if update_ledger and (tgt.out_dir / "cost.json").is_file():
-        put_in_ledger(tgt.out_dir / "cost.json", doc["summary"], doc["seconds"], lm_info["device"])
-    return {**doc, "path": str(tgt.out_dir / EVAL_FILE)}  # where it went; not part of eval.json
+    return doc
 
 
 def _load_tasks_first(tm, tasks: list[str]) -> None:
     """Every task's data, before an 8B model is loaded for nothing: a dataset the hub will not serve
     (offline, gated) or a task listed beside its own group fails here, in one line. lm-eval loads
-    them again inside simple_evaluate, from the datasets cache."""
+    them again inside simple_evaluate, from the datasets cache.
+
+    When the whole list fails, each task is tried alone, so the message names the tasks that cannot
+    load and the ones that can (lm-eval stops at the first failure and would blame them all)."""
     try:
         tm.load(tasks)
-    except ArzanError:
-        raise
-    except ValueError as e:  # e.g. "Duplicate task ..." for a group and one of its subtasks
-        raise ArzanError(f"lm-eval refused the tasks {', '.join(tasks)}: {str(e).splitlines()[0]}") from None
-    except Exception as e:  # the hub raises many types for lm-eval's own tasks
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ArzanError(f"cannot load the data of {', '.join(tasks)} ({type(e).__name__}: {first}); offline? "
-                         "arzan's own tasks read local files from --data-dir") from None
+        return
+    except Exception as e:  # the hub raises many types for lm-eval's own tasks, arzan's loader ArzanError
+        together = e
+    failed = {}
+    for task in tasks:
+        try:
+            tm.load([task])
+        except Exception as e:
+            failed[task] = e
+    if not failed:  # each loads alone: together they clash, e.g. "Duplicate task" for a group and its subtask
+        raise ArzanError(f"lm-eval refused the tasks {', '.join(tasks)}: {_first_line(together)}") from None
+    raise ArzanError(_cannot_load(failed, [t for t in tasks if t not in failed])) from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else ""
+
+
+def _cannot_load(failed: dict[str, Exception], loaded: list[str]) -> str:
+    """Which tasks cannot load and why (the first reason; offline, they are all the hub's), and
+    which did, so the user can run those alone."""
+    name, e = next(iter(failed.items()))
+    why = _first_line(e) if isinstance(e, ArzanError) else f"{type(e).__name__}: {_first_line(e)}"
+    text = f"cannot load the data of {', '.join(failed)} ({name}: {why}); offline? arzan's own tasks read local " \
+           "files from --data-dir"
+    if loaded:
+        text += f"; these loaded and can run alone: --tasks {','.join(loaded)}"
+    return text
 
 
 def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot):
-    import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.startswith("cuda")
     tm = TaskManager(include_path=[str(p) for p in plan.include_paths],
                      include_defaults=plan.needs_lm_eval_registry,

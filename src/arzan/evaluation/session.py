@@ -1,0 +1,113 @@
+"""A standalone `arzan eval` as a session of the run's ledger: its time and money, finished or cut.
+
+Why this exists: scoring is paid time too (on a rented GPU an lm-eval suite can cost as much as a
+short fine-tune), so it joins the bill whether it ends with scores or with a Ctrl-C, and the model
+card, which shows the bill, is rewritten from the ledger it lands in.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from arzan.errors import ArzanError
+
+LEDGER_FILE = "cost.json"
+
+
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `arzan eval`, raised after its time is in the ledger. Still a KeyboardInterrupt,
+    so whatever stops on Ctrl-C stops on it (exit 130); its message is the one line to show."""
+
+
+@contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """A Ctrl-C waits while eval.json, cost.json and the card are written: each write is atomic, but
+    scores without their bill, or a bill without its card, would disagree. Yields the signals that
+    came. Only where Ctrl-C has Python's default handler (not in a training, whose own handler
+    decides, nor where SIGINT is ignored) and only in the main thread, where signals are caught."""
+    got: list[int] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield got
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
+                  started_at: datetime | None = None, status: str = "finished") -> dict[str, Any]:
+    """summary.eval in cost.json (unless None: a cut eval scored nothing), and the evaluation's time
+    and money as a session of its own, from `started_at` to now, with `status` ("interrupted" for a
+    Ctrl-C). Returns the ledger as written.
+
+    Billed at the run's last price when it ran on the same kind of device (the rented GPU, right
+    after training), at 0 on another (a CPU: the user's own machine). Through the ledger's own
+    reader and atomic writer, so a kill mid-write leaves the previous ledger whole.
+    """
+    from arzan.cost.ledger import Phases, Session, apply_totals, money_for, read_ledger, utcnow, write_ledger
+
+    ledger = read_ledger(path)
+    if summary is not None:
+        ledger.summary.eval = summary
+    now, step = utcnow(), ledger.progress.step
+    s = Session(index=len(ledger.sessions), started_at=min(started_at or now, now), finished_at=now,
+                status=status, phases=Phases(eval=seconds), billed_seconds=seconds, steps=[step, step],
+                host=socket.gethostname(), pid=os.getpid())
+    if device.split(":")[0] == ledger.hardware.device:
+        s.money.usd, s.money.kzt = money_for(seconds, ledger.price, ledger.exchange)
+        s.price = ledger.price
+    ledger.sessions.append(s)
+    write_ledger(path, apply_totals(ledger))
+    return ledger.model_dump(mode="json")
+
+
+def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, started_at: datetime,
+         status: str = "finished") -> tuple[dict[str, Any] | None, str | None]:
+    """The eval-only session in `run_dir`'s ledger, then the model card rewritten from that ledger
+    (the card's "Training cost" table must not show an older total than cost.json). Returns the
+    ledger (None where the folder has none: a Hub id's evals/ folder) and a note when the card could
+    not be refreshed: a recipe.yaml an older arzan wrote, or one edited by hand, must not turn
+    scores and a bill already saved into a failed command."""
+    from arzan.modelcard import refresh_card
+
+    path = run_dir / LEDGER_FILE
+    if not path.is_file():
+        return None, None
+    ledger = put_in_ledger(path, summary, seconds, device, started_at, status)
+    try:
+        refresh_card(run_dir, ledger)
+    except ArzanError as exc:
+        return ledger, f"the model card {run_dir / 'adapter' / 'README.md'} still shows the old bill: {exc}"
+    return ledger, None
+
+
+def interrupted(run_dir: Path, seconds: float, device: str, started_at: datetime,
+                billed: bool) -> EvalInterrupted:
+    """Records a Ctrl-C'd evaluation (when `billed`: a run folder with a ledger, `arzan eval` owning
+    it) and says in one line what it left: no scores (lm-eval scores every task at the end), and
+    where its paid time went."""
+    from arzan.reporting.table import kzt
+
+    had = (run_dir / "eval.json").is_file()
+    kept = ("nothing scored was kept (eval.json keeps its earlier scores)" if had
+            else "nothing scored was kept (no eval.json written)")
+    head = f"evaluation interrupted after {seconds:.1f} s: {kept}"
+    if not billed:
+        return EvalInterrupted(head)
+    with signals_held():  # a second Ctrl-C waits for the ledger and the card
+        ledger, note = bill(run_dir, None, seconds, device, started_at, status="interrupted")
+    s = ledger["sessions"][-1]
+    return EvalInterrupted(f"{head}; its {seconds:.1f} s ({kzt(s['money']['kzt'])} ₸) are in "
+                           f"{run_dir / LEDGER_FILE} as session {s['index']}, status interrupted"
+                           + (f"; {note}" if note else ""))
