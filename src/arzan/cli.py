@@ -119,8 +119,10 @@ def train(
         raise typer.Exit(130)
     if result.note:
         console.print(f"[yellow]note:[/] {result.note}")
+    from arzan.numbers import fixed
+
     money = result.ledger.get("money", {})
-    console.print(f"[bold]{result.status}[/] · {result.run_dir} · {money.get('kzt', 0):,.2f} ₸ "
+    console.print(f"[bold]{result.status}[/] · {result.run_dir} · {fixed(money.get('kzt', 0), 2)} ₸ "
                   f"({money.get('usd', 0):,.4f} $)", highlight=False)
     if result.status != "finished":
         resume_with = result.ledger.get("resume_command") or f"arzan train --resume {result.run_dir}"

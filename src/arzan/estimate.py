@@ -24,6 +24,7 @@ from arzan.cost.prices import (
     resolve_price,
 )
 from arzan.errors import ArzanError
+from arzan.numbers import fixed
 from arzan.recipe import Recipe
 from arzan.runplan import Plan, Tokens, count_tokens, plan_run
 from arzan.throughput import Table, load_table, model_shape
@@ -214,7 +215,7 @@ def _hms(seconds: float | None) -> str:
 
 
 def _money(x: float | None, digits: int) -> str:
-    return "?" if x is None else f"{x:,.{digits}f}".replace(",", " ")
+    return "?" if x is None else fixed(x, digits, thousands=" ")
 
 
 def kzt_text(x: float | None) -> str:

@@ -50,10 +50,11 @@ from arzan.cost.ledger import (
 )
 from arzan.cost.prices import Exchange, Price, canonical_gpu, grid_factor, load_catalog
 from arzan.errors import ArzanError
+from arzan.numbers import fixed
 
 
 def _kzt(x: float, digits: int) -> str:
-    return f"{x:,.{digits}f}".replace(",", " ")
+    return fixed(x, digits, thousands=" ")
 
 
 RAPL_ROOT = Path("/sys/class/powercap")
@@ -371,8 +372,8 @@ class CostMeter(TrainerCallback):
         b = led.budget
         next_usd, next_kzt = money_for(ahead_s, led.price, led.exchange)
         if b.max_kzt is not None and led.money.kzt + next_kzt > b.max_kzt:
-            return (f"max_kzt {b.max_kzt:g} ₸: spent {led.money.kzt:.2f} ₸, "
-                    f"{ahead} (~{next_kzt:.2f} ₸) would pass it")
+            return (f"max_kzt {b.max_kzt:g} ₸: spent {_kzt(led.money.kzt, 2)} ₸, "
+                    f"{ahead} (~{_kzt(next_kzt, 2)} ₸) would pass it")
         if b.max_usd is not None and led.money.usd + next_usd > b.max_usd:
             return (f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $, "
                     f"{ahead} (~{next_usd:.4f} $) would pass it")

@@ -7,10 +7,10 @@ lacks it, is derived from the ledger's own ₸ and token count).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from arzan import numbers
 from arzan.reporting.runs import Run
 from arzan.reporting.scores import points
 
@@ -41,11 +41,7 @@ class Column:
 def fixed(v: float | None, digits: int) -> str:
     """Thousands separators and `digits` decimals; a figure too small for that (a CPU demo's
     0.0008 kWh) keeps two significant digits instead of showing a false 0.000."""
-    if v is None:
-        return DASH
-    if v and abs(v) < 10 ** (1 - digits):
-        digits = 1 - math.floor(math.log10(abs(v)))
-    return f"{v:,.{digits}f}"
+    return DASH if v is None else numbers.fixed(v, digits)
 
 
 def kzt(v: float | None) -> str:

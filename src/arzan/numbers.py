@@ -1,0 +1,18 @@
+"""How figures are printed: one rule for the terminal, the cards and the reports.
+
+A CPU demo costs fractions of a tenge and one step of it 0.003 ₸: printed with a fixed two decimals
+those read as 0.00, which tells a paying user the cap check or the step was free. So a figure too
+small for its decimals keeps two significant digits instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def fixed(v: float, digits: int, thousands: str = ",") -> str:
+    """`digits` decimals with a thousands separator; below 10**(1-digits) two significant digits."""
+    if v and abs(v) < 10 ** (1 - digits):
+        digits = 1 - math.floor(math.log10(abs(v)))
+    text = f"{v:,.{digits}f}"
+    return text if thousands == "," else text.replace(",", thousands)
