@@ -157,6 +157,29 @@ def test_budget_stops_before_the_step_that_would_pass_the_cap(tmp_path, cap):
     assert full * 1.1 * (1 - 1e-9) <= getattr(parse_budget(raised), cap) <= full * 1.1 + rounding
 
 
+def test_a_slow_step_prices_the_next_one_so_a_stall_does_not_pass_the_cap(tmp_path):
+    """Steps of 1 s, then one of 4 s (a stall, a warm-up) with 7 of a 10 s cap spent: the mean step
+    (1.75 s) would start a 5th step that may take 4 s again; priced at the slower last step, it is
+    not started. Steady 1 s steps are priced at 1 s and run to the cap's edge."""
+    price = Price(usd_per_gpu_hour=3600.0)  # 1 USD per second
+
+    def stops_after(durations):
+        meter, clock = make_meter(tmp_path, price, max_usd=10.0)
+        state, control = TrainerState(), TrainerControl()
+        state.max_steps = 100
+        meter.on_train_begin(None, state, control)
+        for step, seconds in enumerate(durations, start=1):
+            clock.t += seconds
+            state.global_step = step
+            meter.on_step_end(None, state, control)
+            if control.should_training_stop:
+                return step, meter.ledger.money.usd
+        return None, meter.ledger.money.usd
+
+    assert stops_after([1, 1, 1, 4, 4]) == (4, pytest.approx(7.0))
+    assert stops_after([1] * 12) == (10, pytest.approx(10.0))  # the 10th step reaches the cap, passes nothing
+
+
 def test_no_cap_runs_to_the_end_and_projects_the_final_cost(tmp_path):
     price = Price(usd_per_gpu_hour=1.8)
     meter, clock = make_meter(tmp_path, price)

@@ -168,6 +168,7 @@ class CostMeter(TrainerCallback):
         self._train_t0: float | None = None
         self._first_step = led.progress.step
         self._step_s = 0.0  # billed seconds of one optimizer step so far, eval included: the next step's price
+        self._step_end: float | None = None  # clock at the last step's end (or the training's start)
         self._last_event = 0.0  # clock at the last step end or evaluation batch
         self._energy = self._pick_energy()
         self.flush()
@@ -299,6 +300,7 @@ class CostMeter(TrainerCallback):
         if self._phase is None:
             self._open("train", auto=True)
         self._train_t0, self._first_step = self.clock(), state.global_step
+        self._step_end = self._train_t0
         self.session.steps = [state.global_step, state.global_step]
 
     @_locked
@@ -316,12 +318,17 @@ class CostMeter(TrainerCallback):
         led.progress = Progress(step=step, max_steps=state.max_steps or 0, epoch=state.epoch or 0.0)
         self.session.steps[1] = step
         done = step - self._first_step
-        step_s = (self.clock() - self._train_t0) / done if done > 0 and self._train_t0 is not None else 0.0
-        self._step_s, self._last_event = step_s, self.clock()
+        now = self.clock()
+        step_s = (now - self._train_t0) / done if done > 0 and self._train_t0 is not None else 0.0
+        # the cap check prices the next step at the slower of the mean step and the last one: a mean
+        # alone lets one slow step (a warm-up after a resume, a stall) pass the cap
+        last_s = now - self._step_end if self._step_end is not None else step_s
+        self._step_end = now
+        self._step_s, self._last_event = step_s, now
         next_usd, next_kzt = money_for(step_s, led.price, led.exchange)
         if done > 0 and state.max_steps:  # setup time is paid once, so project only the steps left
             led.budget.projected_kzt = led.money.kzt + max(state.max_steps - step, 0) * next_kzt
-        reason = None if _last_step(state) else self._over_budget(step_s, "the next step")
+        reason = None if _last_step(state) else self._over_budget(max(step_s, last_s), "the next step")
         if reason and led.budget.stop_reason is None:
             control.should_training_stop = control.should_save = True
             self._stop_for_budget(reason, step_s)
