@@ -316,3 +316,12 @@ def test_small_money_keeps_significant_digits_in_the_terminal():
 
     assert kzt_text(0.0031) == "0.0031 ₸" and kzt_text(0.25) == "0.25 ₸" and kzt_text(5300.4) == "5 300 ₸"
     assert fixed(0.0042, 2) == "0.0042" and fixed(1234.5, 1) == "1,234.5" and fixed(0.0, 2) == "0.00"
+
+
+def test_a_tokenizer_of_another_model_is_warned_about(llama_estimate, tiny_tokenizer):
+    """The tiny model's tokenizer standing in for Llama-3.1-8B's counts other tokens: the estimate
+    says so in its notes; the model's own tokenizer (same vocabulary) gets no such note."""
+    recipe, est = llama_estimate
+    assert any("tokenizer has" in n and "128,256-token vocabulary" in n for n in est.notes)
+    tiny = recipe_from_dict(base_recipe(train={"max_steps": 5}))
+    assert not any("tokenizer has" in n for n in estimate(tiny, tokenizer=tiny_tokenizer).notes)

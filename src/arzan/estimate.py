@@ -89,7 +89,12 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
 
     table = table or load_table()
     shape = model_shape(recipe, size_hint, table)
+    if tokenizer is None or isinstance(tokenizer, (str, Path)):
+        from arzan.runplan import load_tokenizer
+
+        tokenizer = load_tokenizer(recipe, tokenizer)
     tokens = count_tokens(recipe, tokenizer, sample_rows)
+    mismatch = _tokenizer_mismatch(tokenizer, shape)
     plan = plan_run(recipe, tokens)
     lo, qlora = recipe.lora, recipe.model.load_in_4bit
     lora = shape.lora_params(lo.r, lo.target_modules)
@@ -102,7 +107,7 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
     full = sum(shape.embedding_params for m in lo.modules_to_save or [] if m in ("embed_tokens", "lm_head"))
     vram, vram_other = estimate_vram_both(shape, lora_params=lora, micro_batch_tokens=micro, qlora=qlora,
                                           checkpointing=gpu_ckpt, backend=gpu_backend, extra_trainable=full)
-    notes = [n for n in [tokens.extrapolated] if n]
+    notes = [n for n in [mismatch, tokens.extrapolated] if n]
     if recipe.model.backend == "auto":
         notes.append("GPU rows assume backend auto picks unsloth there (arzan[gpu] installed); "
                      "with backend hf they take longer: `--set model.backend=hf` shows how much")
@@ -216,6 +221,16 @@ def _hms(seconds: float | None) -> str:
 
 def _money(x: float | None, digits: int) -> str:
     return "?" if x is None else fixed(x, digits, thousands=" ")
+
+
+def _tokenizer_mismatch(tokenizer: Any, shape: ModelShape) -> str | None:
+    """A --tokenizer copy of another model (a tiny one's, an older Llama's) counts other tokens, and
+    every figure of the estimate with them: said, not silently priced."""
+    n = len(tokenizer)
+    if shape.vocab and abs(n - shape.vocab) > 0.01 * shape.vocab:
+        return (f"WARNING: the tokenizer has {n:,} tokens but the model ({shape.source}) has a {shape.vocab:,}-token "
+                "vocabulary: it is probably another model's, and the token counts below are not this model's")
+    return None
 
 
 def kzt_text(x: float | None) -> str:
