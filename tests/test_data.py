@@ -265,3 +265,15 @@ def test_an_eval_fraction_that_leaves_nothing_to_train_on_is_refused(tmp_path, t
     with pytest.raises(ArzanError, match="data.eval_fraction: 0.9 of 3 rows leaves nothing to train on"):
         sec = section(tmp_path, rows, "text").model_copy(update={"eval_fraction": 0.9})
         prepare_data(sec, tiny_tokenizer, 64, tmp_path)
+
+
+def test_a_hub_dataset_out_of_reach_says_what_to_do(tmp_path):
+    """Offline (as here, HF_HUB_OFFLINE=1), a hub source fails in one line that names it and the way out."""
+    from arzan.data import load_data
+
+    data = DataSection(sources=[{"hub": "someone/not-cached-kazakh-set", "format": "alpaca"}])
+    with pytest.raises(ArzanError) as err:
+        load_data(data, tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("someone/not-cached-kazakh-set") and "cannot load dataset from the hub" in msg
+    assert "save it as a .jsonl file" in msg and "\n" not in msg
