@@ -93,9 +93,15 @@ def test_bad_overrides(bad, expected):
     assert str(err.value).startswith(f"--set: {expected}") and "\n" not in str(err.value)
 
 
-def test_override_is_validated_like_the_file(write_recipe):
-    with pytest.raises(RecipeError, match="train.max_length"):
+def test_override_is_validated_like_the_file_and_blamed_on_the_command_line(write_recipe):
+    with pytest.raises(RecipeError) as err:
         load_recipe(write_recipe(base_recipe()), ["train.max_length=-1"])
+    assert str(err.value).startswith("--set train.max_length=-1: train.max_length:")
+    bad_file = base_recipe()
+    bad_file["train"]["max_length"] = -1  # the same mistake in the file is the file's
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe(bad_file), ["train.learning_rate=1e-4"])
+    assert str(err.value).startswith(str(write_recipe(bad_file))) and "--set" not in str(err.value)
 
 
 def test_resolved_recipe_round_trips_and_holds_no_secret(write_recipe, tmp_path, monkeypatch):

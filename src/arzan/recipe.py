@@ -651,7 +651,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     )
 
     import_unsloth_early(str(backend))
-    recipe = recipe_from_dict(raw, source=str(path))
+    try:
+        recipe = recipe_from_dict(raw, source=str(path))
+    except RecipeError as exc:  # a bad value given with --set is the command line's, not the file's
+        head, msg = f"{path}: ", str(exc)
+        for o in overrides or []:
+            key = o.split("=", 1)[0].strip()
+            if msg.startswith((f"{head}{key}:", f"{head}{key}.", f"{head}{key}[")):
+                raise RecipeError(f"--set {o}: {msg[len(head):]}") from None
+        raise
     recipe._base_dir = path.resolve().parent
     check_files(recipe, source=str(path))
     return recipe
