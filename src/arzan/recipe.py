@@ -656,9 +656,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except RecipeError as exc:  # a bad value given with --set is the command line's, not the file's
         head, msg = f"{path}: ", str(exc)
         for o in overrides or []:
-            key = o.split("=", 1)[0].strip()
+            key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", o.split("=", 1)[0].strip())  # data.sources.0 -> [0]
             if msg.startswith((f"{head}{key}:", f"{head}{key}.", f"{head}{key}[")):
-                raise RecipeError(f"--set {o}: {msg[len(head):]}") from None
+                raise RecipeError(f"--set: {msg[len(head):]}") from None  # the value is not echoed: it may be a secret
         raise
     recipe._base_dir = path.resolve().parent
     check_files(recipe, source=str(path))
