@@ -605,3 +605,21 @@ def test_small_money_keeps_significant_digits_in_the_provenance(runs, tmp_path):
     for text in (out.read_text(encoding="utf-8"), out.with_suffix(".md").read_text(encoding="utf-8")):
         assert "cap ₸0.50; spent ₸0.0031; projected at end ₸0.048" in text
     assert parse(out).cells[("qwen-kk-l4-spot", "kzt")]["text"] == "0.0031"
+
+
+def test_throughput_plot_shows_a_stall_the_running_average_hides(tmp_path):
+    """10 s of steady 1,000 tok/s, a 20 s stall, then steady again: the average so far only droops
+    (to ~400), the per-interval rate drops to 0 where the stall was."""
+    from arzan.reporting.plots import interval_rates, throughput
+    from arzan.reporting.runs import Run
+
+    rows, seen, t = [], 0, 0.0
+    for dt, tokens in [(5, 5000), (5, 5000), (20, 0), (5, 5000), (5, 5000)]:
+        t, seen = t + dt, seen + tokens
+        rows.append({"step": len(rows) + 1, "elapsed_s": t, "tokens_seen": seen, "tokens_per_s": seen / t})
+    run = Run(path=tmp_path, ledger={"status": "finished"}, metrics=rows, label="r")
+    xs, ys = interval_rates(run)
+    assert xs == [10, 30, 35, 40] and ys == [1000, 0, 1000, 1000]
+    assert min(r["tokens_per_s"] for r in rows) > 300  # the average never shows the stall
+    plot = throughput([run])
+    assert plot.figure is not None and "between logged steps" in plot.caption

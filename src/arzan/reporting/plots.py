@@ -102,17 +102,38 @@ def loss_vs_cost(runs: list[Run]) -> Plot:
     return plot
 
 
+def interval_rates(run: Run) -> tuple[list[float], list[float]]:
+    """Tokens seen per billed second between consecutive logged rows, at each row's elapsed time.
+
+    The ledger's `tokens_per_s` is the run's average so far, which smooths a 20 s stall into a slow
+    droop; the rate per interval (eval and checkpoint saves included, as they are billed) shows it.
+    """
+    xs, seen = _series(run, "elapsed_s", "tokens_seen")
+    out_x, out_y = [], []
+    for (x0, t0), (x1, t1) in zip(zip(xs, seen), zip(xs[1:], seen[1:])):
+        if x1 > x0 and t1 >= t0:
+            out_x.append(x1)
+            out_y.append((t1 - t0) / (x1 - x0))
+    return out_x, out_y
+
+
 def throughput(runs: list[Run]) -> Plot:
     longest = max((max(_series(r, "elapsed_s", "tokens_per_s")[0], default=0) for r in runs), default=0)
     unit, scale = ("hours", 3600) if longest > 3 * 3600 else ("minutes", 60) if longest > 180 else ("seconds", 1)
     fig, ax = new_figure()
     drawn = False
     for run in runs:
-        xs, ys = _series(run, "elapsed_s", "tokens_per_s")
+        xs, ys = interval_rates(run)
         if xs:
             _line(ax, run, [v / scale for v in xs], ys)
             drawn = True
-    caption = "Training throughput: a drop mid-run often means eval, checkpointing or a throttled GPU."
+        ax_, ay = _series(run, "elapsed_s", "tokens_per_s")
+        if ax_:
+            ax.plot([v / scale for v in ax_], ay, color=run.color, linestyle="--", linewidth=1, alpha=0.6)
+            drawn = True
+    caption = ("Training throughput: solid, tokens seen per billed second between logged steps (eval and "
+               "checkpoint saves included), so a dip mid-run is an evaluation, a checkpoint or a throttled GPU; "
+               "dashed, the run's average so far (the ledger's tokens/s).")
     if not drawn:
         return Plot("throughput", caption, None, "No throughput logged yet (no `tokens_per_s` rows).")
     ax.set_title("Throughput over time")
@@ -120,7 +141,8 @@ def throughput(runs: list[Run]) -> Plot:
     ax.set_ylabel("tokens / s")
     thousands(ax.yaxis)
     ax.set_ylim(bottom=0)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     return Plot("throughput", caption, fig)
 
 
