@@ -273,9 +273,11 @@ def test_on_save_puts_the_ledger_in_the_checkpoint(tmp_path):
     state.global_step = 7
     meter.on_train_begin(None, state, TrainerControl())
     clock.t += 12
+    flushed = read_ledger(tmp_path / "cost.json").updated_at
     meter.on_save(types.SimpleNamespace(output_dir=str(tmp_path / "checkpoints")), state, TrainerControl())
     snap = read_ledger(ckpt / "arzan_ledger.json")
     assert snap.billed_seconds == pytest.approx(12) and snap.money.usd == pytest.approx(12 / 3600)
+    assert snap.updated_at > flushed  # the copy says when it was taken, not when cost.json was last written
 
 
 # --- a real transformers.Trainer on a 2-layer random Llama ---

@@ -438,6 +438,7 @@ class CostMeter(TrainerCallback):
         """A copy inside the checkpoint, so resuming from it continues the bill from that point."""
         self._tick()
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.ledger.updated_at = self.now()  # the copy says when it was taken, as cost.json does
         if ckpt.is_dir():
             write_ledger(ckpt / "arzan_ledger.json", self.ledger)
         self.flush()
