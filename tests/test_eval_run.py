@@ -396,3 +396,31 @@ def test_arzan_eval_prints_the_interrupted_line_and_exits_130(monkeypatch):
     monkeypatch.setattr(evaluation, "run_eval", cut)
     result = CliRunner().invoke(app, ["eval", "some/run", "--limit", "2"])
     assert result.exit_code == 130 and "billed as session 2" in result.output
+
+
+@needs_shared
+def test_a_preemption_sigterm_during_eval_is_billed_like_ctrl_c(run_dir, tmp_path, monkeypatch):
+    """A spot instance's SIGTERM would kill `arzan eval` before its paid time reached the ledger."""
+    import signal
+
+    from lm_eval.models.huggingface import HFLM
+
+    from arzan.evaluation.session import EvalInterrupted
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM is handled by something else in this test process")
+    run = _billed_run(run_dir, tmp_path)
+    before = json.loads((run / "cost.json").read_text(encoding="utf-8"))
+    scoring = HFLM._loglikelihood_tokens
+
+    def preempted_while_scoring(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return scoring(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", preempted_while_scoring)
+    with pytest.raises(EvalInterrupted):
+        run_eval(run, tasks="kazakh_local", limit=12, data_dir=SHARED)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the default is back afterwards
+    ledger = json.loads((run / "cost.json").read_text(encoding="utf-8"))
+    assert len(ledger["sessions"]) == len(before["sessions"]) + 1
+    assert ledger["sessions"][-1]["status"] == "interrupted" and ledger["sessions"][-1]["billed_seconds"] > 0

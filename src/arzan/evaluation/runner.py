@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from arzan.evaluation.results import (
     read_previous,
     write_json_atomic,
 )
-from arzan.evaluation.session import EvalInterrupted, bill, interrupted, signals_held
+from arzan.evaluation.session import EvalInterrupted, bill, interrupted, sigterm_as_ctrl_c, signals_held
 from arzan.evaluation.targets import Target, resolve_target, sha256
 from arzan.evaluation.taskdata import DATA_DIR_ENV
 
@@ -70,9 +71,10 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     device = device or _default_device()
     billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
     try:
-        plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
-        results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot)
-        doc = _document(target, tgt, tasks, plan, limit, results, lm_info, started)
+        with sigterm_as_ctrl_c() if billed else nullcontext():
+            plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
+            results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot)
+            doc = _document(target, tgt, tasks, plan, limit, results, lm_info, started)
     except KeyboardInterrupt:
         if not update_ledger:  # the caller (a training) owns the ledger and its signals
             raise

@@ -45,6 +45,25 @@ def signals_held() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """A spot preemption or a Colab stop (SIGTERM) during a standalone eval is billed like a Ctrl-C:
+    by default it would kill the process before the paid time reaches the ledger. Only where
+    SIGTERM still has its default action and only in the main thread, where signals are caught."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
                   started_at: datetime | None = None, status: str = "finished") -> dict[str, Any]:
     """summary.eval in cost.json (unless None: a cut eval scored nothing), and the evaluation's time
