@@ -169,6 +169,7 @@ def test_a_slow_step_prices_the_next_one_so_a_stall_does_not_pass_the_cap(tmp_pa
         state.max_steps = 100
         meter.on_train_begin(None, state, control)
         for step, seconds in enumerate(durations, start=1):
+            meter.on_step_begin(None, state, control)
             clock.t += seconds
             state.global_step = step
             meter.on_step_end(None, state, control)
@@ -178,6 +179,23 @@ def test_a_slow_step_prices_the_next_one_so_a_stall_does_not_pass_the_cap(tmp_pa
 
     assert stops_after([1, 1, 1, 4, 4]) == (4, pytest.approx(7.0))
     assert stops_after([1] * 12) == (10, pytest.approx(10.0))  # the 10th step reaches the cap, passes nothing
+
+
+def test_an_evaluation_between_steps_is_not_priced_as_the_next_step(tmp_path):
+    """1 s steps with a 3 s evaluation after step 3: the step after it took 1 s, so with 7 of a 10 s cap
+    spent the run goes on (pricing the eval as a step would stop it and sell the user a resume)."""
+    meter, clock = make_meter(tmp_path, Price(usd_per_gpu_hour=3600.0), max_usd=10.0)
+    state, control = TrainerState(), TrainerControl()
+    state.max_steps = 100
+    meter.on_train_begin(None, state, control)
+    for step in range(1, 5):
+        meter.on_step_begin(None, state, control)
+        clock.t += 1
+        state.global_step = step
+        meter.on_step_end(None, state, control)
+        if step == 3:
+            clock.t += 3  # the evaluation, between step 3's end and step 4's begin
+    assert meter.ledger.money.usd == pytest.approx(7.0) and not control.should_training_stop
 
 
 def test_no_cap_runs_to_the_end_and_projects_the_final_cost(tmp_path):

@@ -616,10 +616,14 @@ def test_throughput_plot_shows_a_stall_the_running_average_hides(tmp_path):
     rows, seen, t = [], 0, 0.0
     for dt, tokens in [(5, 5000), (5, 5000), (20, 0), (5, 5000), (5, 5000)]:
         t, seen = t + dt, seen + tokens
-        rows.append({"step": len(rows) + 1, "elapsed_s": t, "tokens_seen": seen, "tokens_per_s": seen / t})
+        rows.append({"step": len(rows) + 1, "elapsed_s": t, "tokens_seen": seen, "tokens_per_s": seen / t,
+                     "loss": 1.0})
+    # an eval row and the closing row repeat tokens_seen at a later elapsed_s: not a 0 tok/s interval
+    rows.insert(2, {"step": 2, "elapsed_s": 10.5, "tokens_seen": 10000, "eval_loss": 2.0})
+    rows.append({"step": 5, "elapsed_s": 40.2, "tokens_seen": 20000, "loss": None})
     run = Run(path=tmp_path, ledger={"status": "finished"}, metrics=rows, label="r")
     xs, ys = interval_rates(run)
     assert xs == [10, 30, 35, 40] and ys == [1000, 0, 1000, 1000]
-    assert min(r["tokens_per_s"] for r in rows) > 300  # the average never shows the stall
+    assert min(r["tokens_per_s"] for r in rows if "tokens_per_s" in r) > 300  # the average never shows the stall
     plot = throughput([run])
     assert plot.figure is not None and "between logged steps" in plot.caption

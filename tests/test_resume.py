@@ -226,15 +226,19 @@ def test_a_price_given_on_resume_holds_for_the_next_resume_and_each_session_reco
 
     assert session("new", 3).status == "interrupted"
     assert session("resume", 6, cost_overrides={"usd_per_gpu_hour": 2.0}).status == "interrupted"
+    from arzan.evaluation.session import put_in_ledger
+
+    put_in_ledger(run / "cost.json", None, 3.0, "cpu")  # an `arzan eval` in between: a session with no flags
     last = session("resume")
     assert last.status == "finished"
-    rows = last.ledger["sessions"]
+    rows = [r for r in last.ledger["sessions"] if r["phases"]["train"] > 0]
+    assert len(last.ledger["sessions"]) == 4 and len(rows) == 3
     assert [r["price"]["usd_per_gpu_hour"] for r in rows] == [0.0, 2.0, 2.0]
     assert [r["terms"] for r in rows] == [None, {"usd_per_gpu_hour": 2.0}, {"usd_per_gpu_hour": 2.0}]
     for r in rows:
         steps = r["steps"][1] - r["steps"][0]
         assert r["money"]["kzt"] == pytest.approx(steps * STEP_SECONDS / 3600 * r["price"]["usd_per_gpu_hour"] * 500)
-    assert last.ledger["money"]["kzt"] == pytest.approx(sum(r["money"]["kzt"] for r in rows))
+    assert last.ledger["money"]["kzt"] == pytest.approx(sum(r["money"]["kzt"] for r in last.ledger["sessions"]))
     assert last.ledger["money"]["kzt"] > 0
     # a price given again replaces the kept one
     again = train(load_recipe(path), out=tmp_path / "b", clock=StepClock(), callbacks=[SignalAt(2)],
@@ -243,6 +247,11 @@ def test_a_price_given_on_resume_holds_for_the_next_resume_and_each_session_reco
     done = train(load_recipe(path), out=tmp_path / "b", mode="resume", cost_overrides={"gpu": "T4", "provider": "colab"})
     assert done.ledger["sessions"][-1]["terms"] == {"gpu": "T4", "provider": "colab"}
     assert done.ledger["sessions"][-1]["price"]["gpu"] == "T4" and done.ledger["price"]["gpu"] == "T4"
+    from arzan.cost.prices import lookup
+
+    # the catalog's T4 price on Colab, not the 1.0 $/h given to the first session with --price
+    assert done.ledger["price"]["usd_per_gpu_hour"] != 1.0 and done.ledger["price"]["source"] != "user"
+    assert done.ledger["price"]["source"] == lookup("T4", "colab").source
 
 
 def test_signal_during_setup_closes_the_ledger_at_once(tmp_path, write_recipe, monkeypatch):

@@ -482,5 +482,12 @@ def test_ctrl_c_before_the_run_folder_exists_says_there_is_nothing_to_resume(tmp
     monkeypatch.setattr(arzan.model, "check_model_name", interrupted)
     section = {"max_length": 64, "max_steps": 2, "per_device_train_batch_size": 2}
     result = cli("train", str(write_recipe(base_recipe(train=section))), "--out", str(tmp_path / "run"))
-    assert result.exit_code == 130 and "no run folder was made; there is nothing to resume" in result.output
+    assert result.exit_code == 130 and "no new run folder was made; there is nothing to resume" in result.output
     assert "--resume" not in result.output and not (tmp_path / "run").exists()
+    old = tmp_path / "old"  # --overwrite: the run being replaced is not offered as the one to resume
+    old.mkdir()
+    (old / "recipe.yaml").write_text("name: t\n")
+    (old / "cost.json").write_text(json.dumps({"status": "finished", "sessions": [{"pid": 1}]}))
+    result = cli("train", str(write_recipe(base_recipe(train=section))), "--out", str(old), "--overwrite")
+    assert result.exit_code == 130 and "no new run folder was made" in result.output
+    assert json.loads((old / "cost.json").read_text())["status"] == "finished"

@@ -137,10 +137,20 @@ def train(
 def _interrupted_message(run_dir: Path | None, resume: bool) -> str:
     """What a Ctrl-C outside the training loop left: a first one during the checks and imports (no
     folder yet, or nothing new in it), or a second one while the first was being handled."""
+    import json
+    import os
+
     from arzan.runfolder import RunFolder, is_run_folder
 
-    if run_dir is None or not is_run_folder(run_dir):
-        return "interrupted before the run started: no run folder was made; there is nothing to resume"
+    ours = False  # a new run's folder counts only if this process made it (--overwrite: the old one is not)
+    if run_dir is not None and is_run_folder(run_dir) and not resume:
+        try:
+            sessions = json.loads((run_dir / "cost.json").read_text(encoding="utf-8")).get("sessions") or []
+            ours = bool(sessions) and sessions[-1].get("pid") == os.getpid()
+        except (OSError, ValueError, AttributeError):
+            ours = False
+    if run_dir is None or not is_run_folder(run_dir) or not (resume or ours):
+        return "interrupted before the run started: no new run folder was made; there is nothing to resume"
     kept = RunFolder(run_dir).last_checkpoint()
     since = f"its last checkpoint ({kept.name})" if kept is not None else "the start (no checkpoint was saved yet)"
     what = "resume" if resume else "run"

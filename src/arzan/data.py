@@ -127,7 +127,7 @@ def _load_source(src: DataSource, base_dir: Path) -> tuple[Dataset, str, str]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         offline = any(w in f"{type(exc).__name__} {first}".lower() for w in ("offline", "connect", "resolve"))
         hint = (" (no hub here: load it once where there is one, datasets caches it; or save it as a .jsonl "
-                "file and give that as the source's path:)" if offline else "")
+                "file and give that as the source's path)" if offline else "")
         raise ArzanError(f"{label}: cannot load dataset from the hub: {first}{hint}") from None
     return ds, label, f"hub:{src.hub}@{src.revision or 'main'}#{ds._fingerprint}"
 

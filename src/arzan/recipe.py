@@ -657,8 +657,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         head, msg = f"{path}: ", str(exc)
         for o in overrides or []:
             key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", o.split("=", 1)[0].strip())  # data.sources.0 -> [0]
-            if msg.startswith((f"{head}{key}:", f"{head}{key}.", f"{head}{key}[")):
-                raise RecipeError(f"--set: {msg[len(head):]}") from None  # the value is not echoed: it may be a secret
+            # the field itself, one under it, or a section above it whose cross-field check it broke
+            parents = [key[:m.start()] for m in re.finditer(r"[.\[]", key)]
+            if msg.startswith((f"{head}{key}:", f"{head}{key}.", f"{head}{key}[", *(f"{head}{p}:" for p in parents))):
+                raise RecipeError(f"--set: {msg[len(head):]}") from None
         raise
     recipe._base_dir = path.resolve().parent
     check_files(recipe, source=str(path))

@@ -74,6 +74,8 @@ def with_terms(recipe: Recipe, budget: BudgetSection | None = None,
     update = {k: v for k, v in (cost_overrides or {}).items() if v is not None}
     if update.get("usd_per_gpu_hour") is not None:
         update["kzt_per_gpu_hour"] = None  # one price: the one given last
+    elif update.get("gpu") is not None or update.get("provider") is not None:
+        update["usd_per_gpu_hour"] = update["kzt_per_gpu_hour"] = None  # a catalog GPU: its catalog price
     if update:
         r.cost = r.cost.model_copy(update=update)
     if budget is not None:
@@ -105,7 +107,9 @@ def resume_terms(folder: RunFolder, budget: BudgetSection | None,
     if budget is not None:
         caps = caps.model_copy(update=budget.model_dump(include=budget.model_fields_set))
     given = {k: v for k, v in (cost_overrides or {}).items() if v is not None}
-    last = ledger.sessions[-1].terms if ledger.sessions else None
+    # the last training session's flags: an `arzan eval` session in between has none of its own
+    trained = [x for x in ledger.sessions if x.phases.setup > 0 or x.phases.train > 0 or x.terms]
+    last = trained[-1].terms if trained else None
     terms = given or dict(last or {})
     recipe = with_terms(load_recipe(folder.recipe), None, terms)
     recipe.budget = caps
@@ -145,6 +149,8 @@ def _session_gone(ledger: Ledger) -> bool:
     import socket
 
     last = ledger.sessions[-1] if ledger.sessions else None
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there, not probe it
+        return False
     if last is None or last.pid is None or last.host != socket.gethostname() or last.pid == os.getpid():
         return False
     try:

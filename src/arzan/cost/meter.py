@@ -168,7 +168,7 @@ class CostMeter(TrainerCallback):
         self._train_t0: float | None = None
         self._first_step = led.progress.step
         self._step_s = 0.0  # billed seconds of one optimizer step so far, eval included: the next step's price
-        self._step_end: float | None = None  # clock at the last step's end (or the training's start)
+        self._step_begin: float | None = None  # clock at the current step's begin (or the training's start)
         self._last_event = 0.0  # clock at the last step end or evaluation batch
         self._energy = self._pick_energy()
         self.flush()
@@ -300,8 +300,12 @@ class CostMeter(TrainerCallback):
         if self._phase is None:
             self._open("train", auto=True)
         self._train_t0, self._first_step = self.clock(), state.global_step
-        self._step_end = self._train_t0
+        self._step_begin = self._train_t0
         self.session.steps = [state.global_step, state.global_step]
+
+    @_locked
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_begin = self.clock()
 
     @_locked
     def on_train_end(self, args, state, control, **kwargs):
@@ -321,9 +325,10 @@ class CostMeter(TrainerCallback):
         now = self.clock()
         step_s = (now - self._train_t0) / done if done > 0 and self._train_t0 is not None else 0.0
         # the cap check prices the next step at the slower of the mean step and the last one: a mean
-        # alone lets one slow step (a warm-up after a resume, a stall) pass the cap
-        last_s = now - self._step_end if self._step_end is not None else step_s
-        self._step_end = now
+        # alone lets one slow step (a warm-up after a resume, a stall) pass the cap. The last step is
+        # timed from its own begin, so an evaluation or a checkpoint before it is not priced as a step
+        last_s = now - self._step_begin if self._step_begin is not None else step_s
+        self._step_begin = None  # set again by on_step_begin; without it the mean stands alone
         self._step_s, self._last_event = step_s, now
         next_usd, next_kzt = money_for(step_s, led.price, led.exchange)
         if done > 0 and state.max_steps:  # setup time is paid once, so project only the steps left

@@ -108,7 +108,11 @@ def interval_rates(run: Run) -> tuple[list[float], list[float]]:
     The ledger's `tokens_per_s` is the run's average so far, which smooths a 20 s stall into a slow
     droop; the rate per interval (eval and checkpoint saves included, as they are billed) shows it.
     """
-    xs, seen = _series(run, "elapsed_s", "tokens_seen")
+    # training rows only: an eval row or the closing row repeats tokens_seen and would read as 0 tok/s;
+    # the eval's time still falls inside the next training interval, as billed
+    rows = [r for r in run.metrics if _number(r.get("loss")) and _number(r.get("elapsed_s"))
+            and _number(r.get("tokens_seen"))]
+    xs, seen = [r["elapsed_s"] for r in rows], [r["tokens_seen"] for r in rows]
     out_x, out_y = [], []
     for (x0, t0), (x1, t1) in zip(zip(xs, seen), zip(xs[1:], seen[1:])):
         if x1 > x0 and t1 >= t0:
