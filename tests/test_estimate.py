@@ -325,3 +325,13 @@ def test_a_tokenizer_of_another_model_is_warned_about(llama_estimate, tiny_token
     assert any("tokenizer has" in n and "128,256-token vocabulary" in n for n in est.notes)
     tiny = recipe_from_dict(base_recipe(train={"max_steps": 5}))
     assert not any("tokenizer has" in n for n in estimate(tiny, tokenizer=tiny_tokenizer).notes)
+
+
+def test_a_busy_cpu_is_said_next_to_the_cpu_estimate(tiny_tokenizer, monkeypatch):
+    import os
+
+    tiny = recipe_from_dict(base_recipe(train={"max_steps": 5}))
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    assert any("this machine is busy" in n for n in estimate(tiny, tokenizer=tiny_tokenizer).notes)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not any("busy" in n for n in estimate(tiny, tokenizer=tiny_tokenizer).notes)

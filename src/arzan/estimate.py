@@ -164,6 +164,8 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
                               extra_trainable=full)
             target = option("cpu", price, "hf", bool(recipe.train.gradient_checkpointing), None, v,
                             download=hub and not _cached(recipe))
+            if (busy := _cpu_busy()) is not None:
+                notes.append(busy)
     else:
         backend = _backend_here(recipe, gpu_backend) if device == here else gpu_backend
         target = option(device, price, backend, gpu_ckpt, cat.gpus.get(device, {}).get("vram_gb"), vram,
@@ -221,6 +223,22 @@ def _hms(seconds: float | None) -> str:
 
 def _money(x: float | None, digits: int) -> str:
     return "?" if x is None else fixed(x, digits, thousands=" ")
+
+
+def _cpu_busy() -> str | None:
+    """The CPU row's throughput was measured on an idle core; other work on the machine slows the run
+    (a shared 2-core box ran the smoke recipe in 57 s against an estimated 22 s while tests ran beside it)."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+    cores = os.cpu_count() or 1
+    if load <= 0.5 * cores:
+        return None
+    return (f"this machine is busy (load {load:.1f} on {cores} cores): the CPU row assumes idle cores, "
+            "so expect the run to take longer")
 
 
 def _tokenizer_mismatch(tokenizer: Any, shape: ModelShape) -> str | None:
