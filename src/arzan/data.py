@@ -18,7 +18,7 @@ from typing import Any
 
 from datasets import Dataset, concatenate_datasets
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.recipe import DataSection, DataSource, resolve_data_path
 
 # fields each format needs after `columns:` renaming; optional ones may be absent
@@ -124,7 +124,7 @@ def _load_source(src: DataSource, base_dir: Path) -> tuple[Dataset, str, str]:
     try:
         ds = load_dataset(src.hub, src.config, split=src.split, revision=src.revision)
     except Exception as exc:  # the hub raises many types; the user needs the id and the reason
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         offline = any(w in f"{type(exc).__name__} {first}".lower() for w in ("offline", "connect", "resolve"))
         hint = (" (no hub here: load it once where there is one, datasets caches it; or save it as a .jsonl "
                 "file and give that as the source's path)" if offline else "")

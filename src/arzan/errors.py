@@ -7,3 +7,9 @@ traceback. Messages name the file, field or row at fault and what would be accep
 
 class ArzanError(Exception):
     """A user-fixable problem: bad recipe, missing file, unknown GPU, refused overwrite."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's error for a one-line message: its first line, or its type when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 
 DTYPES = ("bfloat16", "float16", "float32")
 _QUANT_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
@@ -205,7 +205,7 @@ def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = True, merged:
                                  commit_message=f"arzan: {'merged model' if merged else 'LoRA adapter'} "
                                                 f"from run {run.name}")
     except Exception as exc:  # the hub raises many types; say which repo and why, never the token
-        raise ArzanError(f"push to {repo_id} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        raise ArzanError(f"push to {repo_id} failed: {first_line(exc)}"
                          .replace(token, "***")) from None
     record = {"repo_id": repo_id, "url": url, "private": private, "merged": merged,
               "commit": getattr(info, "oid", None), "pushed_at": datetime.now(timezone.utc).isoformat()}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.recipe import Recipe
 
 
@@ -177,7 +177,7 @@ def _load_hf(recipe: Recipe, name: str, on_cuda: bool) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ArzanError(f"model.name: cannot load '{m.name}': {_first_line(exc)}") from None
+        raise ArzanError(f"model.name: cannot load '{m.name}': {first_line(exc)}") from None
     if m.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
@@ -213,7 +213,7 @@ def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
             revision=m.revision, trust_remote_code=m.trust_remote_code, use_exact_model_name=True)
     except (OSError, ValueError, RuntimeError) as exc:  # unsloth wraps the hub's error in a RuntimeError
         raise ArzanError(f"model.name: cannot load '{m.name}' with unsloth: "
-                         f"{_first_line(exc.__cause__ or exc)}") from None
+                         f"{first_line(exc.__cause__ or exc)}") from None
     checkpointing = "unsloth" if recipe.train.gradient_checkpointing is not False else False
     try:
         model = FastLanguageModel.get_peft_model(
@@ -221,17 +221,12 @@ def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
             bias=lo.bias, use_rslora=lo.use_rslora, modules_to_save=lo.modules_to_save,
             use_gradient_checkpointing=checkpointing, random_state=recipe.train.seed)
     except (TypeError, ValueError) as exc:  # e.g. a modules_to_save entry unsloth cannot train
-        raise ArzanError(f"lora: unsloth's get_peft_model refused the recipe: {_first_line(exc)}") from None
+        raise ArzanError(f"lora: unsloth's get_peft_model refused the recipe: {first_line(exc)}") from None
     if not tokenizer.chat_template:
         from unsloth.chat_templates import get_chat_template
 
         tokenizer = get_chat_template(tokenizer, chat_template="llama-3.1")
     return model, tokenizer
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(recipe: Recipe) -> tuple[Any, Any, BackendInfo]:

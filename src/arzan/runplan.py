@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.recipe import Recipe
 
 SAMPLE_ROWS = 20_000  # above this many rows, tokenize a seeded sample and scale up
@@ -134,7 +134,7 @@ def load_tokenizer(recipe: Recipe, path: str | Path | None = None, purpose: str 
             return AutoTokenizer.from_pretrained(name)
         return AutoTokenizer.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code)
     except Exception as exc:  # OSError/ValueError from the hub, the tokenizers backend or a bad folder
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         hint = " (it needs the hub once, or --tokenizer DIR with a local copy)" if purpose == "to count tokens" else ""
         raise ArzanError(f"{field}: cannot load the tokenizer of '{shown}' {purpose}: {first}{hint}") from None
 
