@@ -137,18 +137,13 @@ def train(
 def _interrupted_message(run_dir: Path | None, resume: bool) -> str:
     """What a Ctrl-C outside the training loop left: a first one during the checks and imports (no
     folder yet, or nothing new in it), or a second one while the first was being handled."""
-    import json
-    import os
-
-    from arzan.runfolder import RunFolder, is_run_folder
+    from arzan.runfolder import RunFolder, is_run_folder, ledger_doc
 
     ours = False  # a new run's folder counts only if this process made it (--overwrite: the old one is not)
     if run_dir is not None and is_run_folder(run_dir) and not resume:
-        try:
-            sessions = json.loads((run_dir / "cost.json").read_text(encoding="utf-8")).get("sessions") or []
-            ours = bool(sessions) and sessions[-1].get("pid") == os.getpid()
-        except (OSError, ValueError, AttributeError):
-            ours = False
+        sessions = ledger_doc(run_dir).get("sessions")
+        ours = isinstance(sessions, list) and bool(sessions) and isinstance(sessions[-1], dict) \
+            and sessions[-1].get("pid") == os.getpid()
     if run_dir is None or not is_run_folder(run_dir) or not (resume or ours):
         return "interrupted before the run started: no new run folder was made; there is nothing to resume"
     kept = RunFolder(run_dir).last_checkpoint()

@@ -21,9 +21,9 @@ _HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
-    """The report's number rule (reporting.table.fixed): a figure too small for `digits` decimals
+    """The report's number rule (arzan.numbers.fixed): a figure too small for `digits` decimals
     (0.0031 ₸ of a short eval) keeps two significant digits instead of showing 0.00."""
-    from arzan.reporting.table import fixed
+    from arzan.numbers import fixed
 
     if value is None:
         return "—"

@@ -58,14 +58,21 @@ def is_run_folder(path: Path) -> bool:
     return (path / "recipe.yaml").is_file() and (path / "cost.json").is_file()
 
 
-def _status_of(path: Path) -> tuple[str | None, str | None]:
+def ledger_doc(path: Path) -> dict:
+    """The folder's cost.json as a plain dict, {} when absent or unreadable: for messages about a
+    folder, which must not fail on a ledger that read_ledger would refuse."""
     import json
 
     try:
         led = json.loads((path / "cost.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, None
-    return (led.get("status"), led.get("status_reason")) if isinstance(led, dict) else (None, None)
+        return {}
+    return led if isinstance(led, dict) else {}
+
+
+def _status_of(path: Path) -> tuple[str | None, str | None]:
+    led = ledger_doc(path)
+    return led.get("status"), led.get("status_reason")
 
 
 def _what_is_there(path: Path) -> str:

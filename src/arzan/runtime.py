@@ -63,6 +63,11 @@ def unbindable_cap(recipe: Recipe) -> str | None:
             "give --price USD_PER_GPU_HOUR, --gpu with --provider, or cap the time with --budget 2h")
 
 
+def given_terms(cost_overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The price flags the command line actually gave (--price, --gpu, --provider; None is "not given")."""
+    return {k: v for k, v in (cost_overrides or {}).items() if v is not None}
+
+
 def with_terms(recipe: Recipe, budget: BudgetSection | None = None,
                cost_overrides: dict[str, Any] | None = None) -> Recipe:
     """The recipe with the command line's price and budget folded in.
@@ -71,7 +76,7 @@ def with_terms(recipe: Recipe, budget: BudgetSection | None = None,
     and `--resume` keeps them. `--budget 5000KZT` sets one cap and keeps the recipe's others.
     """
     r = recipe.model_copy(deep=True)
-    update = {k: v for k, v in (cost_overrides or {}).items() if v is not None}
+    update = given_terms(cost_overrides)
     if update.get("usd_per_gpu_hour") is not None:
         update["kzt_per_gpu_hour"] = None  # one price: the one given last
     elif update.get("gpu") is not None or update.get("provider") is not None:
@@ -106,7 +111,7 @@ def resume_terms(folder: RunFolder, budget: BudgetSection | None,
     caps = BudgetSection(max_kzt=b.max_kzt, max_usd=b.max_usd, max_hours=b.max_hours)
     if budget is not None:
         caps = caps.model_copy(update=budget.model_dump(include=budget.model_fields_set))
-    given = {k: v for k, v in (cost_overrides or {}).items() if v is not None}
+    given = given_terms(cost_overrides)
     # the last training session's flags: an `arzan eval` session in between has none of its own
     trained = [x for x in ledger.sessions if x.phases.setup > 0 or x.phases.train > 0 or x.terms]
     last = trained[-1].terms if trained else None
@@ -128,19 +133,20 @@ def check_same_recipe(given: Recipe, run_dir: Path, given_path: Path) -> None:
         return  # resume_terms names what is missing
     ours = yaml.safe_load(given.resolved_yaml())
     theirs = yaml.safe_load(load_recipe(run_dir / "recipe.yaml").resolved_yaml())
-    changed = [f"{section}.{key}" for section in ours if section not in ("cost", "budget")
-               for key in (ours[section] if isinstance(ours[section], dict) else {"": None})
-               if _field(ours, section, key) != _field(theirs, section, key)]
+    changed = []
+    for section, value in ours.items():
+        if section in ("cost", "budget"):
+            continue
+        if isinstance(value, dict):
+            other = theirs.get(section) or {}
+            changed += [f"{section}.{key}" for key in value if value[key] != other.get(key)]
+        elif value != theirs.get(section):
+            changed.append(section)
     if changed:
-        shown = ", ".join(f.rstrip(".") for f in changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
         raise ArzanError(f"{given_path}: differs from {run_dir / 'recipe.yaml'} in {shown}; a resumed "
                          f"run keeps the recipe it started with (arzan train --resume {run_dir}); to train the "
                          "changed recipe, start a new run (another --out, or --overwrite)")
-
-
-def _field(doc: dict, section: str, key: str) -> Any:
-    value = doc.get(section)
-    return value.get(key) if isinstance(value, dict) and key else value
 
 
 def _session_gone(ledger: Ledger) -> bool:
@@ -148,9 +154,9 @@ def _session_gone(ledger: Ledger) -> bool:
     import os
     import socket
 
-    last = ledger.sessions[-1] if ledger.sessions else None
     if os.name == "nt":  # os.kill(pid, 0) would terminate the process there, not probe it
         return False
+    last = ledger.sessions[-1] if ledger.sessions else None
     if last is None or last.pid is None or last.host != socket.gethostname() or last.pid == os.getpid():
         return False
     try:
@@ -235,13 +241,10 @@ def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool,
     else:
         ledger = new_ledger(recipe.name, price, exchange, ModelInfo(base=recipe.model.name))
     b = recipe.budget
-    meter = CostMeter(folder.ledger, ledger, price, exchange, max_kzt=b.max_kzt, max_usd=b.max_usd,
-                      max_hours=b.max_hours, token_counter=counter, metrics_path=folder.metrics,
-                      grid_kg_co2_per_kwh=recipe.cost.grid_kg_co2_per_kwh, **({"clock": clock} if clock else {}))
-    if terms:
-        meter.session.terms = dict(terms)
-        meter.flush()
-    return meter
+    return CostMeter(folder.ledger, ledger, price, exchange, max_kzt=b.max_kzt, max_usd=b.max_usd,
+                     max_hours=b.max_hours, token_counter=counter, metrics_path=folder.metrics,
+                     grid_kg_co2_per_kwh=recipe.cost.grid_kg_co2_per_kwh, terms=terms,
+                     **({"clock": clock} if clock else {}))
 
 
 def rewound(ledger: Ledger, folder: RunFolder) -> Ledger:

@@ -71,13 +71,12 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         runtime.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
         runtime.check_resume_point(folder, previous)  # a checkpoint gone or damaged: refused, nothing billed
         _check_machine(recipe, console)
-        if (line := runtime.unbindable_cap(recipe)) and console is not None:
-            console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        over = None
     else:
         from arzan.estimate import preflight_budget
 
         check_run_folder(recipe.run_dir(out), mode)  # a refusal costs a second, not a data check
-        terms = {k: v for k, v in (cost_overrides or {}).items() if v is not None}
+        terms = runtime.given_terms(cost_overrides)
         recipe = runtime.with_terms(recipe, budget, terms)
         runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
         _check_machine(recipe, console)  # so does backend: unsloth on a CPU, bf16 or 4-bit without a GPU
@@ -87,9 +86,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 
         tokenizer = check_model_name(recipe)  # a model.name typo or a gated repo: one line, no folder
         over, *expected = preflight_budget(recipe, allow_over_budget, tokenizer)  # "refusing to start"
-        for line in (over, runtime.unbindable_cap(recipe)):
-            if line and console is not None:
-                console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    for line in (over, runtime.unbindable_cap(recipe)):
+        if line and console is not None:
+            console.print(f"[yellow]warning:[/] {line}", highlight=False)
     raw = load_data(recipe.data, recipe.base_dir)
     data_seconds = tick() - t0  # billed in the data phase once the meter starts
     from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists

@@ -143,6 +143,7 @@ class CostMeter(TrainerCallback):
         now: Callable[[], datetime] = utcnow,
         flush_every_s: float = 30.0,
         grid_kg_co2_per_kwh: float | None = None,
+        terms: dict[str, Any] | None = None,
     ):
         """``ledger`` is a new one or the one a resumed run left; this run becomes a new session."""
         self.path, self.clock, self.now, self.flush_every_s = Path(ledger_path), clock, now, flush_every_s
@@ -161,7 +162,8 @@ class CostMeter(TrainerCallback):
         led.status = "running"
         led.energy.grid_kg_co2_per_kwh = grid_factor(grid_kg_co2_per_kwh)
         self.session = Session(index=len(led.sessions), started_at=now(), steps=[led.progress.step] * 2,
-                               price=price, host=socket.gethostname(), pid=os.getpid())
+                               price=price, terms=dict(terms) if terms else None, host=socket.gethostname(),
+                               pid=os.getpid())
         led.sessions.append(self.session)
         self.ledger = led
         self._phase: tuple[str, float, bool] | None = None  # name, time counted up to, opened by callback
