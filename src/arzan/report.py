@@ -17,6 +17,7 @@ from arzan.reporting.figures import assign_colors
 from arzan.reporting.plots import all_plots
 from arzan.reporting.refs import default_path, load_references, shown
 from arzan.reporting.runs import Run, label_runs, load_run
+from arzan.runfolder import unique_folders
 
 __all__ = ["build_report", "load_runs"]
 
@@ -25,19 +26,10 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
     """Load every folder first, so a typo in the third path fails before anything is written."""
     if not run_dirs:
         raise ArzanError("arzan report: give at least one run folder (e.g. runs/smoke)")
-    runs = [load_run(Path(d)) for d in _unique(run_dirs)]
+    runs = [load_run(Path(d)) for d in unique_folders(run_dirs)]
     label_runs(runs)
     assign_colors(runs)
     return runs
-
-
-def _unique(run_dirs: list[Path]) -> list[Path]:
-    """A folder named twice (`runs/a runs/a/`, or by two paths) is one run, not two rows and two
-    lines drawn on top of each other; the first spelling is kept."""
-    seen: dict[Path, Path] = {}
-    for d in run_dirs:
-        seen.setdefault(Path(d).expanduser().resolve(), Path(d))
-    return list(seen.values())
 
 
 def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = None, *,

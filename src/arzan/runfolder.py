@@ -54,6 +54,19 @@ class RunFolder:
         return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def unique_folders(paths: list) -> list:
+    """The same run named twice (`runs/a runs/a/`, two spellings, or a folder and its eval.json) is
+    one run, not two rows drawn over each other; the first spelling is kept."""
+    seen, out = set(), []
+    for p in paths:
+        path = Path(p).expanduser()
+        key = (path.parent if path.name == "eval.json" and path.is_file() else path).resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
 def is_run_folder(path: Path) -> bool:
     return (path / "recipe.yaml").is_file() and (path / "cost.json").is_file()
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from arzan.errors import ArzanError
+from arzan.runfolder import unique_folders
 from arzan.reporting.scores import points
 from arzan.reporting.table import kzt as kzt_text
 
@@ -115,18 +116,6 @@ def _cost_only(run: Path) -> dict:
             "source": str(ledger_file), "no_eval": True}
 
 
-def _unique(sources: list[str | Path]) -> list[str | Path]:
-    """The same run named twice (`runs/a runs/a/`, or a path and its eval.json) is one row."""
-    seen, out = set(), []
-    for s in sources:
-        p = Path(s).expanduser()
-        key = (p.parent if p.name == "eval.json" and p.is_file() else p).resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(s)
-    return out
-
-
 def compare(sources: list[str | Path], references: bool | str | Path = True,
             detail: bool = False) -> list[dict]:
     """One row per (model, task): run folders or eval.json files, then published rows.
@@ -138,7 +127,7 @@ def compare(sources: list[str | Path], references: bool | str | Path = True,
     too. Published rows are kept only for tasks some measured row has; when nothing was scored,
     only if no run was given either.
     """
-    rows = [r for s in _unique(sources) for r in _measured(s, detail)]
+    rows = [r for s in unique_folders(sources) for r in _measured(s, detail)]
     _tell_apart(rows)
     if references:
         tasks = {r["task"] for r in rows if r["task"] is not None}
