@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from transformers import TrainerCallback
 
 from arzan.cli import parse_budget
@@ -695,3 +696,94 @@ def test_a_running_ledger_is_refused_while_its_process_lives_and_resumed_once_it
                 assert ledger.progress.step == 2 and terms == {}
     finally:
         live.kill()
+
+
+class BootClock(EvalClock):
+    """EvalClock read the way time.monotonic reads: days of seconds since the machine booted."""
+
+    def __call__(self) -> float:
+        return 200_000.0 + super().__call__()
+
+
+def _eval_on_start_recipe(write_recipe, **cost) -> Path:
+    path = _eval_recipe(write_recipe, **cost)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["train"]["eval_on_start"] = True
+    return write_recipe(data)
+
+
+def test_an_evaluation_before_the_first_step_is_priced_as_itself_not_as_the_uptime(tmp_path, write_recipe):
+    """train.eval_on_start under a cap: its first batch used to be priced from clock zero, so the
+    machine's uptime looked like the next batch's cost and the run stopped before step 1."""
+    usd_per_hour, usd_kzt = 1.0, 500.0
+    step_kzt = STEP_SECONDS / 3600 * usd_per_hour * usd_kzt
+    clock = BootClock()
+    recipe = load_recipe(_eval_on_start_recipe(write_recipe, usd_per_gpu_hour=usd_per_hour, usd_kzt=usd_kzt))
+    result = train(recipe, out=tmp_path / "run", budget=BudgetSection(max_kzt=1000.0), clock=clock, callbacks=[clock])
+    led = result.ledger
+    assert result.status == "finished", led["status_reason"]
+    assert led["progress"]["step"] == 8
+    assert clock.eval_batches == 4 * EVAL_BATCHES  # before step 1, after steps 3 and 6, after the last
+    assert led["money"]["kzt"] == pytest.approx(8 * step_kzt + clock.eval_batches * 2 * step_kzt)
+
+
+def test_the_budget_cuts_an_evaluation_before_the_first_step_cleanly(tmp_path, write_recipe):
+    """A cap an eval_on_start pass cannot fit in: cut at the batch that would pass it, no step
+    bought, no adapter written, a stopped_budget ledger that says how to go on (no traceback)."""
+    usd_per_hour, usd_kzt, cap = 1.0, 500.0, 20.0
+    step_kzt = STEP_SECONDS / 3600 * usd_per_hour * usd_kzt
+    clock = BootClock()
+    recipe = load_recipe(_eval_on_start_recipe(write_recipe, usd_per_gpu_hour=usd_per_hour, usd_kzt=usd_kzt))
+    result = train(recipe, out=tmp_path / "run", budget=BudgetSection(max_kzt=cap), clock=clock, callbacks=[clock])
+    led = result.ledger
+    assert result.status == led["status"] == "stopped_budget"
+    assert led["progress"]["step"] == 0
+    assert clock.eval_batches == 1  # the first batch (2 × 8.33 ₸) fit; a second would pass 20 ₸
+    assert led["money"]["kzt"] == pytest.approx(2 * step_kzt) and led["money"]["kzt"] <= cap
+    assert "evaluation" in led["budget"]["stop_reason"] and "max_kzt 20" in led["budget"]["stop_reason"]
+    assert "--budget" in led["resume_command"]
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_the_budget_cuts_the_evaluation_after_training_and_skips_the_merge(tmp_path, write_recipe, monkeypatch):
+    """lm-eval after training and the merge are paid for too: the cap stops them (the training is
+    complete, so the run is finished), and the status says how to do them later."""
+    from lm_eval.models.huggingface import HFLM
+
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "kkCOPA.jsonl").is_file():
+        pytest.skip(f"shared Kazakh eval data not at {SHARED_DATA} (a user's fresh clone)")
+    usd_per_hour, usd_kzt, cap, lm_seconds = 1.0, 500.0, 150.0, 600.0
+    step_kzt = STEP_SECONDS / 3600 * usd_per_hour * usd_kzt  # 4 steps: 33 ₸; one lm-eval batch: 83 ₸
+
+    class LmEvalClock(StepClock):
+        batches = 0
+
+        def __call__(self) -> float:
+            return super().__call__() + lm_seconds * self.batches
+
+    clock = LmEvalClock()
+    real_call = HFLM._model_call
+
+    def billed_call(self, *args, **kwargs):  # each lm-eval batch moves the bill clock on by lm_seconds
+        clock.batches += 1
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_model_call", billed_call)
+    recipe = load_recipe(write_recipe(base_recipe(
+        cost={"usd_per_gpu_hour": usd_per_hour, "usd_kzt": usd_kzt}, output={"save_merged": True},
+        eval={"generation_check": False, "tasks": "kazakh_local", "limit": 3, "data_dir": str(SHARED_DATA)})))
+    run = tmp_path / "run"
+    result = train(recipe, out=run, budget=BudgetSection(max_kzt=cap), clock=clock, callbacks=[clock])
+    led = result.ledger
+    assert result.status == "finished" and led["progress"]["step"] == 4
+    assert clock.batches == 1  # the first batch fit (33 + 83 ₸); the next would pass 150 ₸
+    assert led["money"]["kzt"] == pytest.approx(4 * step_kzt + lm_seconds / STEP_SECONDS * step_kzt)
+    assert led["money"]["kzt"] <= cap
+    reason = led["status_reason"]
+    assert "max_kzt 150" in reason and "the evaluation after training and the merge not done" in reason
+    assert f"arzan eval {run}" in reason and f"arzan merge {run}" in reason
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (run / "eval.json").exists() and not (run / "merged").exists()
+    assert led["summary"]["eval"] is None

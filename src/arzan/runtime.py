@@ -318,14 +318,30 @@ def skipped_after_training(meter: CostMeter, stopper: Any, recipe: Recipe, run_d
     p = meter.ledger.progress
     if stopper.received is None or not (p.max_steps and p.step >= p.max_steps):
         return None
-    work = [w for w, on in (("the generation check", recipe.eval.generation_check),
-                            ("the evaluation after training", bool(recipe.eval.tasks)),
-                            ("the merge", recipe.output.save_merged)) if on]
+    work = after_training_work(recipe)
     name = signal.Signals(stopper.received).name
     if not work:
         return f"training finished; received {name} after the last step"
-    hints = [redo_hint(w, run_dir) for w in work if w != "the generation check"] or [redo_hint("", run_dir)]
-    return f"training finished; received {name} before {' and '.join(work)} ({'; '.join(hints)})"
+    return f"training finished; received {name} before {' and '.join(work)} ({_redo_hints(work, run_dir)})"
+
+
+def after_training_work(recipe: Recipe) -> list[str]:
+    """The work train.py does on the saved adapter, in its order, named as `stopper.phase` names it."""
+    return [w for w, on in (("the generation check", recipe.eval.generation_check),
+                            ("the evaluation after training", bool(recipe.eval.tasks)),
+                            ("the merge", recipe.output.save_merged)) if on]
+
+
+def cut_by_budget(reason: str, where: str, recipe: Recipe, run_dir: Path) -> str:
+    """The status line when a cap stopped the work after training at `where`: that piece and the
+    ones after it did not run (the training is complete, so the run is finished)."""
+    work = after_training_work(recipe)
+    left = work[work.index(where):] if where in work else work
+    return f"training finished; {reason}: {' and '.join(left)} not done ({_redo_hints(left, run_dir)})"
+
+
+def _redo_hints(work: list[str], run_dir: Path) -> str:
+    return "; ".join([redo_hint(w, run_dir) for w in work if w != "the generation check"] or [redo_hint("", run_dir)])
 
 
 def redo_hint(where: str, run_dir: Path) -> str:
@@ -392,5 +408,5 @@ def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter)
 
     ev = recipe.eval
     result = run_eval(folder.root, tasks=recipe.eval_tasks(), limit=ev.limit, update_ledger=False,
-                      data_dir=recipe.eval_data_dir())
+                      data_dir=recipe.eval_data_dir(), guard=lambda fn: meter.capped(fn, "the next evaluation batch"))
     meter.ledger.summary.eval = result.get("summary")

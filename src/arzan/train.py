@@ -92,6 +92,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     raw = load_data(recipe.data, recipe.base_dir)
     data_seconds = tick() - t0  # billed in the data phase once the meter starts
     from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists
+        EvaluationCut,
         Interrupted,
         PrintProgress,
         SaveOnClock,
@@ -99,6 +100,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         TokenCounter,
         metered_trainer_class,
     )
+    from arzan.cost.meter import BudgetCut
 
     if mode != "resume":  # from here to stopper.install() takes milliseconds: no signal window worth a handler
         folder, note = open_run_folder(recipe.run_dir(out), mode)
@@ -142,7 +144,10 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             weights = False
         else:
             with meter.phase("train"):
-                trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+                try:
+                    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+                except EvaluationCut:  # only eval_on_start, before this session's first step, gets here:
+                    stopper.in_loop, weights = False, False  # nothing new to save, adapter/ stays as it is
         stopper.phase = "the end of training"
         if weights:
             with meter.phase("save"), stopper.protect("saving the adapter"):
@@ -154,6 +159,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             try:
                 if recipe.eval.generation_check:
                     stopper.phase = "the generation check"
+                    meter.check_cap(0.0, "the generation check")
                     with meter.phase("eval"):
                         runtime.check_generation(recipe, meter, trainer.model, tokenizer, console)
                 model = trainer = None  # lm-eval and the merge load base + adapter afresh: free the GPU first
@@ -161,6 +167,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                 _eval_and_merge(recipe, folder, meter, stopper, info.device)
             except Interrupted as exc:  # the adapter is saved: the training itself is complete
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root)})"
+            except BudgetCut as exc:
+                after = runtime.cut_by_budget(str(exc), stopper.phase, recipe, folder.root)
         status, reason = runtime.final_status(meter, stopper, after)
     except Interrupted as exc:
         status, reason = "interrupted", f"{exc}; {_resumes_from(folder)}"
@@ -208,6 +216,7 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
             runtime.evaluate_after_training(recipe, folder, meter)
     if recipe.output.save_merged:
         stopper.phase = "the merge"
+        meter.check_cap(0.0, "the merge")  # not cut half-way: half a merged model is worth nothing
         with meter.phase("save"):  # merged into the 16-bit base, never into 4-bit weights
             from arzan.export import merge_adapter
 

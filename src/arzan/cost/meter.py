@@ -57,6 +57,14 @@ def _kzt(x: float, digits: int) -> str:
     return fixed(x, digits, thousands=" ")
 
 
+class BudgetCut(Exception):
+    """The cap would pass during the work after training (the generation check, lm-eval, the merge).
+
+    The training is complete and its adapter saved by then, so the run is finished, not stopped: the
+    work that did not run is named with the command that redoes it, and nothing is billed past the cap.
+    """
+
+
 RAPL_ROOT = Path("/sys/class/powercap")
 
 
@@ -302,7 +310,7 @@ class CostMeter(TrainerCallback):
         if self._phase is None:
             self._open("train", auto=True)
         self._train_t0, self._first_step = self.clock(), state.global_step
-        self._step_begin = self._train_t0
+        self._step_begin = self._last_event = self._train_t0  # eval_on_start's first batch is timed from here
         self.session.steps = [state.global_step, state.global_step]
 
     @_locked
@@ -379,6 +387,30 @@ class CostMeter(TrainerCallback):
             self._stop_for_budget(reason, self._step_s)
             raise EvaluationCut(reason)
         self._maybe_flush()
+
+    @_locked
+    def check_cap(self, ahead_s: float, ahead: str) -> None:
+        """Raise BudgetCut when `ahead_s` more billed seconds would pass a cap."""
+        self._tick()
+        reason = self._over_budget(ahead_s, ahead)
+        if reason:
+            raise BudgetCut(reason)
+
+    def capped(self, fn: Callable[..., Any], ahead: str) -> Callable[..., Any]:
+        """`fn`, refusing to start a call the caps cannot pay for: each call is priced at the one
+        before it (lm-eval's batches), so the first is refused only when a cap is already reached."""
+        last_s = 0.0
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal last_s
+            self.check_cap(last_s, ahead)
+            t0 = self.clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                last_s = self.clock() - t0
+
+        return call
 
     def _over_budget(self, ahead_s: float, ahead: str) -> str | None:
         """Which cap `ahead_s` more billed seconds would pass, in words; None when all still hold."""

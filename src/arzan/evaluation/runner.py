@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from arzan.cost.ledger import utcnow
 from arzan.errors import ArzanError
@@ -45,7 +47,8 @@ logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomDataset())
 def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int | None = None,
              out_dir: Path | None = None, data_dir: Path | None = None,
              batch_size: int | str | None = None, device: str | None = None,
-             num_fewshot: int | None = None, update_ledger: bool = True) -> dict:
+             num_fewshot: int | None = None, update_ledger: bool = True,
+             guard: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> dict:
     """Evaluates `target` (run folder, adapter folder, model folder or Hub id) on `tasks`.
 
     Writes `eval.json` in the run folder (or `out_dir`) and, when that folder has a cost.json and
@@ -57,6 +60,9 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
 
     A Ctrl-C (KeyboardInterrupt) while scoring raises EvalInterrupted once the time it spent is in
     the ledger, as a session with status "interrupted"; nothing scored is kept.
+
+    `guard` wraps each batch lm-eval sends to the model: the training's budget cap (`CostMeter.capped`)
+    raises from it to cut an evaluation the cap cannot pay for.
     """
     started, began = time.monotonic(), utcnow()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -73,7 +79,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     try:
         with sigterm_as_ctrl_c() if billed else nullcontext():
             plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
-            results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot)
+            results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard)
             doc = _document(target, tgt, tasks, plan, limit, results, lm_info, started)
     except KeyboardInterrupt:
         if not update_ledger:  # the caller (a training) owns the ledger and its signals
@@ -166,7 +172,7 @@ def _cannot_load(failed: dict[str, Exception], loaded: list[str]) -> str:
     return text
 
 
-def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot):
+def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot, guard=None):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -188,6 +194,9 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
         with_adapter = f" with adapter {tgt.adapter}" if tgt.adapter else ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArzanError(f"cannot load {tgt.base_name}{with_adapter}: {first}") from None
+    if guard is not None:  # every loglikelihood and generation batch passes one of these two
+        for name in ("_model_call", "_model_generate"):
+            setattr(lm, name, guard(getattr(lm, name)))
     results = simple_evaluate(model=lm, tasks=plan.tasks, task_manager=tm, limit=limit,
                               num_fewshot=num_fewshot, log_samples=False)
     cfg = results.get("config", {})
