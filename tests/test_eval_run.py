@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -424,3 +425,31 @@ def test_a_preemption_sigterm_during_eval_is_billed_like_ctrl_c(run_dir, tmp_pat
     ledger = json.loads((run / "cost.json").read_text(encoding="utf-8"))
     assert len(ledger["sessions"]) == len(before["sessions"]) + 1
     assert ledger["sessions"][-1]["status"] == "interrupted" and ledger["sessions"][-1]["billed_seconds"] > 0
+
+
+def test_eval_refuses_a_folder_a_live_training_is_writing(run_dir, tmp_path):
+    """The training's meter rewrites cost.json from memory every 30 s: an eval billed into it
+    meanwhile would be erased. Refused in one line before any model loads; the ledger untouched."""
+    import subprocess
+    import sys
+
+    from arzan.cost.ledger import Session, live_writer_age, read_ledger, utcnow, write_ledger
+    from arzan.errors import ArzanError
+
+    run = _billed_run(run_dir, tmp_path)
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ledger = read_ledger(run / "cost.json")
+        ledger.status, ledger.updated_at = "running", utcnow()
+        ledger.sessions.append(Session(index=len(ledger.sessions), started_at=utcnow(), host=socket.gethostname(),
+                                       pid=trainer.pid))
+        write_ledger(run / "cost.json", ledger)
+        before = (run / "cost.json").read_bytes()
+        with pytest.raises(ArzanError, match="a training is still running into this folder") as err:
+            run_eval(run, tasks="kazakh_local", limit=2, data_dir=SHARED)
+        assert "\n" not in str(err.value) and str(run) in str(err.value)
+        assert (run / "cost.json").read_bytes() == before and not (run / "eval.json").exists()
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert live_writer_age(read_ledger(run / "cost.json")) is None  # its process is gone: no writer

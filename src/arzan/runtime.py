@@ -12,15 +12,12 @@ from typing import Any, Callable
 
 import yaml
 
-from arzan.cost.ledger import Ledger, ModelInfo, money_for, new_ledger, read_ledger, utcnow
+from arzan.cost.ledger import LIVE_LEDGER_S, Ledger, ModelInfo, live_writer_age, money_for, new_ledger, read_ledger
 from arzan.cost.meter import CostMeter, mean_step_seconds, session_overhead_s, suggest_cap
 from arzan.cost.prices import Exchange, Price, resolve_exchange, resolve_price
 from arzan.errors import ArzanError
 from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import RunFolder
-
-LIVE_LEDGER_S = 90  # a "running" ledger written this recently belongs to a live process (it flushes every 30 s)
-
 
 def _detected_gpu() -> str | None:
     try:
@@ -102,11 +99,10 @@ def resume_terms(folder: RunFolder, budget: BudgetSection | None,
         p = ledger.progress
         raise ArzanError(f"{where}: this run finished at step {p.step}/{p.max_steps}; there is nothing to resume "
                          "(start it again with --overwrite, which keeps this folder aside)")
-    if ledger.status == "running" and ledger.updated_at is not None:
-        age = (utcnow() - ledger.updated_at).total_seconds()
-        if age < LIVE_LEDGER_S and not _session_gone(ledger):
-            raise ArzanError(f"{where}: another arzan process is training into this folder (ledger written "
-                             f"{age:.0f} s ago); if it is gone, retry in {LIVE_LEDGER_S - age:.0f} s")
+    age = live_writer_age(ledger)
+    if age is not None:
+        raise ArzanError(f"{where}: another arzan process is training into this folder (ledger written "
+                         f"{age:.0f} s ago); if it is gone, retry in {LIVE_LEDGER_S - age:.0f} s")
     b = ledger.budget
     caps = BudgetSection(max_kzt=b.max_kzt, max_usd=b.max_usd, max_hours=b.max_hours)
     if budget is not None:
@@ -147,25 +143,6 @@ def check_same_recipe(given: Recipe, run_dir: Path, given_path: Path) -> None:
         raise ArzanError(f"{given_path}: differs from {run_dir / 'recipe.yaml'} in {shown}; a resumed "
                          f"run keeps the recipe it started with (arzan train --resume {run_dir}); to train the "
                          "changed recipe, start a new run (another --out, or --overwrite)")
-
-
-def _session_gone(ledger: Ledger) -> bool:
-    """The last session ran on this host and its process no longer exists: killed, not training."""
-    import os
-    import socket
-
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there, not probe it
-        return False
-    last = ledger.sessions[-1] if ledger.sessions else None
-    if last is None or last.pid is None or last.host != socket.gethostname() or last.pid == os.getpid():
-        return False
-    try:
-        os.kill(last.pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # PermissionError: a process of someone else's holds that pid
-        return False
-    return False
 
 
 def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:

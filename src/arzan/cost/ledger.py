@@ -262,6 +262,38 @@ def read_ledger(path: str | os.PathLike) -> Ledger:
 
 # --- what ran where: recorded once per run so a bill can be reproduced ---
 
+LIVE_LEDGER_S = 90  # a "running" ledger written this recently belongs to a live process (it flushes every 30 s)
+
+
+def live_writer_age(ledger: Ledger) -> float | None:
+    """Seconds since a training that is still running wrote this ledger; None when none is.
+
+    Its meter rewrites cost.json from memory every 30 s, so a second writer (a resume, an `arzan
+    eval` billing its session) would be erased by the next flush: both refuse while this is not None.
+    A session killed on this host is known gone at once; on another host, after LIVE_LEDGER_S.
+    """
+    if ledger.status != "running" or ledger.updated_at is None or not ledger.sessions:
+        return None  # a meter adds its session before its first write: no session, no writer
+    age = (utcnow() - ledger.updated_at).total_seconds()
+    return age if age < LIVE_LEDGER_S and not _session_gone(ledger) else None
+
+
+def _session_gone(ledger: Ledger) -> bool:
+    """The last session ran on this host and its process no longer exists: killed, not training."""
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there, not probe it
+        return False
+    last = ledger.sessions[-1] if ledger.sessions else None
+    if last is None or last.pid is None or last.host != socket.gethostname() or last.pid == os.getpid():
+        return False
+    try:
+        os.kill(last.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: a process of someone else's holds that pid
+        return False
+    return False
+
+
 def detect_hardware() -> Hardware:
     hw = Hardware(cpu=f"{platform.machine()}, {os.cpu_count()} cores", host=socket.gethostname())
     try:

@@ -76,6 +76,8 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     tgt = resolve_target(target, Path(out_dir) if out_dir else None)
     device = device or _default_device()
     billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
+    if billed:
+        _refuse_while_training(tgt.out_dir)
     try:
         with sigterm_as_ctrl_c() if billed else nullcontext():
             plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
@@ -95,6 +97,17 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
                               "are complete")
     # where it went, and what the caller should tell the user: not part of eval.json
     return {**doc, "path": str(tgt.out_dir / EVAL_FILE), **({"note": note} if note else {})}
+
+
+def _refuse_while_training(run_dir: Path) -> None:
+    """A training still running into the folder rewrites cost.json from memory every 30 s: the
+    evaluation's session and scores would be erased, and a resume could then start beside it."""
+    from arzan.cost.ledger import live_writer_age, read_ledger
+
+    age = live_writer_age(read_ledger(run_dir / "cost.json"))
+    if age is not None:
+        raise ArzanError(f"{run_dir}: a training is still running into this folder (its ledger was written "
+                         f"{age:.0f} s ago) and would erase this evaluation's bill; run arzan eval once it stops")
 
 
 def _default_device() -> str:
