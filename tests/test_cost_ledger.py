@@ -199,3 +199,37 @@ def test_read_ledger_errors_name_the_file(tmp_path):
     bad.write_text(json.dumps({"schema_version": 1, "run_id": "x", "exchange": {"usd_kzt": -1, "source": "s"}}))
     with pytest.raises(ArzanError, match="exchange.usd_kzt"):
         read_ledger(bad)
+
+
+def test_gpu_hours_add_up_each_sessions_own_gpus():
+    """A run trained on 2 GPUs, resumed on 1: GPU-hours are 2 + 1, not everything at the last count."""
+    led = make_ledger()
+    led.sessions = [Session(index=0, started_at=T0, billed_seconds=3600.0, device="cuda",
+                            price=Price(gpu="A100-80GB", usd_per_gpu_hour=1.8, gpu_count=2)),
+                    Session(index=1, started_at=T0, billed_seconds=3600.0, device="cuda",
+                            price=Price(gpu="A100-80GB", usd_per_gpu_hour=1.8, gpu_count=1))]
+    led.price = led.sessions[-1].price
+    apply_totals(led)
+    assert led.gpu_hours == pytest.approx(3.0)
+    # a session on a CPU at the user's rate (no GPU priced) adds none, though the run's last device was a GPU
+    led.sessions.append(Session(index=2, started_at=T0, billed_seconds=3600.0, device="cpu", price=Price()))
+    assert apply_totals(led).gpu_hours == pytest.approx(3.0)
+
+
+def test_an_eval_on_another_device_is_eval_time_but_not_billed_time(tmp_path):
+    """`arzan eval` on a laptop after a GPU run: its hours are in phases.eval, not in billed_seconds,
+    money, GPU-hours or max_hours (the rented GPU was not running); on the same kind it is billed."""
+    from arzan.evaluation.session import put_in_ledger
+
+    led = make_ledger()
+    led.sessions = [Session(index=0, started_at=T0, billed_seconds=3600.0, device="cuda", price=led.price)]
+    led.sessions[0].money.usd, led.sessions[0].money.kzt = money_for(3600.0, led.price, FX)
+    write_ledger(tmp_path / "cost.json", apply_totals(led))
+    after = put_in_ledger(tmp_path / "cost.json", {"tasks": {}}, 7200.0, "cpu")
+    s = after["sessions"][-1]
+    assert s["device"] == "cpu" and s["phases"]["eval"] == 7200.0 and s["billed_seconds"] == 0.0
+    assert after["billed_seconds"] == 3600.0 and after["gpu_hours"] == pytest.approx(2.0)
+    assert after["money"]["usd"] == pytest.approx(1.8 * 2)
+    again = put_in_ledger(tmp_path / "cost.json", {"tasks": {}}, 1800.0, "cuda:0")
+    assert again["sessions"][-1]["billed_seconds"] == 1800.0 and again["gpu_hours"] == pytest.approx(3.0)
+    assert again["money"]["usd"] == pytest.approx(1.8 * 2 * 1.5)

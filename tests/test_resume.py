@@ -157,12 +157,19 @@ def test_interrupted_plus_resumed_money_equals_one_straight_run(tmp_path, write_
     assert first.status == "interrupted"
     stopped = first.ledger["progress"]["step"]
     assert 5 <= stopped < 12
+    for copy in [tmp_path / "run" / "cost.json", *(tmp_path / "run" / "checkpoints").glob("*/arzan_ledger.json")]:
+        doc = json.loads(copy.read_text())  # as if the first session had rented a GPU machine
+        doc["hardware"].update(device="cuda", gpu_name="NVIDIA A100-SXM4-80GB", gpu_count=1)
+        copy.write_text(json.dumps(doc))
     clock2 = StepClock()
     second = train(load_recipe(path), out=tmp_path / "run", mode="resume", clock=clock2, callbacks=[clock2])
     clock3 = StepClock()
     straight = train(load_recipe(path), out=tmp_path / "straight", clock=clock3, callbacks=[clock3])
     assert second.status == straight.status == "finished"
     assert [s["steps"] for s in second.ledger["sessions"]] == [[0, stopped], [stopped, 12]]
+    # the resume ran on this CPU: the ledger says so, not what the first session's machine was
+    assert second.ledger["hardware"]["device"] == second.ledger["sessions"][-1]["device"] == "cpu"
+    assert second.ledger["hardware"]["gpu_name"] is None
     assert second.ledger["money"]["kzt"] == pytest.approx(straight.ledger["money"]["kzt"])
     assert second.ledger["money"]["kzt"] == pytest.approx(12 * STEP_SECONDS / 3600 * 1.5 * 500)
     assert second.ledger["tokens"] == straight.ledger["tokens"]

@@ -12,12 +12,22 @@ from typing import Any, Callable
 
 import yaml
 
-from arzan.cost.ledger import LIVE_LEDGER_S, Ledger, ModelInfo, live_writer_age, money_for, new_ledger, read_ledger
+from arzan.cost.ledger import (
+    LIVE_LEDGER_S,
+    Ledger,
+    ModelInfo,
+    detect_hardware,
+    live_writer_age,
+    money_for,
+    new_ledger,
+    read_ledger,
+)
 from arzan.cost.meter import CostMeter, mean_step_seconds, session_overhead_s, suggest_cap
 from arzan.cost.prices import Exchange, Price, resolve_exchange, resolve_price
 from arzan.errors import ArzanError
 from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import RunFolder
+
 
 def _detected_gpu() -> str | None:
     try:
@@ -215,6 +225,7 @@ def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool,
     price, exchange = price_for(recipe)
     if resume:
         ledger = rewound(read_ledger(folder.ledger), folder)
+        ledger.hardware = detect_hardware()  # a resume may run on another machine: the card shows this one
     else:
         ledger = new_ledger(recipe.name, price, exchange, ModelInfo(base=recipe.model.name))
     b = recipe.budget

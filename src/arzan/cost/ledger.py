@@ -141,6 +141,8 @@ class Session(BaseModel):
     terms: dict[str, Any] | None = None
     host: str | None = None  # with pid: a resume on the same host can tell a killed session from a live one
     pid: int | None = None
+    device: Literal["cpu", "cuda"] | None = None  # where it ran: a resume or an eval may run elsewhere
+    gpu_name: str | None = None
 
 
 class Summary(BaseModel):
@@ -191,14 +193,21 @@ def co2_kg(kwh: float | None, grid_kg_co2_per_kwh: float) -> float | None:
     return None if kwh is None else kwh * grid_kg_co2_per_kwh
 
 
+def session_gpu_hours(session: Session, ledger: Ledger) -> float:
+    """GPU-hours only where a GPU ran or was priced (a CPU run at the user's rate used none), at the
+    session's own GPU count: sessions of one run may have rented different machines."""
+    price = session.price or ledger.price
+    device = session.device or ledger.hardware.device  # older ledgers: the run's device only
+    on_gpu = device == "cuda" or price.gpu is not None
+    return session.billed_seconds / 3600.0 * price.gpu_count if on_gpu else 0.0
+
+
 def apply_totals(ledger: Ledger) -> Ledger:
     """Recompute every total from ``sessions``; the only place totals are written."""
     s = ledger.sessions
     ledger.phases = Phases(**{p: sum(getattr(x.phases, p) for x in s) for p in PHASES})
     ledger.billed_seconds = sum(x.billed_seconds for x in s)
-    # GPU-hours only where a GPU ran or was priced: a CPU run at the user's rate used none
-    on_gpu = ledger.hardware.device == "cuda" or ledger.price.gpu is not None
-    ledger.gpu_hours = ledger.billed_seconds / 3600.0 * ledger.price.gpu_count if on_gpu else 0.0
+    ledger.gpu_hours = sum(session_gpu_hours(x, ledger) for x in s)
     seen, trained = sum(x.tokens.seen for x in s), sum(x.tokens.trained for x in s)
     ledger.tokens = Tokens(seen=seen, trained=trained,
                            per_second=seen / ledger.phases.train if ledger.phases.train > 0 else 0.0)

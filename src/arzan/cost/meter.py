@@ -171,7 +171,7 @@ class CostMeter(TrainerCallback):
         led.energy.grid_kg_co2_per_kwh = grid_factor(grid_kg_co2_per_kwh)
         self.session = Session(index=len(led.sessions), started_at=now(), steps=[led.progress.step] * 2,
                                price=price, terms=dict(terms) if terms else None, host=socket.gethostname(),
-                               pid=os.getpid())
+                               pid=os.getpid(), device=led.hardware.device, gpu_name=led.hardware.gpu_name)
         led.sessions.append(self.session)
         self.ledger = led
         self._phase: tuple[str, float, bool] | None = None  # name, time counted up to, opened by callback

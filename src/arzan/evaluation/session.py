@@ -71,8 +71,9 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     Ctrl-C). Returns the ledger as written.
 
     Billed at the run's last price when it ran on the same kind of device (the rented GPU, right
-    after training), at 0 on another (a CPU: the user's own machine). Through the ledger's own
-    reader and atomic writer, so a kill mid-write leaves the previous ledger whole.
+    after training). On another (a CPU: the user's own machine) its time is in its eval phase but
+    not in billed_seconds: no money, no GPU-hours, nothing against max_hours. Through the ledger's
+    own reader and atomic writer, so a kill mid-write leaves the previous ledger whole.
     """
     from arzan.cost.ledger import Phases, Session, apply_totals, money_for, read_ledger, utcnow, write_ledger
 
@@ -80,10 +81,12 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     if summary is not None:
         ledger.summary.eval = summary
     now, step = utcnow(), ledger.progress.step
+    kind = "cuda" if device.startswith("cuda") else "cpu"
     s = Session(index=len(ledger.sessions), started_at=min(started_at or now, now), finished_at=now,
-                status=status, phases=Phases(eval=seconds), billed_seconds=seconds, steps=[step, step],
-                host=socket.gethostname(), pid=os.getpid())
-    if device.split(":")[0] == ledger.hardware.device:
+                status=status, phases=Phases(eval=seconds), steps=[step, step],
+                host=socket.gethostname(), pid=os.getpid(), device=kind)
+    if kind == ledger.hardware.device:
+        s.billed_seconds = seconds
         s.money.usd, s.money.kzt = money_for(seconds, ledger.price, ledger.exchange)
         s.price = ledger.price
     ledger.sessions.append(s)
