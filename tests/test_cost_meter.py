@@ -265,19 +265,25 @@ def test_energy_estimated_from_tdp_of_the_priced_gpu(tmp_path):
 
 
 def test_energy_measured_with_nvml_when_present(tmp_path, monkeypatch):
-    counter = {"mj": 1_000_000.0}
+    """A shared 4-GPU host with CUDA_VISIBLE_DEVICES=3: torch's GPU 0 is NVML's GPU 3, found by UUID,
+    and GPU 0 (someone else's job) is not billed as this run's energy."""
+    host_uuids = [f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd" for i in range(4)]
+    counter = {u: 1_000_000.0 for u in host_uuids}  # millijoules per physical GPU
     fake = types.SimpleNamespace(
         nvmlInit=lambda: None,
-        nvmlDeviceGetHandleByIndex=lambda i: i,
-        nvmlDeviceGetTotalEnergyConsumption=lambda h: counter["mj"],
+        nvmlDeviceGetHandleByUUID=lambda u: host_uuids.index(u),
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: counter[host_uuids[h]],
     )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    visible = types.SimpleNamespace(uuid=host_uuids[3].removeprefix("GPU-"))  # torch prints it without "GPU-"
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: visible)
     meter, clock = make_meter(tmp_path, Price(gpu="H100", usd_per_gpu_hour=2.0))
     with meter.phase("train"):
         clock.t += 60
-        counter["mj"] += 7.2e9  # 7.2 MJ = 2 kWh
+        counter[host_uuids[3]] += 7.2e9  # 7.2 MJ = 2 kWh
+        counter[host_uuids[0]] += 1.8e10
     led = meter.finish("finished")
     assert (led.energy.basis, led.energy.method) == ("measured", "nvml")
     assert led.energy.kwh == pytest.approx(2.0)

@@ -76,6 +76,11 @@ def test_letter_answers_including_cyrillic_lookalikes():
         convert("unt", [(1, {**rows[0][1], "correct_answer": "E"})], "mem")
     with pytest.raises(ArzanError, match="mem: line 1: answer 'Z' is not one of the letters A, B, C, D, E, F, G, H"):
         convert("unt", [(1, {**rows[0][1], "correct_answer": "Z"})], "mem")
+    full = {**rows[0][1], "E": "e"}
+    for key, label in {"В": 1, "Б": 1, "в": 1, "Д": 3, "Е": 4, "а": 0}.items():  # look-alikes and sound-alikes
+        assert convert("unt", [(1, {**full, "correct_answer": key})], "mem")[0]["label"] == label, key
+    with pytest.raises(ArzanError, match="answer 'Г' is not one of the letters"):  # alphabet order is not guessed
+        convert("unt", [(1, {**full, "correct_answer": "Г"})], "mem")
 
 
 def test_an_empty_option_in_the_middle_does_not_shift_the_answer():

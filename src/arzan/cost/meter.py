@@ -65,6 +65,18 @@ class BudgetCut(Exception):
     """
 
 
+def nvml_handles(pynvml: Any, torch: Any) -> list[Any]:
+    """The NVML handles of the GPUs this process uses. NVML numbers every GPU on the host, torch
+    only the visible ones (CUDA_VISIBLE_DEVICES=3 is torch's 0 and NVML's 3), so match by UUID:
+    by index, a shared host's measured energy would be another GPU's. One that cannot be matched
+    (a MIG slice) raises, and the meter falls back to its TDP estimate."""
+    handles = []
+    for i in range(torch.cuda.device_count()):
+        uuid = str(torch.cuda.get_device_properties(i).uuid)
+        handles.append(pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"))
+    return handles
+
+
 RAPL_ROOT = Path("/sys/class/powercap")
 
 
@@ -192,7 +204,7 @@ class CostMeter(TrainerCallback):
                 import pynvml
 
                 pynvml.nvmlInit()
-                handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(torch.cuda.device_count())]
+                handles = nvml_handles(pynvml, torch)
 
                 def millijoules() -> float:
                     return sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in handles)

@@ -13,8 +13,10 @@ import re
 from typing import Any, Callable
 
 LETTERS = "ABCDEFGH"
-# Kazakh answer keys in the kz-transformers sets sometimes use the Cyrillic look-alikes.
-_CYRILLIC = {"А": "A", "Б": "B", "С": "C", "Д": "D"}
+# Kazakh answer keys in the kz-transformers sets sometimes spell the Latin letter in Cyrillic: by
+# look (А В С Е Н) or by sound (Б, Д). Never by alphabet order (А Б В Г Д = A..E), which would
+# read В and Д differently; a letter that is neither (Г, Ф, ...) is an error, not a guess.
+_CYRILLIC = {"А": "A", "Б": "B", "В": "B", "С": "C", "Д": "D", "Е": "E", "Н": "H"}
 
 
 def _empty(v: Any) -> bool:
@@ -42,7 +44,8 @@ def _index(value: Any, n: int, base: int) -> int:
 
 def _letter(value: Any, n: int) -> int:
     raw = "" if _empty(value) else str(value).strip()
-    key = _CYRILLIC.get(raw.removeprefix("answer"), raw.removeprefix("answer")).upper()
+    raw = raw.removeprefix("answer").upper()
+    key = _CYRILLIC.get(raw, raw)
     if len(key) != 1 or key not in LETTERS[:n]:
         raise ValueError(f"answer {value!r} is not one of the letters {', '.join(LETTERS[:n])}")
     return LETTERS.index(key)
