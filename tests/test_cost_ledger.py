@@ -233,3 +233,21 @@ def test_an_eval_on_another_device_is_eval_time_but_not_billed_time(tmp_path):
     again = put_in_ledger(tmp_path / "cost.json", {"tasks": {}}, 1800.0, "cuda:0")
     assert again["sessions"][-1]["billed_seconds"] == 1800.0 and again["gpu_hours"] == pytest.approx(3.0)
     assert again["money"]["usd"] == pytest.approx(1.8 * 2 * 1.5)
+
+
+def test_an_adapter_save_cut_half_way_leaves_the_previous_adapter_whole(tmp_path):
+    """The adapter a budget stop saved is replaced on resume only once the new one is written whole."""
+    adapter = tmp_path / "adapter"
+    fileio_mod.replace_dir(adapter, lambda d: (d.mkdir(), (d / "adapter_model.safetensors").write_text("step 10")))
+
+    def killed(d: Path) -> None:
+        d.mkdir()
+        (d / "adapter_model.safetensors").write_text("step 2")  # half of step 20's save, then the kill
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fileio_mod.replace_dir(adapter, killed)
+    assert (adapter / "adapter_model.safetensors").read_text() == "step 10"
+    fileio_mod.replace_dir(adapter, lambda d: (d.mkdir(), (d / "adapter_model.safetensors").write_text("step 20")))
+    assert (adapter / "adapter_model.safetensors").read_text() == "step 20"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no partial or old copy left beside it

@@ -1,8 +1,10 @@
-"""Atomic file writes: the ledger and eval.json are rewritten on machines that get killed."""
+"""Atomic writes: the ledger, eval.json and the adapter are rewritten on machines that get killed."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -28,3 +30,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def replace_dir(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """`write(folder)` into a folder beside `path`, then swap it in: a kill during the write (a
+    preemption while an 8B adapter is saved) leaves the previous `path` whole, not half of each.
+    The swap is two renames; only between them is `path` briefly absent, its old copy beside it."""
+    path = Path(path)
+    partial, old = path.with_name(f".{path.name}.partial"), path.with_name(f".{path.name}.old")
+    for leftover in (partial, old):  # a kill during an earlier save
+        shutil.rmtree(leftover, ignore_errors=True)
+    write(partial)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(partial, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path

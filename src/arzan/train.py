@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arzan.errors import ArzanError
+from arzan.fileio import replace_dir
 from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import RunFolder, check_run_folder, open_run_folder
 
@@ -151,8 +152,11 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         stopper.phase = "the end of training"
         if weights:
             with meter.phase("save"), stopper.protect("saving the adapter"):
-                trainer.model.save_pretrained(folder.adapter)
-                tokenizer.save_pretrained(folder.adapter)
+                def save(where: Path) -> None:
+                    trainer.model.save_pretrained(where)
+                    tokenizer.save_pretrained(where)
+
+                replace_dir(folder.adapter, save)  # a kill mid-save leaves the adapter a budget stop saved
         after = runtime.skipped_after_training(meter, stopper, recipe, folder.root)  # a signal after the last step
         stopped_early = stopper.received is not None or meter.ledger.budget.stop_reason is not None
         if not stopped_early:  # a preempted machine has seconds left, a capped budget nothing
