@@ -627,3 +627,18 @@ def test_throughput_plot_shows_a_stall_the_running_average_hides(tmp_path):
     assert min(r["tokens_per_s"] for r in rows if "tokens_per_s" in r) > 300  # the average never shows the stall
     plot = throughput([run])
     assert plot.figure is not None and "between logged steps" in plot.caption
+
+
+def test_steps_a_hard_kill_lost_are_drawn_once_as_retrained(tmp_path):
+    """Killed at step 8 with checkpoint 5: the resume logs 6..10 again. The curve keeps the retrained
+    rows, each step once, in order; the lost rows' loss is not drawn beside them."""
+    from arzan.reporting.runs import _read_metrics
+
+    def row(step, loss):
+        return json.dumps({"step": step, "loss": loss, "elapsed_s": step * 1.0})
+
+    lines = [row(s, 9.0) for s in range(1, 9)] + [row(s, 1.0) for s in range(6, 11)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    rows = _read_metrics(tmp_path / "metrics.jsonl", [])
+    assert [r["step"] for r in rows] == list(range(1, 11))
+    assert [r["loss"] for r in rows] == [9.0] * 5 + [1.0] * 5

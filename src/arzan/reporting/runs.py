@@ -151,7 +151,21 @@ def _read_metrics(file: Path, warnings: list[str]) -> list[dict[str, Any]]:
             continue
         if isinstance(row, dict):
             rows.append(row)
-    return rows
+    return _latest_rows(rows)
+
+
+def _latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A resume after a hard kill trains again the steps after its checkpoint and logs them again;
+    the curve shows what the model became, so the later rows replace the ones the kill lost (whose
+    money the ledger keeps, in that session's lost_steps)."""
+    kept: list[dict[str, Any]] = []
+    for row in rows:
+        step = row.get("step")
+        if isinstance(step, (int, float)) and kept and isinstance(kept[-1].get("step"), (int, float)) \
+                and step < kept[-1]["step"]:
+            kept = [r for r in kept if not (isinstance(r.get("step"), (int, float)) and r["step"] >= step)]
+        kept.append(row)
+    return kept
 
 
 def _read_recipe(file: Path, warnings: list[str]) -> dict[str, Any] | None:
