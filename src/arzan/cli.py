@@ -129,7 +129,7 @@ def train(
         console.print(f"{result.ledger.get('status_reason') or result.status}", highlight=False, markup=False)
         console.print(f"resume with: {resume_with}", highlight=False)
         raise typer.Exit(3)
-    if result.signal is not None:  # training finished, but a signal cut the work after it short
+    if result.ledger.get("status_reason"):  # training finished; a signal or the cap cut the work after it short
         console.print(f"note: {result.ledger.get('status_reason')}", highlight=False, markup=False)
         raise typer.Exit(3)
 
