@@ -343,7 +343,7 @@ def test_over_budget_is_refused_before_renting_and_capped_when_allowed(tmp_path,
 def test_padding_free_without_packing_is_a_config_trl_accepts_under_unsloth(tmp_path, write_recipe, tiny_dir):
     """The Colab recipes ask for padding_free without packing. TRL 1.14 refuses that while
     max_length is set; arzan's data step has already cut the rows, so max_length goes, not the
-    speed-up. (On the hf path padding_free itself goes: sdpa would attend across samples.)"""
+    speed-up. (On hf + sdpa padding_free itself goes: exact, but dearer than padding there.)"""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
@@ -359,11 +359,41 @@ def test_padding_free_without_packing_is_a_config_trl_accepts_under_unsloth(tmp_
     assert unsloth_args.padding_free and unsloth_args.max_length is None
     hf_args = sft_config(recipe, folder, on_cuda=False, has_eval=False, backend="hf")
     assert not hf_args.padding_free and hf_args.max_length == 48
+    flash = load_recipe(write_recipe(base_recipe(
+        model={"name": "arzan/tiny-llama-kk", "backend": "hf", "attn_implementation": "flash_attention_2"},
+        train={"max_steps": 1, "max_length": 48, "padding_free": True}), name="flash.yaml"))
+    flash_args = sft_config(flash, folder, on_cuda=False, has_eval=False, backend="hf")
+    assert flash_args.padding_free and flash_args.max_length is None  # varlen attention: padding-free pays
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     data = prepare_data(recipe.data, tok, recipe.train.max_length, recipe.base_dir)
     assert max(len(x) for x in data.train["input_ids"]) <= 48  # already cut to the recipe's max_length
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     SFTTrainer(model=model, args=unsloth_args, train_dataset=data.train, processing_class=tok)  # no ValueError
+
+
+def test_a_flattened_batch_on_sdpa_scores_each_document_alone():
+    """Packing on the hf path (TRL's bfd: padding-free rows with position_ids, no attention mask)
+    relies on transformers masking each document from its position_ids under sdpa. Were a
+    document to see the one before it, this loss would differ from the padded batch's."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from arzan.tiny import tiny_model_dir
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32).train()
+    assert model.config._attn_implementation == "sdpa"
+    rows = [{"input_ids": torch.randint(5, 200, (n,)).tolist()} for n in (9, 4, 13)]
+    flat = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
+    padded = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=False)(rows)
+    assert "attention_mask" not in flat and flat["input_ids"].shape == (1, 26)
+    with torch.no_grad():  # use_cache=False as TRL's compute_loss passes it: a cache turns the masking off
+        flat_loss = model(**flat, use_cache=False).loss
+        padded_loss = model(**padded, use_cache=False).loss
+        leaky = model(input_ids=flat["input_ids"], labels=flat["labels"], use_cache=False).loss
+    assert flat_loss.item() == pytest.approx(padded_loss.item(), abs=1e-5)
+    assert abs(leaky.item() - padded_loss.item()) > 1e-3  # the check can fail: without position_ids it leaks
 
 
 def test_a_lora_target_the_model_does_not_have_is_one_line_naming_the_field(tmp_path, write_recipe):

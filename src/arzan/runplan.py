@@ -86,9 +86,12 @@ def count_tokens(recipe: Recipe, tokenizer: Any = None, sample_rows: int | None 
     seen, trained = sum(lengths), sum(sum(m) for m in masks)
     context = sum(n * n for n in lengths) / max(seen, 1)  # attention context per token: sum(l^2)/sum(l)
     rows, padding = len(lengths), _padding(lengths, tr.per_device_train_batch_size, tr.seed)
-    # TRL: bfd packing implies padding-free; padding_free alone holds only under unsloth (train.sft_config
-    # turns it off on the hf path), so an explicit hf recipe pays for its padding
-    flat = tr.packing or (bool(getattr(tr, "padding_free", False)) and recipe.model.backend != "hf")
+    # TRL: bfd packing implies padding-free; padding_free alone holds only with varlen attention
+    # (train.sft_config turns it off on hf + sdpa), so such a recipe pays for its padding
+    from arzan.train import varlen_attention
+
+    backend = "hf" if recipe.model.backend == "hf" else "unsloth"  # auto: unsloth on the GPU it is estimated for
+    flat = tr.packing or (bool(getattr(tr, "padding_free", False)) and varlen_attention(recipe, backend))
     if tr.packing:
         rows = _packed_rows(data.train, tr.max_length, getattr(tr, "packing_strategy", None) or "bfd")
     if flat:  # one flattened row per micro-batch: no padding, and each document's first label is masked

@@ -33,9 +33,10 @@ def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool,
 
     kw = recipe.train.sft_kwargs()
     if kw.get("padding_free") and not kw.get("packing"):
-        if backend != "unsloth":
-            # unsloth keeps attention per sample in a padding-free batch, the hf path (sdpa) would
-            # not, so plain padding is the correct fallback there, not an error
+        if not varlen_attention(recipe, backend):
+            # a flattened batch is exact on sdpa too (transformers 5.17 masks each document from its
+            # position_ids; tests/test_train.py checks it), but sdpa then attends over the whole
+            # flattened batch, which costs more than the padding it saves: plain padding is the faster
             kw["padding_free"] = False
         else:
             # TRL 1.14 refuses padding_free without packing while max_length is set, because it
@@ -50,6 +51,12 @@ def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool,
     # TensorBoard (report_to) writes under checkpoints/runs/ unless TENSORBOARD_LOGGING_DIR is set
     return SFTConfig(output_dir=str(folder.checkpoints), use_cpu=not on_cuda, disable_tqdm=True,
                      dataloader_pin_memory=on_cuda, save_strategy="steps", **kw)
+
+
+def varlen_attention(recipe: Recipe, backend: str) -> bool:
+    """Attention that runs each document of a flattened batch on its own: unsloth's, or flash
+    attention on the hf path. Where padding_free pays off; runplan's estimate asks the same."""
+    return backend == "unsloth" or "flash" in str(recipe.model.attn_implementation or "")
 
 
 def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", console: Any = None,
