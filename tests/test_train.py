@@ -135,6 +135,42 @@ def test_overwrite_moves_the_old_folder_aside(tmp_path, write_recipe):
     assert "moved to" in result.output
 
 
+def test_overwrite_refuses_a_folder_a_live_training_writes_or_the_one_you_stand_in(tmp_path, write_recipe,
+                                                                                   monkeypatch):
+    """A live trainer would go on writing by path into the new folder, and its bill be lost."""
+    import socket
+    import subprocess
+    import sys
+
+    from arzan.cost.ledger import Session, new_ledger, utcnow, write_ledger
+    from arzan.cost.prices import Price, resolve_exchange
+
+    recipe = write_recipe(base_recipe(train={"max_steps": 1, "per_device_train_batch_size": 4, "max_length": 64}))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "recipe.yaml").write_text(recipe.read_text())
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ledger = new_ledger("t", Price(), resolve_exchange())
+        ledger.updated_at = utcnow()
+        ledger.sessions.append(Session(index=0, started_at=utcnow(), host=socket.gethostname(), pid=trainer.pid))
+        write_ledger(out / "cost.json", ledger)
+        before = (out / "cost.json").read_bytes()
+        result = cli("train", str(recipe), "--out", str(out), "--overwrite")
+        assert result.exit_code == 2, result.output
+        assert "another arzan process is training into this folder" in result.output
+        assert "Traceback" not in result.output and result.output.count("\n") == 1
+        assert (out / "cost.json").read_bytes() == before and not list(tmp_path.glob("run.replaced-*"))
+    finally:
+        trainer.kill()
+        trainer.wait()
+    monkeypatch.chdir(out)
+    for here in (".", ".."):
+        result = cli("train", str(recipe), "--out", here, "--overwrite")
+        assert result.exit_code == 2 and "the folder you are working in" in result.output, result.output
+    assert out.is_dir() and (out / "cost.json").read_bytes() == before
+
+
 @pytest.mark.parametrize("content,expected", [
     ("name: [oops", "malformed YAML"),
     (base_recipe(train={"learnin_rate": 1}), "unknown field 'learnin_rate'"),

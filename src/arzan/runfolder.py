@@ -115,6 +115,8 @@ def check_run_folder(path: Path, mode: str) -> bool:
     occupied = path.exists() and any(path.iterdir())
     if mode == "resume" and not is_run_folder(path):
         raise ArzanError(f"{path}: not a run folder to resume (needs recipe.yaml and cost.json)")
+    if mode == "overwrite" and occupied:
+        _check_can_move_aside(path)
     if mode not in ("resume", "overwrite") and occupied:
         if not is_run_folder(path):  # someone's own files: --resume cannot work there, and is not offered
             raise ArzanError(f"{path}: a folder that is not empty and not an arzan run; give --out a new folder "
@@ -127,6 +129,25 @@ def check_run_folder(path: Path, mode: str) -> bool:
     return occupied
 
 
+def _check_can_move_aside(path: Path) -> None:
+    """--overwrite renames the folder: not the one the user stands in, and not one a live training
+    still writes into (it would go on writing by path into the new folder, and its bill be lost)."""
+    from arzan.cost.ledger import live_writer_age, read_ledger
+
+    where, here = path.resolve(), Path.cwd().resolve()
+    if where == here or where in here.parents:
+        raise ArzanError(f"{path}: --overwrite would move aside the folder you are working in; "
+                         "give --out a folder inside it, e.g. --out runs/NAME")
+    if is_run_folder(path):
+        try:
+            age = live_writer_age(read_ledger(path / "cost.json"))
+        except ArzanError:  # an unreadable ledger has no live writer to protect
+            age = None
+        if age is not None:
+            raise ArzanError(f"{path}: another arzan process is training into this folder (ledger written "
+                             f"{age:.0f} s ago); stop it first (Ctrl-C saves a checkpoint), then --overwrite")
+
+
 def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
     """Create, resume or replace a run folder. Returns the folder and a note for the user."""
     path = Path(path)
@@ -134,9 +155,13 @@ def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
     if mode == "resume":
         return RunFolder(path), None
     note = None
-    if occupied:  # mode is overwrite
-        aside = _aside_name(path)
-        path.rename(aside)
-        note = f"the previous run folder was moved to {aside}"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        if occupied:  # mode is overwrite
+            aside = _aside_name(path)
+            path.rename(aside)
+            note = f"the previous run folder was moved to {aside}"
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only or missing parent, /proc, a folder another program holds
+        raise ArzanError(f"{path}: cannot {'move aside' if occupied and note is None else 'create'} the run "
+                         f"folder: {exc.strerror or exc}") from None
     return RunFolder(path), note
