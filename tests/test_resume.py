@@ -135,6 +135,47 @@ def test_sigterm_checkpoints_then_resume_finishes_without_double_counting(tmp_pa
     assert led2["tokens"]["seen"] == led_ref["tokens"]["seen"]
 
 
+@pytest.mark.slow
+def test_a_hard_kill_loses_no_billed_time_the_metrics_recorded(tmp_path, write_recipe):
+    """SIGKILL (an OOM kill, a reclaimed VM) gives no chance to write the ledger: the time since its
+    last write is taken back from the last metrics row on resume, into the killed session."""
+    train_section = {"max_length": 64, "max_steps": 16, "per_device_train_batch_size": 4, "logging_steps": 1,
+                     "save_steps": 4, "gradient_accumulation_steps": 1}
+    recipe = write_recipe(base_recipe(train=train_section, cost={"usd_per_gpu_hour": 2.0},
+                                      eval={"generation_check": False}))
+    run = tmp_path / "run"
+    proc = _run_cli(str(recipe), "--out", str(run), held_steps=True)
+    end = time.monotonic() + 180
+    while time.monotonic() < end:  # kill once the metrics are ahead of the ledger's last write
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] \
+            if (run / "metrics.jsonl").is_file() else []
+        try:
+            written = json.loads((run / "cost.json").read_text())["progress"]["step"]
+        except (OSError, ValueError, KeyError):
+            written = 0
+        if rows and rows[-1]["step"] >= 5 and rows[-1]["step"] > written:
+            break
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    proc.kill()
+    proc.communicate(timeout=60)
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    kept = json.loads((run / "cost.json").read_text())
+    behind = last["elapsed_s"] - sum(kept["phases"].values())
+    assert kept["sessions"][0]["status"] == "running" and behind > 0  # the killed session never closed
+
+    resumed = _run_cli("--resume", str(run))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    led = json.loads((run / "cost.json").read_text())
+    first = led["sessions"][0]
+    assert first["status"] == "interrupted" and first["recovered_s"] == pytest.approx(behind)
+    assert sum(first["phases"].values()) == pytest.approx(last["elapsed_s"])
+    assert first["money"]["usd"] == pytest.approx(first["billed_seconds"] / 3600 * 2.0)
+    assert first["steps"][1] == last["step"] and first["lost_steps"][1] == last["step"]
+    assert led["status"] == "finished" and led["progress"]["step"] == 16
+
+
 class SignalAt(TrainerCallback):
     """Sends this process SIGTERM after a given step, as a spot preemption would."""
 
@@ -591,7 +632,7 @@ def test_a_signal_while_the_final_adapter_is_saved_finishes_the_run_and_a_second
     signals = [1]
 
     def save(self, path, *a, **k):
-        if Path(path).name == "adapter":
+        if Path(path).name == ".adapter.partial":  # written beside adapter/, then swapped in
             for _ in range(signals[0]):
                 os.kill(os.getpid(), signal.SIGTERM)
         return real(self, path, *a, **k)

@@ -236,9 +236,11 @@ def make_meter(recipe: Recipe, folder: RunFolder, counter: Any, resume: bool,
 
 
 def rewound(ledger: Ledger, folder: RunFolder) -> Ledger:
-    """The ledger as of the checkpoint the Trainer resumes from (see `rewind_to_checkpoint`)."""
-    from arzan.cost.ledger import rewind_to_checkpoint
+    """The ledger as of the checkpoint the Trainer resumes from (see `rewind_to_checkpoint`), with
+    the time a hard kill kept out of it recovered first (see `recover_killed_session`)."""
+    from arzan.cost.ledger import recover_killed_session, rewind_to_checkpoint
 
+    ledger = recover_killed_session(ledger, last_metrics_row(folder.metrics))
     ckpt = folder.last_checkpoint()
     if ckpt is None:
         return rewind_to_checkpoint(ledger, None, 0)
@@ -246,6 +248,24 @@ def rewound(ledger: Ledger, folder: RunFolder) -> Ledger:
     if not copy.is_file():  # a checkpoint arzan did not write: nothing to rewind by
         return ledger
     return rewind_to_checkpoint(ledger, read_ledger(copy), int(ckpt.name.split("-")[-1]))
+
+
+def last_metrics_row(path: Path) -> dict[str, Any] | None:
+    """The last whole row of metrics.jsonl (a kill may have cut the very last line short)."""
+    import json
+
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            return row
+    return None
 
 
 def record_backend(meter: CostMeter, info: Any) -> None:

@@ -143,6 +143,8 @@ class Session(BaseModel):
     pid: int | None = None
     device: Literal["cpu", "cuda"] | None = None  # where it ran: a resume or an eval may run elsewhere
     gpu_name: str | None = None
+    # billed seconds a hard kill kept out of cost.json, taken back from metrics.jsonl on the resume
+    recovered_s: float | None = None
 
 
 class Summary(BaseModel):
@@ -221,6 +223,30 @@ def apply_totals(ledger: Ledger) -> Ledger:
     return ledger
 
 
+def recover_killed_session(ledger: Ledger, last_row: dict[str, Any] | None) -> Ledger:
+    """After a hard kill: the billed time past the last ledger write, from the last metrics row.
+
+    The meter writes cost.json every 10 s but a metrics row at every logging step, each with the
+    run's billed seconds so far (`elapsed_s`) and its step. When that row is ahead of the ledger of a
+    session that never closed, the difference was paid for: it goes into that session's train phase
+    and money, at its own price, and is listed as its `recovered_s`.
+    """
+    last = ledger.sessions[-1] if ledger.sessions else None
+    if last is None or last.status != "running" or not last_row:
+        return ledger
+    elapsed, step = last_row.get("elapsed_s"), last_row.get("step")
+    if not isinstance(elapsed, (int, float)) or not isinstance(step, int) or elapsed <= ledger.phases.total():
+        return ledger
+    extra = float(elapsed) - ledger.phases.total()
+    last.phases.train += extra
+    last.billed_seconds += extra
+    last.money.usd, last.money.kzt = money_for(last.billed_seconds, last.price or ledger.price, ledger.exchange)
+    last.recovered_s = (last.recovered_s or 0.0) + extra
+    last.steps[1] = max(last.steps[1], step)
+    ledger.progress.step = max(ledger.progress.step, step)
+    return apply_totals(ledger)
+
+
 def rewind_to_checkpoint(ledger: Ledger, at_checkpoint: Ledger | None, step: int) -> Ledger:
     """Before a resume: drop the tokens of steps that the checkpoint we resume from does not hold.
 
@@ -271,13 +297,13 @@ def read_ledger(path: str | os.PathLike) -> Ledger:
 
 # --- what ran where: recorded once per run so a bill can be reproduced ---
 
-LIVE_LEDGER_S = 90  # a "running" ledger written this recently belongs to a live process (it flushes every 30 s)
+LIVE_LEDGER_S = 90  # a "running" ledger written this recently belongs to a live process (it flushes every 10 s)
 
 
 def live_writer_age(ledger: Ledger) -> float | None:
     """Seconds since a training that is still running wrote this ledger; None when none is.
 
-    Its meter rewrites cost.json from memory every 30 s, so a second writer (a resume, an `arzan
+    Its meter rewrites cost.json from memory every 10 s, so a second writer (a resume, an `arzan
     eval` billing its session) would be erased by the next flush: both refuse while this is not None.
     A session killed on this host is known gone at once; on another host, after LIVE_LEDGER_S.
     """

@@ -161,7 +161,7 @@ class CostMeter(TrainerCallback):
         metrics_path: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utcnow,
-        flush_every_s: float = 30.0,
+        flush_every_s: float = 10.0,
         grid_kg_co2_per_kwh: float | None = None,
         terms: dict[str, Any] | None = None,
     ):

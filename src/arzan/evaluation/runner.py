@@ -100,7 +100,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
 
 
 def _refuse_while_training(run_dir: Path) -> None:
-    """A training still running into the folder rewrites cost.json from memory every 30 s: the
+    """A training still running into the folder rewrites cost.json from memory every 10 s: the
     evaluation's session and scores would be erased, and a resume could then start beside it."""
     from arzan.cost.ledger import live_writer_age, read_ledger
 

@@ -143,7 +143,7 @@ def rows(run: Run) -> list[Row]:
     ]
 
 
-STALE_S = 600  # a live run writes its ledger at least every 30 s; ten silent minutes mean it is gone
+STALE_S = 600  # a live run writes its ledger at least every 10 s; ten silent minutes mean it is gone
 
 
 def _silent_for(run: Run) -> str | None:
