@@ -209,6 +209,19 @@ def test_what_this_machine_cannot_run_is_refused_before_any_folder(tmp_path, wri
     assert not (tmp_path / "run").exists()
 
 
+def test_a_tracker_that_is_not_installed_is_refused_before_any_folder(tmp_path, write_recipe):
+    """It used to fail in the Trainer's constructor, after the model load, with a 30-line traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    recipe = base_recipe(train={**base_recipe()["train"], "report_to": ["tensorboard", "wandb"]})
+    result = cli("train", str(write_recipe(recipe)), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert "train.report_to: wandb is not installed here" in result.output and "tensorboard" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_a_model_that_cannot_load_is_refused_before_any_folder_even_with_overwrite(tmp_path, write_recipe):
     """A typo in model.name (offline here: the same path as a repo that does not exist) or a folder
     without a tokenizer fails in one line, and --overwrite does not move the good run aside first."""

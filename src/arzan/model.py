@@ -96,12 +96,26 @@ def check_machine(recipe: Recipe) -> list[str]:
     _torch_dtype(m.dtype, on_cuda)  # raises for bfloat16/float16 on a CPU
     if m.load_in_4bit and (not on_cuda or importlib.util.find_spec("bitsandbytes") is None):
         raise ArzanError(_NO_4BIT)
+    _check_trackers(recipe.train.report_to)
     warnings = []
     if not on_cuda:
         for flag in ("bf16", "fp16"):
             if getattr(recipe.train, flag, None):
                 warnings.append(f"train.{flag}: true needs a GPU; this CPU trains in float32")
     return warnings
+
+
+def _check_trackers(report_to: list[str] | str) -> None:
+    """A `report_to` tracker that is not installed fails in the Trainer's constructor: after the
+    model download and load, with a traceback. Checked here, on the machine that trains (an
+    estimate on a laptop need not have the Colab's wandb)."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to)
+    missing = [n for n in names if n not in ("none", "all") and n not in get_available_reporting_integrations()]
+    if missing:
+        raise ArzanError(f"train.report_to: {', '.join(missing)} is not installed here; pip install it, or set "
+                         "report_to: none")
 
 
 _NO_4BIT = ("model.load_in_4bit: 4-bit QLoRA needs a CUDA GPU and bitsandbytes (pip install 'arzan[gpu]'); "
