@@ -217,8 +217,8 @@ def test_gpu_hours_add_up_each_sessions_own_gpus():
 
 
 def test_an_eval_on_another_device_is_eval_time_but_not_billed_time(tmp_path):
-    """`arzan eval` on a laptop after a GPU run: its hours are in phases.eval, not in billed_seconds,
-    money, GPU-hours or max_hours (the rented GPU was not running); on the same kind it is billed."""
+    """`arzan eval` on a laptop after a GPU run: its hours are the session's unbilled_s, not in the
+    phases (billed time), money, GPU-hours or max_hours; on the same kind of device it is billed."""
     from arzan.evaluation.session import put_in_ledger
 
     led = make_ledger()
@@ -227,7 +227,8 @@ def test_an_eval_on_another_device_is_eval_time_but_not_billed_time(tmp_path):
     write_ledger(tmp_path / "cost.json", apply_totals(led))
     after = put_in_ledger(tmp_path / "cost.json", {"tasks": {}}, 7200.0, "cpu")
     s = after["sessions"][-1]
-    assert s["device"] == "cpu" and s["phases"]["eval"] == 7200.0 and s["billed_seconds"] == 0.0
+    assert s["device"] == "cpu" and s["unbilled_s"] == 7200.0 and s["billed_seconds"] == 0.0
+    assert s["phases"]["eval"] == 0.0 and after["phases"]["eval"] == 0.0
     assert after["billed_seconds"] == 3600.0 and after["gpu_hours"] == pytest.approx(2.0)
     assert after["money"]["usd"] == pytest.approx(1.8 * 2)
     again = put_in_ledger(tmp_path / "cost.json", {"tasks": {}}, 1800.0, "cuda:0")

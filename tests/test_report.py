@@ -642,3 +642,15 @@ def test_steps_a_hard_kill_lost_are_drawn_once_as_retrained(tmp_path):
     rows = _read_metrics(tmp_path / "metrics.jsonl", [])
     assert [r["step"] for r in rows] == list(range(1, 11))
     assert [r["loss"] for r in rows] == [9.0] * 5 + [1.0] * 5
+
+    # rows that name their session: one lost logged step (30) is retrained and logged again as 30,
+    # and an eval row shares its step with a train row within one session
+    def srow(session, step, **kw):
+        return json.dumps({"session": session, "step": step, "elapsed_s": step * 1.0, **kw})
+
+    lines = [srow(0, 10, loss=3.0), srow(0, 20, loss=2.5), srow(0, 20, eval_loss=2.6), srow(0, 30, loss=9.9),
+             srow(1, 30, loss=2.0), srow(1, 40, loss=1.8), srow(1, 40, eval_loss=1.9)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    rows = _read_metrics(tmp_path / "metrics.jsonl", [])
+    assert [(r["step"], r.get("loss"), r.get("eval_loss")) for r in rows] == [
+        (10, 3.0, None), (20, 2.5, None), (20, None, 2.6), (30, 2.0, None), (40, 1.8, None), (40, None, 1.9)]

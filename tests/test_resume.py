@@ -793,40 +793,67 @@ def test_the_budget_cuts_an_evaluation_before_the_first_step_cleanly(tmp_path, w
     assert not (tmp_path / "run" / "adapter").exists()
 
 
+QUIZ = [("Қазақстанның астанасы қай қала?", ["Алматы", "Астана", "Шымкент"], 1),
+        ("Абай Құнанбаев кім болған?", ["ақын", "ғарышкер", "футболшы"], 0),
+        ("Бір аптада неше күн бар?", ["бес", "жеті", "он"], 1)]
+
+QUIZ_TASK = """task: arzan_test_quiz
+custom_dataset: !function arzan.evaluation.taskdata.load
+dataset_kwargs:
+  schema: mc
+  local_file: quiz.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Сұрақ: {{question}}\\nЖауап:"
+doc_to_choice: "{{choices}}"
+doc_to_target: label
+metric_list:
+  - metric: acc
+metadata:
+  version: 1.0
+"""
+
+
+class BilledClock(StepClock):
+    """StepClock plus `extra` seconds that the test adds while paid work after training runs."""
+
+    extra = 0.0
+
+    def __call__(self) -> float:
+        return super().__call__() + self.extra
+
+
+def _quiz_recipe(write_recipe, tmp_path, usd_per_hour, usd_kzt, generation_check=False) -> Path:
+    items = [{"question": f"{i + 1}. {q}", "choices": c, "answer": a}  # 12 questions, 36 choices: lm-eval
+             for i, (q, c, a) in enumerate(QUIZ * 4)]                      # dedups repeats, so each is its own
+    (tmp_path / "quiz.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in items))
+    (tmp_path / "quiz.yaml").write_text(QUIZ_TASK)
+    return write_recipe(base_recipe(
+        cost={"usd_per_gpu_hour": usd_per_hour, "usd_kzt": usd_kzt}, output={"save_merged": True},
+        eval={"generation_check": generation_check, "tasks": ["quiz.yaml"]}))
+
+
 def test_the_budget_cuts_the_evaluation_after_training_and_skips_the_merge(tmp_path, write_recipe, monkeypatch):
     """lm-eval after training and the merge are paid for too: the cap stops them (the training is
     complete, so the run is finished), and the status says how to do them later."""
     from lm_eval.models.huggingface import HFLM
 
-    from tests.conftest import SHARED_DATA
-
-    if not (SHARED_DATA / "kkCOPA.jsonl").is_file():
-        pytest.skip(f"shared Kazakh eval data not at {SHARED_DATA} (a user's fresh clone)")
     usd_per_hour, usd_kzt, cap, lm_seconds = 1.0, 500.0, 150.0, 600.0
     step_kzt = STEP_SECONDS / 3600 * usd_per_hour * usd_kzt  # 4 steps: 33 ₸; one lm-eval batch: 83 ₸
-
-    class LmEvalClock(StepClock):
-        batches = 0
-
-        def __call__(self) -> float:
-            return super().__call__() + lm_seconds * self.batches
-
-    clock = LmEvalClock()
-    real_call = HFLM._model_call
+    clock, real_call, batches = BilledClock(), HFLM._model_call, []
 
     def billed_call(self, *args, **kwargs):  # each lm-eval batch moves the bill clock on by lm_seconds
-        clock.batches += 1
+        batches.append(1)
+        clock.extra += lm_seconds
         return real_call(self, *args, **kwargs)
 
     monkeypatch.setattr(HFLM, "_model_call", billed_call)
-    recipe = load_recipe(write_recipe(base_recipe(
-        cost={"usd_per_gpu_hour": usd_per_hour, "usd_kzt": usd_kzt}, output={"save_merged": True},
-        eval={"generation_check": False, "tasks": "kazakh_local", "limit": 3, "data_dir": str(SHARED_DATA)})))
+    recipe = load_recipe(_quiz_recipe(write_recipe, tmp_path, usd_per_hour, usd_kzt))
     run = tmp_path / "run"
     result = train(recipe, out=run, budget=BudgetSection(max_kzt=cap), clock=clock, callbacks=[clock])
     led = result.ledger
-    assert result.status == "finished" and led["progress"]["step"] == 4
-    assert clock.batches == 1  # the first batch fit (33 + 83 ₸); the next would pass 150 ₸
+    assert result.status == "finished" and led["progress"]["step"] == 4, led["status_reason"]
+    assert len(batches) == 1, (batches, led["status_reason"])  # the first batch fit (33 + 83 ₸); the next would pass 150 ₸
     assert led["money"]["kzt"] == pytest.approx(4 * step_kzt + lm_seconds / STEP_SECONDS * step_kzt)
     assert led["money"]["kzt"] <= cap
     reason = led["status_reason"]
@@ -835,3 +862,33 @@ def test_the_budget_cuts_the_evaluation_after_training_and_skips_the_merge(tmp_p
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert not (run / "eval.json").exists() and not (run / "merged").exists()
     assert led["summary"]["eval"] is None
+
+
+def test_a_cap_the_generation_check_reached_loads_no_model_for_lm_eval(tmp_path, write_recipe, monkeypatch):
+    """lm-eval's model load is paid for (minutes for an 8B model): with the cap already reached it
+    does not start, and the status says the cap was reached, not that a 0 ₸ batch would pass it."""
+    import arzan.evaluation
+    from lm_eval.models.huggingface import HFLM
+
+    clock, loads = BilledClock(), []
+    real_check, real_init = arzan.evaluation.generation_check, HFLM.__init__
+
+    def slow_check(*args, **kwargs):  # the generation check takes 600 s of billed time: 83 ₸
+        clock.extra += 600.0
+        return real_check(*args, **kwargs)
+
+    def counted_init(self, *args, **kwargs):
+        loads.append(1)
+        return real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(arzan.evaluation, "generation_check", slow_check)
+    monkeypatch.setattr(HFLM, "__init__", counted_init)
+    recipe = load_recipe(_quiz_recipe(write_recipe, tmp_path, 1.0, 500.0, generation_check=True))
+    run = tmp_path / "run"
+    result = train(recipe, out=run, budget=BudgetSection(max_kzt=100.0), clock=clock, callbacks=[clock])
+    reason = result.ledger["status_reason"]
+    assert result.status == "finished" and result.ledger["summary"]["generation_check"] is not None
+    assert loads == []  # the cap was passed before lm-eval: no model load
+    # 33 ₸ of steps + two generation passes (adapter off, then on) of 83 ₸ each
+    assert "max_kzt 100 ₸: spent 200.00 ₸, so the evaluation after training did not start" in reason
+    assert "the evaluation after training and the merge not done" in reason

@@ -38,6 +38,8 @@ def replace_dir(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     The swap is two renames; only between them is `path` briefly absent, its old copy beside it."""
     path = Path(path)
     partial, old = path.with_name(f".{path.name}.partial"), path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():  # killed between the two renames: the old copy is the whole one
+        os.replace(old, path)
     for leftover in (partial, old):  # a kill during an earlier save
         shutil.rmtree(leftover, ignore_errors=True)
     write(partial)

@@ -279,14 +279,18 @@ def record_data(meter: CostMeter, data: Any) -> None:
     meter.ledger.summary.data = [asdict(s) for s in data.sources]
 
 
-def final_status(meter: CostMeter, stopper: Any, after: str | None = None) -> tuple[str, str | None]:
-    """`after`: why the work after a complete training (eval, merge) was cut short, if it was."""
+def final_status(meter: CostMeter, stopper: Any, after: str | None = None,
+                 checkpoint: Path | None = None) -> tuple[str, str | None]:
+    """`after`: why the work after a complete training (eval, merge) was cut short, if it was;
+    `checkpoint`: the last one in the run folder, which a resume starts from."""
     import signal
 
     if after:
         return "finished", after
     if stopper.received is not None:
         name = signal.Signals(stopper.received).name
+        if checkpoint is None:  # cut before the first step's checkpoint (an eval_on_start pass)
+            return "interrupted", f"received {name} before the first checkpoint; --resume starts over"
         return "interrupted", f"received {name}; checkpoint saved at step {meter.ledger.progress.step}"
     if meter.ledger.budget.stop_reason:
         return "stopped_budget", meter.ledger.budget.stop_reason

@@ -180,7 +180,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root)})"
             except BudgetCut as exc:
                 after = runtime.cut_by_budget(str(exc), stopper.phase, recipe, folder.root)
-        status, reason = runtime.final_status(meter, stopper, after)
+        status, reason = runtime.final_status(meter, stopper, after, folder.last_checkpoint())
     except Interrupted as exc:
         status, reason = "interrupted", f"{exc}; {_resumes_from(folder)}"
     except ArzanError:
@@ -223,6 +223,7 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
 
     if recipe.eval.tasks:
         stopper.phase = "the evaluation after training"
+        meter.check_cap(0.0, "the evaluation after training")  # before lm-eval loads the model, a paid minute
         with meter.phase("eval"):
             runtime.evaluate_after_training(recipe, folder, meter)
     if recipe.output.save_merged:

@@ -145,6 +145,9 @@ class Session(BaseModel):
     gpu_name: str | None = None
     # billed seconds a hard kill kept out of cost.json, taken back from metrics.jsonl on the resume
     recovered_s: float | None = None
+    # seconds on a machine nobody rented (an `arzan eval` on the user's laptop): outside the phases,
+    # which are billed time, so they count in no money, GPU-hours, max_hours or cost-by-phase plot
+    unbilled_s: float | None = None
 
 
 class Summary(BaseModel):

@@ -429,6 +429,9 @@ class CostMeter(TrainerCallback):
         led = self.ledger
         b = led.budget
         next_usd, next_kzt = money_for(ahead_s, led.price, led.exchange)
+        if ahead_s <= 0:  # nothing priced ahead (checked before a piece of work): only a cap already reached stops it
+            reached = self._cap_reached()
+            return f"{reached}, so {ahead} did not start" if reached else None
         if b.max_kzt is not None and led.money.kzt + next_kzt > b.max_kzt:
             return (f"max_kzt {b.max_kzt:g} ₸: spent {_kzt(led.money.kzt, 2)} ₸, "
                     f"{ahead} (~{_kzt(next_kzt, 2)} ₸) would pass it")
@@ -437,6 +440,16 @@ class CostMeter(TrainerCallback):
                     f"{ahead} (~{next_usd:.4f} $) would pass it")
         if b.max_hours is not None and (led.billed_seconds + ahead_s) / 3600 > b.max_hours:
             return f"max_hours {b.max_hours:g} h: {led.billed_seconds / 3600:.3f} h billed, {ahead} would pass it"
+        return None
+
+    def _cap_reached(self) -> str | None:
+        led, b = self.ledger, self.ledger.budget
+        if b.max_kzt is not None and led.money.kzt >= b.max_kzt:
+            return f"max_kzt {b.max_kzt:g} ₸: spent {_kzt(led.money.kzt, 2)} ₸"
+        if b.max_usd is not None and led.money.usd >= b.max_usd:
+            return f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $"
+        if b.max_hours is not None and led.billed_seconds / 3600 >= b.max_hours:
+            return f"max_hours {b.max_hours:g} h: {led.billed_seconds / 3600:.3f} h billed"
         return None
 
     def _stop_for_budget(self, reason: str, step_s: float) -> None:
@@ -471,6 +484,7 @@ class CostMeter(TrainerCallback):
         logs.update(cost)
         if self.metrics_path is not None:
             row = {
+                "session": self.session.index,
                 "step": state.global_step, "epoch": state.epoch, "loss": logs.get("loss"),
                 "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                 "tokens_seen": led.tokens.seen, "tokens_trained": led.tokens.trained,

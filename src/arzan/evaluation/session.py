@@ -71,9 +71,9 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     Ctrl-C). Returns the ledger as written.
 
     Billed at the run's last price when it ran on the same kind of device (the rented GPU, right
-    after training). On another (a CPU: the user's own machine) its time is in its eval phase but
-    not in billed_seconds: no money, no GPU-hours, nothing against max_hours. Through the ledger's
-    own reader and atomic writer, so a kill mid-write leaves the previous ledger whole.
+    after training). On another (a CPU: the user's own machine) its time is the session's
+    `unbilled_s`, outside the phases (billed time): no money, GPU-hours or max_hours. Through the
+    ledger's own reader and atomic writer, so a kill mid-write leaves the previous ledger whole.
     """
     from arzan.cost.ledger import Phases, Session, apply_totals, money_for, read_ledger, utcnow, write_ledger
 
@@ -83,12 +83,13 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     now, step = utcnow(), ledger.progress.step
     kind = "cuda" if device.startswith("cuda") else "cpu"
     s = Session(index=len(ledger.sessions), started_at=min(started_at or now, now), finished_at=now,
-                status=status, phases=Phases(eval=seconds), steps=[step, step],
-                host=socket.gethostname(), pid=os.getpid(), device=kind)
+                status=status, steps=[step, step], host=socket.gethostname(), pid=os.getpid(), device=kind)
     if kind == ledger.hardware.device:
-        s.billed_seconds = seconds
+        s.phases, s.billed_seconds = Phases(eval=seconds), seconds
         s.money.usd, s.money.kzt = money_for(seconds, ledger.price, ledger.exchange)
         s.price = ledger.price
+    else:
+        s.unbilled_s = seconds
     ledger.sessions.append(s)
     write_ledger(path, apply_totals(ledger))
     return ledger.model_dump(mode="json")

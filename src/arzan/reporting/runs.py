@@ -157,13 +157,20 @@ def _read_metrics(file: Path, warnings: list[str]) -> list[dict[str, Any]]:
 def _latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A resume after a hard kill trains again the steps after its checkpoint and logs them again;
     the curve shows what the model became, so the later rows replace the ones the kill lost (whose
-    money the ledger keeps, in that session's lost_steps)."""
+    money the ledger keeps, in that session's lost_steps). A row names its session; a file older
+    than that is read by its steps alone (a step that goes back starts the retrained ones)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     kept: list[dict[str, Any]] = []
     for row in rows:
-        step = row.get("step")
-        if isinstance(step, (int, float)) and kept and isinstance(kept[-1].get("step"), (int, float)) \
-                and step < kept[-1]["step"]:
-            kept = [r for r in kept if not (isinstance(r.get("step"), (int, float)) and r["step"] >= step)]
+        step, session = row.get("step"), row.get("session")
+        last = kept[-1] if kept else {}
+        if number(step) and number(session) and number(last.get("session")) and session > last["session"]:
+            kept = [r for r in kept if not (number(r.get("step")) and r["step"] >= step
+                                            and number(r.get("session")) and r["session"] < session)]
+        elif number(step) and number(last.get("step")) and step < last["step"]:
+            kept = [r for r in kept if not (number(r.get("step")) and r["step"] >= step)]
         kept.append(row)
     return kept
 
