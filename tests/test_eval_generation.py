@@ -34,27 +34,41 @@ def test_model_that_never_stops_is_flagged(tiny):
     assert "ran to the 6-token limit" in out["summary"]
 
 
-def test_model_that_stops_passes(tiny):
+def _greedy(model, tok, prompt: str, n: int) -> list[int]:
     from arzan.evaluation.generation import _encode
 
+    ids = torch.tensor([_encode(tok, prompt)])
+    with torch.no_grad():
+        return model.generate(input_ids=ids, max_new_tokens=n, do_sample=False)[0, ids.shape[1]:].tolist()
+
+
+def test_model_that_stops_passes(tiny):
     model, tok = tiny
-    with torch.no_grad():  # the model's own first greedy token, made the EOS: it must stop there
-        token = int(model(torch.tensor([_encode(tok, "Сәлем!")])).logits[0, -1].argmax())
+    first, second = _greedy(model, tok, "Сәлем!", 2)  # the second greedy token made the EOS: one word, then stop
+    assert first != second and tok.decode([first]).strip()
     model.train()
-    out = generation_check(model, tok, prompts=["Сәлем!"], max_new_tokens=3, eos_token_id=token)
-    assert out["ok"] and out["prompts"][0]["stopped_at_eos"] and out["prompts"][0]["n_tokens"] == 1
+    out = generation_check(model, tok, prompts=["Сәлем!"], max_new_tokens=3, eos_token_id=second)
+    assert out["ok"] and out["prompts"][0]["stopped_at_eos"] and out["prompts"][0]["n_tokens"] == 2
+    assert out["prompts"][0]["text"] == tok.decode([first]).strip()
     assert out["summary"] == "1/1 answers stopped at EOS"
     assert model.training  # the caller's mode is restored
     model.eval()
 
 
+def test_an_empty_answer_is_not_a_pass(tiny):
+    """EOS as the first token: it "stops", but says nothing; the check used to call that a pass."""
+    model, tok = tiny
+    first = _greedy(model, tok, "Сәлем!", 1)[0]
+    model.eval()
+    out = generation_check(model, tok, prompts=["Сәлем!"], max_new_tokens=3, eos_token_id=first)
+    assert out["prompts"][0]["stopped_at_eos"] and out["prompts"][0]["text"] == ""
+    assert not out["ok"] and out["empty"] == 1 and "1 is empty" in out["summary"]
+
+
 def test_a_turn_end_the_tokenizer_names_counts_even_when_the_generation_config_names_another(tiny):
     """Llama-3.1: generation_config may list only <|end_of_text|>; the chat turn ends with <|eot_id|>."""
-    from arzan.evaluation.generation import _encode
-
     model, tok = tiny
-    with torch.no_grad():
-        token = int(model(torch.tensor([_encode(tok, "Сәлем!")])).logits[0, -1].argmax())
+    token = _greedy(model, tok, "Сәлем!", 2)[1]
     saved = (model.generation_config.eos_token_id, tok.eos_token)
     try:
         model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|pad|>")  # never produced

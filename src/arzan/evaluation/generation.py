@@ -50,8 +50,9 @@ def generation_check(model: Any, tokenizer: Any, prompts: list[str] | None = Non
                      max_new_tokens: int = 128, eos_token_id: int | list[int] | None = None) -> dict:
     """Greedy answers to a few prompts; each says whether it ended with EOS and how long it was.
 
-    Returns {"prompts": [{prompt, text, stopped_at_eos, n_tokens}], "stopped", "total", "ok",
-    "summary"}; `ok` is false when any answer ran to `max_new_tokens` without an EOS.
+    Returns {"prompts": [{prompt, text, stopped_at_eos, n_tokens}], "stopped", "empty", "total",
+    "ok", "summary"}; `ok` is false when any answer ran to `max_new_tokens` without an EOS, or is
+    empty (EOS at once: a model that learnt to stop but not to answer).
     """
     import torch
 
@@ -78,9 +79,13 @@ def generation_check(model: Any, tokenizer: Any, prompts: list[str] | None = Non
     finally:
         model.train(was_training)
     stopped = sum(r["stopped_at_eos"] for r in results)
+    empty = sum(1 for r in results if not r["text"])
     summary = f"{stopped}/{len(results)} answers stopped at EOS"
     if stopped < len(results):
         summary += (f"; {len(results) - stopped} ran to the {max_new_tokens}-token limit: the model may "
                     "never stop (was the end-of-turn token inside the trained assistant mask?)")
-    return {"prompts": results, "stopped": stopped, "total": len(results),
-            "ok": stopped == len(results), "summary": summary}
+    if empty:
+        summary += (f"; {empty} {'is' if empty == 1 else 'are'} empty: the model stops before answering "
+                    "(too few steps, or EOS trained right after the prompt?)")
+    return {"prompts": results, "stopped": stopped, "empty": empty, "total": len(results),
+            "ok": stopped == len(results) and not empty, "summary": summary}
