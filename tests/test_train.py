@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -570,3 +571,22 @@ def test_ctrl_c_before_the_run_folder_exists_says_there_is_nothing_to_resume(tmp
     result = cli("train", str(write_recipe(base_recipe(train=section))), "--out", str(old), "--overwrite")
     assert result.exit_code == 130 and "no new run folder was made" in result.output
     assert json.loads((old / "cost.json").read_text())["status"] == "finished"
+
+
+def test_the_price_a_run_is_billed_at_is_said_before_it_starts(tmp_path, write_recipe):
+    """`--gpu A100` alone takes the catalog's cheapest A100 (a spot offer): say which, and how to pick another."""
+    from arzan.cost.prices import load_catalog
+
+    recipe = write_recipe(base_recipe(train={"max_steps": 1, "per_device_train_batch_size": 4, "max_length": 64},
+                                      eval={"generation_check": False}))
+    result = cli("train", str(recipe), "--out", str(tmp_path / "a"), "--gpu", "A100")
+    assert result.exit_code == 0, result.output
+    cheapest = min((e for e in load_catalog().prices if e.gpu == "A100-40GB"), key=lambda e: e.usd_per_gpu_hour)
+    first = re.search(r"billed as .*", result.output).group(0)  # a progress bar may share its line
+    assert first.startswith(f"billed as A100-40GB at {cheapest.provider} ({cheapest.pricing}): "
+                            f"{cheapest.usd_per_gpu_hour:.2f} $/h")
+    assert "not necessarily yours: --provider" in first and cheapest.as_of in first
+    led = json.loads((tmp_path / "a" / "cost.json").read_text())
+    assert led["price"]["provider"] == cheapest.provider  # the line says what the ledger bills
+    chosen = cli("train", str(recipe), "--out", str(tmp_path / "b"), "--gpu", "A100", "--provider", "colab")
+    assert "billed as A100-40GB at colab" in chosen.output and "not necessarily yours" not in chosen.output

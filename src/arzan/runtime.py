@@ -59,6 +59,30 @@ def price_for(recipe: Recipe) -> tuple[Price, Exchange]:
     return price, exchange
 
 
+def price_line(recipe: Recipe) -> str:
+    """What this session is billed at and where that figure comes from, said before it starts:
+    `--gpu A100` alone takes the catalog's cheapest A100 offer, which may be a spot machine the
+    user is not renting."""
+    from arzan.cost.prices import load_catalog
+    from arzan.numbers import fixed
+
+    price, exchange = price_for(recipe)
+    per_hour = f"{price.usd_per_gpu_hour:.2f} $/h ≈ {fixed(price.usd_per_gpu_hour * exchange.usd_kzt, 0, ' ')} ₸/h"
+    count = f" × {price.gpu_count} GPUs" if price.gpu_count > 1 else ""
+    if price.pricing == "user":
+        if price.usd_per_gpu_hour == 0:
+            return "billed at 0 ₸: no price for this machine (--price USD_PER_GPU_HOUR bills your own rate)"
+        return f"billed at your price: {per_hour}{count}"
+    offers = [e for e in load_catalog().prices if e.gpu == price.gpu and e.min_gpus <= price.gpu_count]
+    line = (f"billed as {price.gpu}{count} at {price.provider} ({price.pricing}): {per_hour} per GPU "
+            f"(catalog, {price.source}, {price.as_of})")
+    if recipe.cost.provider is None and len(offers) > 1:
+        others = sorted({e.provider for e in offers} - {price.provider})
+        line += (f"; the cheapest of {len(offers)} offers, not necessarily yours: --provider "
+                 f"{'/'.join(others[:3])} or --price USD_PER_GPU_HOUR")
+    return line
+
+
 def unbindable_cap(recipe: Recipe) -> str | None:
     """A money cap at a price of 0 (a CPU, a GPU the catalog does not know, no --price) never stops
     anything: say so before the run, instead of letting the user believe the cap guards them."""

@@ -98,6 +98,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         if line and console is not None:
             console.print(f"[yellow]warning:[/] {line}", highlight=False)
     raw = load_data(recipe.data, recipe.base_dir)
+    if console is not None:  # the checks passed: what the session is billed at, before it costs anything
+        console.print(runtime.price_line(recipe), highlight=False, markup=False)
     data_seconds = tick() - t0  # billed in the data phase once the meter starts
     from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists
         EvaluationCut,
