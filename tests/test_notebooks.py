@@ -57,14 +57,14 @@ def _with_parameters(nb, **params):
     return nb
 
 
-def _run(name: str, workdir: Path, out: Path):
+def _run(name: str, workdir: Path, out: Path, steps: int = 3, **params):
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    smoke = ["train.max_steps=3", "train.save_steps=3", "train.logging_steps=1", "train.per_device_train_batch_size=4",
-             "data.sources.0.sample=48", "data.eval_fraction=0"]
+    smoke = [f"train.max_steps={steps}", "train.save_steps=1", "train.logging_steps=1",
+             "train.per_device_train_batch_size=4", "data.sources.0.sample=48", "data.eval_fraction=0"]
     _with_parameters(nb, RECIPE=str(REPO / "recipes" / "smoke.yaml"), OVERRIDES=smoke, OUT=str(out),
-                     MAX_NEW_TOKENS=8)
+                     MAX_NEW_TOKENS=8, **params)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
     return "\n".join(o.get("text", "") + json.dumps(o.get("data", {}), ensure_ascii=False)
                      for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
@@ -86,6 +86,21 @@ def test_notebook_runs_on_cpu_with_the_smoke_recipe(name, tmp_path):
         again = _run(name, tmp_path, out)
         assert "mode: done" in again and "already finished" in again
         assert json.loads((out / "cost.json").read_text("utf-8"))["sessions"] == ledger["sessions"]
+
+
+@pytest.mark.slow
+def test_a_run_the_budget_stopped_continues_with_a_raised_budget_parameter(tmp_path):
+    """Colab has no command line: BUDGET in the parameters cell is how a stopped run gets its raised cap."""
+    out = tmp_path / "drive" / "smoke"
+    first = _run(NAMES[0], tmp_path, out, steps=400, BUDGET="0.0005h", ALLOW_OVER_BUDGET=True)  # < 2 s billed
+    ledger = json.loads((out / "cost.json").read_text("utf-8"))
+    assert ledger["status"] == "stopped_budget" and 0 < ledger["progress"]["step"] < 400
+    assert "to continue: set BUDGET = " in first
+    again = _run(NAMES[0], tmp_path, out, steps=400, BUDGET="1h")
+    ledger = json.loads((out / "cost.json").read_text("utf-8"))
+    assert "mode: resume" in again and "OVERRIDES apply to a new run" in again
+    assert ledger["status"] == "finished" and ledger["progress"]["step"] == 400 and len(ledger["sessions"]) == 2
+    assert ledger["budget"]["max_hours"] == 1.0
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,9 +10,12 @@
 # 1. *Runtime → Change runtime type →* **@@GPU@@** GPU.
 # 2. Llama 3.x is gated: accept its licence on the Hugging Face hub, then add a Colab secret named
 #    `HF_TOKEN` (the key icon on the left). arzan reads it from the environment and never writes it.
-# 3. *Runtime → Run all.* If Colab disconnects, open the notebook again and *Run all*: the run folder
+# 3. arzan is not on PyPI: put a copy of its repository folder on your Google Drive as
+#    `MyDrive/arzan` (or set `ARZAN_SPEC` below to a wheel or a git URL that pip can install).
+# 4. *Runtime → Run all.* If Colab disconnects, open the notebook again and *Run all*: the run folder
 #    lives on Google Drive, and the notebook resumes from its last checkpoint; the ledger adds the new
-#    session to the same bill, never counting the old one twice.
+#    session to the same bill, never counting the old one twice. A run the budget stopped continues
+#    the same way once `BUDGET` below holds a higher cap.
 #
 # **What it should cost** — derived, not measured (how: see the recipe header and `recipes/README.md`):
 #
@@ -21,34 +24,26 @@
 # %% tags=["parameters"]
 RECIPE = "recipes/@@RECIPE@@.yaml"  # written from the copy embedded below when the file is missing
 OVERRIDES: list = []  # --set style overrides for a new run, e.g. ["train.num_train_epochs=1"]
+BUDGET = None  # e.g. "5000KZT", "10USD", "3h": a new run's cap, or a raised one to continue a stopped run
+ALLOW_OVER_BUDGET = False  # start although the estimate is over BUDGET (the meter still stops at the cap)
 DRIVE_ROOT = "/content/drive/MyDrive/arzan-runs"  # Colab wipes /content on disconnect; Drive survives
 OUT = None  # run folder; None: DRIVE_ROOT/<recipe name> in Colab, runs/<recipe name> elsewhere
-ARZAN_SPEC = "arzan[gpu]==0.1.0"  # or "arzan[gpu] @ git+https://github.com/<you>/arzan", or a local path
+ARZAN_SPEC = "/content/drive/MyDrive/arzan"  # the repository folder on Drive, or a wheel / git URL for pip
 SAMPLE_IN_4BIT = @@SAMPLE_IN_4BIT@@  # load the base in 4-bit for the sample answers (fits a 16 GB T4)
 MAX_NEW_TOKENS = 128
 PUSH_TO = None  # e.g. "your-name/kazakh-llama31-lora": upload the adapter (HF_TOKEN needs write access)
 
 # %% [markdown]
-# ## Install (Colab only)
-# Pinned to the versions arzan is tested with (`pyproject.toml`). Outside Colab this cell installs
-# nothing: use an environment where arzan is installed. Not verified here: that `arzan` is published
-# on PyPI under this name; if it is not, point `ARZAN_SPEC` at your clone.
-
-# %% tags=["colab-only"]
-import subprocess
-import sys
-
-IN_COLAB = "google.colab" in sys.modules
-PINS = ["transformers==5.17.0", "trl==1.14.2", "peft==0.21.2", "datasets==4.8.5", "accelerate==1.15.0",
-        "unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "bitsandbytes==0.50.2"]
-if IN_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", ARZAN_SPEC, *PINS], check=True)
-else:
-    print("not in Colab: skipping pip install")
+# ## Google Drive and the install (Colab only)
+# Drive first: the run folder lives there, and so does the copy of arzan this installs. Pinned to the
+# versions arzan is tested with (`pyproject.toml`). Outside Colab these cells do nothing: use an
+# environment where arzan is installed.
 
 # %% tags=["colab-only"]
 import os
+import sys
 
+IN_COLAB = "google.colab" in sys.modules
 if IN_COLAB:
     from google.colab import drive, userdata
 
@@ -59,6 +54,22 @@ if IN_COLAB:
         print("no HF_TOKEN secret: gated models such as Llama 3.x will not download")
 else:
     print("not in Colab: no Drive to mount; the run folder stays on this machine")
+
+# %% tags=["colab-only"]
+import subprocess
+from pathlib import Path
+
+PINS = ["transformers==5.17.0", "trl==1.14.2", "peft==0.21.2", "datasets==4.8.5", "accelerate==1.15.0",
+        "unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "bitsandbytes==0.50.2"]
+if IN_COLAB:
+    local = ARZAN_SPEC.startswith(("/", "."))
+    if local and not Path(ARZAN_SPEC).exists():
+        raise SystemExit(f"{ARZAN_SPEC}: no copy of arzan there; upload the repository folder to your Drive "
+                         "(or a wheel: pip wheel . --no-deps -w dist) and set ARZAN_SPEC to its path")
+    spec = f"{ARZAN_SPEC}[gpu]" if local and Path(ARZAN_SPEC).is_dir() else ARZAN_SPEC
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec, *PINS], check=True)
+else:
+    print("not in Colab: skipping pip install")
 
 # %% [markdown]
 # ## The recipe
@@ -112,15 +123,29 @@ print(f"run folder: {out} · mode: {mode}")
 # %%
 from rich.console import Console
 
+from arzan.cli import parse_budget
+from arzan.errors import ArzanError
 from arzan.train import train_from_recipe
 
 if mode == "done":
     ledger = json.loads((out / "cost.json").read_text("utf-8"))
     print("this run already finished; showing its results")
 else:
-    result = train_from_recipe(recipe_path, OVERRIDES, out=out, mode=mode, console=Console())
+    if mode == "resume" and OVERRIDES:
+        print("OVERRIDES apply to a new run: this one continues with its own recipe.yaml (a cap: BUDGET)")
+    try:
+        result = train_from_recipe(recipe_path, OVERRIDES, out=out, mode=mode, console=Console(),
+                                   budget=parse_budget(BUDGET), allow_over_budget=ALLOW_OVER_BUDGET)
+    except ArzanError as exc:  # one line, as `arzan train` prints it, instead of a traceback
+        hints = [h for flag, h in (("--budget", "BUDGET holds the cap"),
+                                   ("--allow-over-budget", "ALLOW_OVER_BUDGET = True starts anyway"))
+                 if flag in str(exc)]
+        raise SystemExit(f"error: {exc}" + (f" (in this notebook: {'; '.join(hints)})" if hints else "")) from None
     ledger = result.ledger
     print(result.status, "·", result.note or "", "·", ledger.get("status_reason") or "")
+    if result.status == "stopped_budget" and "--budget " in (ledger.get("resume_command") or ""):
+        cap = ledger["resume_command"].split("--budget ")[-1]
+        print(f"to continue: set BUDGET = {cap!r} in the parameters cell and Run all")
 
 # %% [markdown]
 # ## The bill
