@@ -215,6 +215,16 @@ def test_targets_that_are_not_models(tmp_path):
         run_eval(tmp_path / "empty", tasks="kazakh_local")
     with pytest.raises(ArzanError, match="no such run folder"):
         run_eval(str(tmp_path / "missing" / "run"), tasks="kazakh_local")
+    failed = tmp_path / "failed"  # a run that stopped before it saved an adapter
+    failed.mkdir()
+    (failed / "recipe.yaml").write_text("name: x\n")
+    (failed / "cost.json").write_text('{"status": "failed"}')
+    with pytest.raises(ArzanError, match=r"this run has no adapter to score yet \(its status is failed\)"):
+        run_eval(failed, tasks="kazakh_local")
+    from arzan.evaluation import compare
+
+    with pytest.raises(ArzanError, match="no such run folder or eval.json"):
+        compare([tmp_path / "typo"])
 
 
 def test_generative_gsm8k_task_runs_and_scores(tmp_path):

@@ -182,7 +182,10 @@ def estimate(
     sample_rows: int = typer.Option(20_000, "--sample-rows", min=1, help="Above this many rows, tokenize a sample."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
 ) -> None:
-    """What a run will cost on every catalog GPU, in tenge and dollars, before you rent one."""
+    """What a run will cost on every catalog GPU, in tenge and dollars, before you rent one.
+
+    Exits 3 when the estimate is over the recipe's or --budget's cap, so a script can stop there.
+    """
     from arzan.estimate import check_budget, render
     from arzan.estimate import estimate as run_estimate
     from arzan.recipe import load_recipe
@@ -212,6 +215,7 @@ def estimate(
     cheapest = min(asked, key=lambda o: o.kzt) if asked else None  # --gpu: the budget is for that GPU
     if (over := check_budget(loaded, est, cheapest)) is not None:
         console.print(f"[yellow]over budget:[/] {over}", highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
 
 
 @app.command()

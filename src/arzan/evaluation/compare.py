@@ -74,6 +74,8 @@ def _check_eval_shape(doc: Any, path: Path) -> None:
 
 def _measured(source: str | Path, detail: bool) -> list[dict]:
     p = Path(source)
+    if not p.exists():  # a typo, not a run that still needs `arzan eval`
+        raise ArzanError(f"{p}: no such run folder or eval.json")
     eval_file = p / "eval.json" if p.is_dir() else p
     if p.is_dir() and not eval_file.is_file() and (p / "cost.json").is_file():
         return [_cost_only(p)]

@@ -48,6 +48,12 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
                           tokenizer, out_dir or default_out)
         if (p / "config.json").is_file():
             return Target("model", str(p), str(p), None, str(p), out_dir or p)
+        if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that never saved an adapter
+            from arzan.runfolder import ledger_doc
+
+            status = ledger_doc(p).get("status") or "unknown"
+            raise ArzanError(f"{p}: this run has no adapter to score yet (its status is {status}); "
+                             f"finish or resume it first: arzan train --resume {p}")
         raise ArzanError(f"{p}: not a run folder (no adapter/adapter_config.json), "
                          "adapter folder (adapter_config.json) or model folder (config.json)")
     name = str(target)
