@@ -71,6 +71,26 @@ def test_price_row_for_a_user_rate_and_a_catalog_price():
                                "source: https://colab.research.google.com/signup, as of 2026-11-01) |")
 
 
+def test_a_run_billed_at_two_prices_shows_both_in_the_card_and_the_report(tmp_path):
+    """--price 1 then --resume --price 3: the last price alone would not explain the total."""
+    from arzan.cost.ledger import Session, apply_totals, new_ledger as fresh, utcnow
+    from arzan.reporting.prov import rows
+    from arzan.reporting.runs import Run
+
+    one, three = Price(usd_per_gpu_hour=1.0), Price(usd_per_gpu_hour=3.0)
+    led = fresh("t", three, resolve_exchange(), ModelInfo(base="arzan/tiny-llama-kk"))
+    led.sessions = [Session(index=i, started_at=utcnow(), billed_seconds=60.0, price=p)
+                    for i, p in enumerate((one, three, three))]
+    doc = apply_totals(led).model_dump(mode="json")
+    row = price_row(parse_card(render_card(recipe(), doc))[1])
+    assert row == ("| Price | session 0: 1.000 USD per GPU-hour (rate set by the user; no catalog source); "
+                   "sessions 1, 2: 3.000 USD per GPU-hour (rate set by the user; no catalog source) |")
+    shown = dict(rows(Run(path=tmp_path, ledger=doc)))["Price"]
+    assert "session 0: 1.000" in shown[0][1] and "sessions 1, 2: 3.000" in shown[0][1]
+    led.sessions = led.sessions[1:]  # one price: the usual row
+    assert price_row(parse_card(render_card(recipe(), led.model_dump(mode="json")))[1]).startswith("| Price | 3.000")
+
+
 def test_base_model_is_a_hub_id_only():
     meta, body = parse_card(render_card(recipe("meta-llama/Llama-3.1-8B-Instruct"), ledger()))
     assert meta["base_model"] == "meta-llama/Llama-3.1-8B-Instruct"

@@ -104,6 +104,20 @@ def price_text(price: dict[str, Any]) -> str:
     return f"{_fmt(price.get('usd_per_gpu_hour'), 3)} USD per GPU-hour ({', '.join(what)}; {where})"
 
 
+def session_prices(ledger: dict[str, Any]) -> str | None:
+    """`session 0: 1.000 USD per GPU-hour (...); sessions 1, 2: 3.000 ...` when a run's sessions were
+    billed at more than one price (a --price on a resume, a new machine); None when one price holds.
+    The top-level `price` is the last session's, which alone would not explain the total."""
+    groups: dict[str, list[int]] = {}
+    for s in ledger.get("sessions") or []:
+        if isinstance(s, dict) and isinstance(s.get("price"), dict) and s.get("billed_seconds"):
+            groups.setdefault(price_text(s["price"]), []).append(s.get("index", 0))
+    if len(groups) < 2:
+        return None
+    return "; ".join(f"session{'s' if len(ix) > 1 else ''} {', '.join(map(str, ix))}: {text}"
+                     for text, ix in groups.items())
+
+
 def backend_text(model: dict[str, Any]) -> str:
     """`hf (peft 0.21.2)`: which backend trained the adapter and its version, from the ledger."""
     name = model.get("backend") or "unknown backend"
@@ -119,7 +133,7 @@ def cost_table(ledger: dict[str, Any]) -> str:
         ("Status", ledger.get("status")),
         ("Hardware", f"{hw.get('gpu_count') or 1} × {device}"),
         ("Backend", backend_text(ledger.get("model") or {})),
-        ("Price", price_text(price)),
+        ("Price", session_prices(ledger) or price_text(price)),
         ("Exchange rate", f"{_fmt(fx.get('usd_kzt'))} ₸ per USD ({_sourced(fx.get('source'), fx.get('as_of'))})"
          if fx.get("source") else f"{_fmt(fx.get('usd_kzt'))} ₸ per USD (no source recorded)"),
         ("Wall time (billed)", f"{_fmt(ledger.get('billed_seconds'), 1)} s"),

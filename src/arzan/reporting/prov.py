@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timezone
 from typing import Any
 
+from arzan.modelcard import session_prices
 from arzan.reporting.runs import STOPPED, Run, parse_time
 from arzan.reporting.table import kzt
 
@@ -123,7 +124,8 @@ def rows(run: Run) -> list[Row]:
         ("Git commit", [("code", str(g("software.git_commit")))] if g("software.git_commit")
          else [("text", "none (not run from a git checkout)")]),
         ("Data", _sources(run)),
-        ("Price", [("text", price + "; ")] + _dated(g("price.source"), g("price.as_of"))),
+        ("Price", [("text", mixed)] if (mixed := session_prices(run.ledger)) else
+         [("text", price + "; ")] + _dated(g("price.source"), g("price.as_of"))),
         ("Exchange rate", [("text", f"1 $ = {g('exchange.usd_kzt', 0):,.2f} ₸; ")]
          + _dated(g("exchange.source"), g("exchange.as_of"))),
         ("Eval", _eval(run)),
