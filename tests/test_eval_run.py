@@ -463,3 +463,26 @@ def test_eval_refuses_a_folder_a_live_training_is_writing(run_dir, tmp_path):
         trainer.kill()
         trainer.wait()
     assert live_writer_age(read_ledger(run / "cost.json")) is None  # its process is gone: no writer
+
+
+def test_a_billed_eval_marks_the_run_folder_while_it_scores(run_dir, tmp_path):
+    """The mark a resume and --overwrite wait for is there from the first batch to the bill, then gone."""
+    import re
+
+    from arzan.runfolder import EVAL_LOCK
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    section = readme.split("## Evaluate on your own multiple-choice set", 1)[1]
+    (tmp_path / "my_quiz.jsonl").write_text(re.search(r"```json\n(.*?)```", section, re.S).group(1), "utf-8")
+    (tmp_path / "my_quiz.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1), "utf-8")
+    run, seen = _billed_run(run_dir, tmp_path), []
+
+    def watch(fn):
+        def call(*args, **kwargs):
+            seen.append((run / EVAL_LOCK).is_file())
+            return fn(*args, **kwargs)
+        return call
+
+    run_eval(run, tasks=[str(tmp_path / "my_quiz.yaml")], guard=watch)
+    assert seen and all(seen) and not (run / EVAL_LOCK).exists()
+    assert json.loads((run / "cost.json").read_text())["sessions"][-1]["phases"]["eval"] > 0

@@ -892,3 +892,30 @@ def test_a_cap_the_generation_check_reached_loads_no_model_for_lm_eval(tmp_path,
     # 33 ₸ of steps + two generation passes (adapter off, then on) of 83 ₸ each
     assert "max_kzt 100 ₸: spent 200.00 ₸, so the evaluation after training did not start" in reason
     assert "the evaluation after training and the merge not done" in reason
+
+
+def test_a_resume_waits_for_an_eval_that_is_billing_into_the_run(tmp_path, write_recipe):
+    """`arzan eval` appends its session to cost.json at its end; a resume started meanwhile would write
+    its own ledger over it. While the eval's mark is there (and its process alive) the resume refuses."""
+    import socket
+
+    from arzan.runfolder import EVAL_LOCK, evaluating
+
+    path = _short_recipe(write_recipe, steps=4)
+    run = tmp_path / "run"
+    first = train(load_recipe(path), out=run, callbacks=[SignalAt(2)])
+    assert first.status == "interrupted"
+    scorer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / EVAL_LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": scorer.pid}))
+        with pytest.raises(ArzanError, match=rf"an arzan eval \(pid {scorer.pid} on .*\) is scoring this run"):
+            train(load_recipe(path), out=run, mode="resume")
+        assert json.loads((run / "cost.json").read_text())["status"] == "interrupted"  # untouched
+    finally:
+        scorer.kill()
+        scorer.wait()
+    done = train(load_recipe(path), out=run, mode="resume")  # the eval's process is gone: a stale mark
+    assert done.status == "finished"
+    with evaluating(run):
+        assert (run / EVAL_LOCK).is_file()
+    assert not (run / EVAL_LOCK).exists()

@@ -6,6 +6,8 @@ Nothing in an existing run folder is ever deleted: `--overwrite` moves the old f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,6 +131,45 @@ def check_run_folder(path: Path, mode: str) -> bool:
     return occupied
 
 
+EVAL_LOCK = ".arzan-eval.json"
+
+
+@contextmanager
+def evaluating(path: Path) -> Iterator[None]:
+    """Marks the run folder while `arzan eval` scores it and will append its session to cost.json:
+    a training started meanwhile (a resume, an --overwrite) would write its ledger from memory over
+    that session, so those refuse while the mark is there (see `eval_in_progress`)."""
+    import json
+    import os
+    import socket
+
+    from arzan.fileio import write_text_atomic
+
+    lock = Path(path) / EVAL_LOCK
+    write_text_atomic(lock, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def eval_in_progress(path: Path) -> str | None:
+    """Why a training must not start in `path` now: an `arzan eval` still billing into it."""
+    import json
+
+    from arzan.cost.ledger import process_gone
+
+    lock = Path(path) / EVAL_LOCK
+    try:
+        mark = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(mark, dict) or process_gone(mark.get("host"), mark.get("pid")):
+        return None  # the eval was killed: its mark is stale
+    return (f"{path}: an arzan eval (pid {mark.get('pid')} on {mark.get('host')}) is scoring this run and will "
+            f"add its bill to cost.json; wait for it to end (if it is gone, delete {lock})")
+
+
 def _check_can_move_aside(path: Path) -> None:
     """--overwrite renames the folder: not the one the user stands in, and not one a live training
     still writes into (it would go on writing by path into the new folder, and its bill be lost)."""
@@ -146,6 +187,8 @@ def _check_can_move_aside(path: Path) -> None:
         if age is not None:
             raise ArzanError(f"{path}: another arzan process is training into this folder (ledger written "
                              f"{age:.0f} s ago); stop it first (Ctrl-C saves a checkpoint), then --overwrite")
+        if (busy := eval_in_progress(path)) is not None:
+            raise ArzanError(busy)
 
 
 def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:

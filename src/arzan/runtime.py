@@ -26,7 +26,7 @@ from arzan.cost.meter import CostMeter, mean_step_seconds, session_overhead_s, s
 from arzan.cost.prices import Exchange, Price, resolve_exchange, resolve_price
 from arzan.errors import ArzanError
 from arzan.recipe import BudgetSection, Recipe, load_recipe
-from arzan.runfolder import RunFolder
+from arzan.runfolder import RunFolder, eval_in_progress
 
 
 def _detected_gpu() -> str | None:
@@ -137,6 +137,8 @@ def resume_terms(folder: RunFolder, budget: BudgetSection | None,
     if age is not None:
         raise ArzanError(f"{where}: another arzan process is training into this folder (ledger written "
                          f"{age:.0f} s ago); if it is gone, retry in {LIVE_LEDGER_S - age:.0f} s")
+    if (busy := eval_in_progress(where)) is not None:
+        raise ArzanError(busy)
     b = ledger.budget
     caps = BudgetSection(max_kzt=b.max_kzt, max_usd=b.max_usd, max_hours=b.max_hours)
     if budget is not None:

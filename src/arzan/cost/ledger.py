@@ -318,13 +318,16 @@ def live_writer_age(ledger: Ledger) -> float | None:
 
 def _session_gone(ledger: Ledger) -> bool:
     """The last session ran on this host and its process no longer exists: killed, not training."""
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there, not probe it
-        return False
     last = ledger.sessions[-1] if ledger.sessions else None
-    if last is None or last.pid is None or last.host != socket.gethostname() or last.pid == os.getpid():
-        return False
+    return last is not None and process_gone(last.host, last.pid)
+
+
+def process_gone(host: str | None, pid: int | None) -> bool:
+    """True only when `pid` ran on this host and no longer exists; another host cannot be probed."""
+    if os.name == "nt" or pid is None or host != socket.gethostname() or pid == os.getpid():
+        return False  # on Windows os.kill(pid, 0) would terminate the process, not probe it
     try:
-        os.kill(last.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except OSError:  # PermissionError: a process of someone else's holds that pid

@@ -30,6 +30,7 @@ from arzan.evaluation.results import (
 from arzan.evaluation.session import EvalInterrupted, bill, interrupted, sigterm_as_ctrl_c, signals_held
 from arzan.evaluation.targets import Target, resolve_target, sha256
 from arzan.evaluation.taskdata import DATA_DIR_ENV
+from arzan.runfolder import eval_in_progress, evaluating
 
 EVAL_FILE = "eval.json"
 
@@ -78,20 +79,21 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
     if billed:
         _refuse_while_training(tgt.out_dir)
-    try:
-        with sigterm_as_ctrl_c() if billed else nullcontext():
-            plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
-            results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard)
-            doc = _document(target, tgt, tasks, plan, limit, results, lm_info, started)
-    except KeyboardInterrupt:
-        if not update_ledger:  # the caller (a training) owns the ledger and its signals
-            raise
-        raise interrupted(tgt.out_dir, time.monotonic() - started, device, began, billed) from None
-    note = None
-    with signals_held() as got:  # the scores, their bill and the card: all three or none
-        write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
-        if billed:
-            _, note = bill(tgt.out_dir, doc["summary"], doc["seconds"], device, began)
+    with evaluating(tgt.out_dir) if billed else nullcontext():  # no training starts here until the bill is in
+        try:
+            with sigterm_as_ctrl_c() if billed else nullcontext():
+                plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
+                results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard)
+                doc = _document(target, tgt, tasks, plan, limit, results, lm_info, started)
+        except KeyboardInterrupt:
+            if not update_ledger:  # the caller (a training) owns the ledger and its signals
+                raise
+            raise interrupted(tgt.out_dir, time.monotonic() - started, device, began, billed) from None
+        note = None
+        with signals_held() as got:  # the scores, their bill and the card: all three or none
+            write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
+            if billed:
+                _, note = bill(tgt.out_dir, doc["summary"], doc["seconds"], device, began)
     if got:
         raise EvalInterrupted(f"interrupted after the evaluation was saved: {tgt.out_dir / EVAL_FILE} and its bill "
                               "are complete")
@@ -108,6 +110,8 @@ def _refuse_while_training(run_dir: Path) -> None:
     if age is not None:
         raise ArzanError(f"{run_dir}: a training is still running into this folder (its ledger was written "
                          f"{age:.0f} s ago) and would erase this evaluation's bill; run arzan eval once it stops")
+    if (busy := eval_in_progress(run_dir)) is not None:  # two evals would each write the ledger they read
+        raise ArzanError(busy)
 
 
 def _default_device() -> str:
