@@ -216,8 +216,11 @@ tokenizer = AutoTokenizer.from_pretrained("PATH_OR_HUB_ID_OF_THIS_ADAPTER")
 ## Reproduce
 
 ```
-arzan train {recipe_file}
+arzan train {recipe_file} --out NEW_RUN_FOLDER
 ```
+
+`{recipe_file}` sits in the run folder next to `adapter/`; it holds the price and caps the run
+started with (a cap raised on a resume, and each session's price, are in `cost.json`).
 """
 
 
