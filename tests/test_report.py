@@ -305,6 +305,18 @@ def test_reference_scores_drawn_when_present_and_tolerated_when_bad(runs, tmp_pa
     assert build_report(runs, tmp_path / "c.html", references=tmp_path / "missing.yaml").is_file()
 
 
+def test_a_file_that_is_not_an_arzan_report_is_never_written_over(tmp_path, runs):
+    """`--out README.html` puts the Markdown at README.md: someone's notes, kept; an earlier report, rewritten."""
+    notes = tmp_path / "README.md"
+    notes.write_text("my notes\n")
+    with pytest.raises(ArzanError, match=r"README.md exists and is not an arzan report"):
+        build_report(runs, tmp_path / "README.html")
+    assert notes.read_text() == "my notes\n" and not (tmp_path / "README.html").exists()
+    build_report(runs, tmp_path / "r.html")
+    build_report(runs, tmp_path / "r.html")  # its own earlier report: rewritten
+    assert " by arzan " in (tmp_path / "r.md").read_text()
+
+
 def test_clear_errors(tmp_path, runs):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ArzanError, match=r"empty: not an arzan run folder \(no cost.json\)"):

@@ -68,6 +68,16 @@ def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = Non
 RUN_FILES = {"cost.json", "eval.json", "recipe.yaml", "metrics.jsonl"}
 
 
+def _is_arzan_report(path: Path) -> bool:
+    """An earlier report (rewriting it is the point of running `arzan report` again): both formats
+    carry the "Generated ... by arzan VERSION" line near their top."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return " by arzan " in f.read(4096)
+    except OSError:
+        return False
+
+
 def _refuse_unsafe_outputs(out_html: Path, out_md: Path | None, run_dirs: list[Path]) -> None:
     """A report is written over whatever `--out` names: never over a run's own ledger, scores or
     recipe (a typo like `--out runs/a/cost.json` would destroy the bill), and never with the HTML
@@ -83,6 +93,9 @@ def _refuse_unsafe_outputs(out_html: Path, out_md: Path | None, run_dirs: list[P
             raise ArzanError(f"--out {out}: would overwrite the run's own {where.name}; write the report elsewhere")
         if where.is_dir():
             raise ArzanError(f"--out {out}: is a folder; give a file name such as {out / 'report.html'}")
+        if where.is_file() and not _is_arzan_report(where):  # `--out README.html` would replace README.md
+            raise ArzanError(f"--out {out_html}: {out} exists and is not an arzan report; give --out another name "
+                             "(the Markdown goes beside the HTML, with .md)")
     if out_md is not None and out_md.resolve() == out_html.resolve():
         raise ArzanError(f"--out {out_html}: the HTML and the Markdown would be the same file")
 
