@@ -69,11 +69,12 @@ RUN_FILES = {"cost.json", "eval.json", "recipe.yaml", "metrics.jsonl"}
 
 
 def _is_arzan_report(path: Path) -> bool:
-    """An earlier report (rewriting it is the point of running `arzan report` again): both formats
-    carry the "Generated ... by arzan VERSION" line near their top."""
+    """An earlier report (rewriting it is the point of running `arzan report` again): the HTML names
+    arzan as its generator in its head, the Markdown in its "Generated ... by arzan" line."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return " by arzan " in f.read(4096)
+            head = f.read(4096)
+        return '<meta name="generator" content="arzan ' in head or " by arzan " in head
     except OSError:
         return False
 
