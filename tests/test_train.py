@@ -590,3 +590,20 @@ def test_the_price_a_run_is_billed_at_is_said_before_it_starts(tmp_path, write_r
     assert led["price"]["provider"] == cheapest.provider  # the line says what the ledger bills
     chosen = cli("train", str(recipe), "--out", str(tmp_path / "b"), "--gpu", "A100", "--provider", "colab")
     assert "billed as A100-40GB at colab" in chosen.output and "not necessarily yours" not in chosen.output
+
+
+def test_the_commands_own_start_up_is_billed_as_setup(tmp_path, write_recipe):
+    """`arzan train` on a rented GPU pays for its imports and checks too: billed from the command's
+    start (cli.STARTED), not from when the meter could first be made."""
+    import time
+
+    from arzan.recipe import load_recipe
+    from arzan.train import train
+
+    recipe = load_recipe(write_recipe(base_recipe(train={"max_steps": 1, "per_device_train_batch_size": 4,
+                                                         "max_length": 64}, eval={"generation_check": False})))
+    began = time.monotonic() - 30.0  # a command that spent 30 s before train() was called
+    led = train(recipe, out=tmp_path / "a", started=began).ledger
+    plain = train(recipe, out=tmp_path / "b").ledger  # the Python API: the time before the call is not billed
+    assert led["phases"]["setup"] >= 30.0 > plain["phases"]["setup"]
+    assert led["billed_seconds"] >= 30.0 + led["phases"]["train"]

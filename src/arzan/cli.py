@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,8 @@ from rich.console import Console
 
 from arzan import __version__
 from arzan.errors import ArzanError
+
+STARTED = time.monotonic()  # the command's start: a rented GPU bills its imports and checks too
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="arzan: cheap, honest LoRA fine-tunes on one GPU, with the bill next to the model.")
@@ -110,7 +113,8 @@ def train(
 
         result = run_training(loaded, out=run_dir, mode="resume" if resume else "overwrite" if overwrite else "new",
                               console=console, budget=parse_budget(budget), allow_over_budget=allow_over_budget,
-                              cost_overrides={"gpu": gpu, "provider": provider, "usd_per_gpu_hour": price})
+                              cost_overrides={"gpu": gpu, "provider": provider, "usd_per_gpu_hour": price},
+                              started=STARTED)
     except ArzanError as exc:
         _fail(exc)
         return

@@ -62,9 +62,11 @@ def varlen_attention(recipe: Recipe, backend: str) -> bool:
 def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", console: Any = None,
           budget: BudgetSection | None = None, allow_over_budget: bool = False,
           cost_overrides: dict[str, Any] | None = None, callbacks: list[Any] | None = None,
-          clock: Callable[[], float] | None = None) -> RunResult:
+          clock: Callable[[], float] | None = None, started: float | None = None) -> RunResult:
     """Train a recipe into a run folder. `callbacks` are extra TrainerCallbacks; `clock` replaces
-    time.monotonic for the bill (tests use it to make money deterministic).
+    time.monotonic for the bill (tests use it to make money deterministic); `started` is the
+    time.monotonic() the command began (`arzan train`: its imports and checks are billed as setup;
+    the Python API leaves it None, as the time before the call is the user's own).
 
     On `mode="resume"` the run folder's own recipe.yaml is what runs (the `recipe` argument only
     names the run), with the caps the last session ran under unless `budget` raises them.
@@ -122,6 +124,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     stopper = StopOnSignal()
     stopper.install()
     meter.add_seconds("data", data_seconds)
+    if started is not None and clock is None:
+        meter.add_seconds("setup", t0 - started)
     meter.start_flusher()
     status, reason = "failed", None
     try:
