@@ -459,6 +459,11 @@ def test_eval_refuses_a_folder_a_live_training_is_writing(run_dir, tmp_path):
             run_eval(run, tasks="kazakh_local", limit=2, data_dir=SHARED)
         assert "\n" not in str(err.value) and str(run) in str(err.value)
         assert (run / "cost.json").read_bytes() == before and not (run / "eval.json").exists()
+        import shutil
+
+        shutil.rmtree(run / "adapter")  # still training, nothing saved yet: not "resume it" advice
+        with pytest.raises(ArzanError, match="this run is still training and has saved no adapter yet"):
+            run_eval(run, tasks="kazakh_local", limit=2, data_dir=SHARED)
     finally:
         trainer.kill()
         trainer.wait()

@@ -313,8 +313,13 @@ def test_a_file_that_is_not_an_arzan_report_is_never_written_over(tmp_path, runs
         build_report(runs, tmp_path / "README.html")
     assert notes.read_text() == "my notes\n" and not (tmp_path / "README.html").exists()
     build_report(runs, tmp_path / "r.html")
-    build_report(runs, tmp_path / "r.html")  # its own earlier report: rewritten
+    build_report(runs, tmp_path / "r.html")  # its own earlier report: rewritten, figures folder and all
     assert " by arzan " in (tmp_path / "r.md").read_text()
+    (tmp_path / "x_files").mkdir()  # a browser's "save complete page" folder, not a report's figures
+    (tmp_path / "x_files" / "loss_vs_kzt.png").write_text("precious")
+    with pytest.raises(ArzanError, match=r"x_files exists and is not an earlier arzan report's figures"):
+        build_report(runs, tmp_path / "x.html")
+    assert (tmp_path / "x_files" / "loss_vs_kzt.png").read_text() == "precious"
 
 
 def test_clear_errors(tmp_path, runs):

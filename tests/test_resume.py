@@ -858,7 +858,7 @@ def test_the_budget_cuts_the_evaluation_after_training_and_skips_the_merge(tmp_p
     assert led["money"]["kzt"] <= cap
     reason = led["status_reason"]
     assert "max_kzt 150" in reason and "the evaluation after training and the merge not done" in reason
-    assert f"arzan eval {run}" in reason and f"arzan merge {run}" in reason
+    assert f"arzan eval {run} --tasks {tmp_path / 'quiz.yaml'}" in reason and f"arzan merge {run}" in reason
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert not (run / "eval.json").exists() and not (run / "merged").exists()
     assert led["summary"]["eval"] is None

@@ -162,6 +162,8 @@ def test_overwrite_refuses_a_folder_a_live_training_writes_or_the_one_you_stand_
         assert "another arzan process is training into this folder" in result.output
         assert "Traceback" not in result.output and result.output.count("\n") == 1
         assert (out / "cost.json").read_bytes() == before and not list(tmp_path.glob("run.replaced-*"))
+        parent = cli("train", str(recipe), "--out", str(tmp_path), "--overwrite")  # `--out runs` over runs/live
+        assert parent.exit_code == 2 and f"training into {out}, inside it" in parent.output, parent.output
     finally:
         trainer.kill()
         trainer.wait()

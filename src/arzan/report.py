@@ -99,4 +99,9 @@ def _refuse_unsafe_outputs(out_html: Path, out_md: Path | None, run_dirs: list[P
                              "(the Markdown goes beside the HTML, with .md)")
     if out_md is not None and out_md.resolve() == out_html.resolve():
         raise ArzanError(f"--out {out_html}: the HTML and the Markdown would be the same file")
+    if out_md is not None:  # the Markdown's figures: an earlier report's folder, or none yet
+        files = out_md.parent / f"{out_md.stem}_files"
+        if files.exists() and not (out_md.is_file() and _is_arzan_report(out_md)):
+            raise ArzanError(f"--out {out_html}: {files} exists and is not an earlier arzan report's figures; "
+                             "give --out another name")
 

@@ -179,15 +179,20 @@ def _check_can_move_aside(path: Path) -> None:
     if where == here or where in here.parents:
         raise ArzanError(f"{path}: --overwrite would move aside the folder you are working in; "
                          "give --out a folder inside it, e.g. --out runs/NAME")
-    if is_run_folder(path):
+    # the folder itself, or a run inside it (`--out runs` over runs/live): both would be split in two
+    for ledger in [path / "cost.json", *path.glob("*/cost.json"), *path.glob("*/*/cost.json")]:
+        run = ledger.parent
+        if not is_run_folder(run):
+            continue
         try:
-            age = live_writer_age(read_ledger(path / "cost.json"))
+            age = live_writer_age(read_ledger(ledger))
         except ArzanError:  # an unreadable ledger has no live writer to protect
             age = None
+        where = "this folder" if run == path else f"{run}, inside it"
         if age is not None:
-            raise ArzanError(f"{path}: another arzan process is training into this folder (ledger written "
+            raise ArzanError(f"{path}: another arzan process is training into {where} (ledger written "
                              f"{age:.0f} s ago); stop it first (Ctrl-C saves a checkpoint), then --overwrite")
-        if (busy := eval_in_progress(path)) is not None:
+        if (busy := eval_in_progress(run)) is not None:
             raise ArzanError(busy)
 
 

@@ -360,7 +360,7 @@ def skipped_after_training(meter: CostMeter, stopper: Any, recipe: Recipe, run_d
     name = signal.Signals(stopper.received).name
     if not work:
         return f"training finished; received {name} after the last step"
-    return f"training finished; received {name} before {' and '.join(work)} ({_redo_hints(work, run_dir)})"
+    return f"training finished; received {name} before {' and '.join(work)} ({_redo_hints(work, run_dir, recipe)})"
 
 
 def after_training_work(recipe: Recipe) -> list[str]:
@@ -375,19 +375,27 @@ def cut_by_budget(reason: str, where: str, recipe: Recipe, run_dir: Path) -> str
     ones after it did not run (the training is complete, so the run is finished)."""
     work = after_training_work(recipe)
     left = work[work.index(where):] if where in work else work
-    return f"training finished; {reason}: {' and '.join(left)} not done ({_redo_hints(left, run_dir)})"
+    return f"training finished; {reason}: {' and '.join(left)} not done ({_redo_hints(left, run_dir, recipe)})"
 
 
-def _redo_hints(work: list[str], run_dir: Path) -> str:
-    return "; ".join([redo_hint(w, run_dir) for w in work if w != "the generation check"] or [redo_hint("", run_dir)])
+def _redo_hints(work: list[str], run_dir: Path, recipe: Recipe) -> str:
+    return "; ".join([redo_hint(w, run_dir, recipe) for w in work if w != "the generation check"]
+                     or [redo_hint("", run_dir, recipe)])
 
 
-def redo_hint(where: str, run_dir: Path) -> str:
-    """How to redo the one piece of post-training work a signal cut short."""
+def redo_hint(where: str, run_dir: Path, recipe: Recipe) -> str:
+    """How to redo the one piece of post-training work a signal or the cap cut short: for lm-eval,
+    with the recipe's own tasks, limit and data folder (`arzan eval` alone scores the kazakh suite)."""
     if where == "the merge":
         return f"merge it with: arzan merge {run_dir}"
     if where == "the evaluation after training":
-        return f"score it with: arzan eval {run_dir}"
+        tasks = recipe.eval_tasks()
+        args = [f"--tasks {tasks if isinstance(tasks, str) else ','.join(tasks)}"]
+        if recipe.eval.limit:
+            args.append(f"--limit {recipe.eval.limit}")
+        if recipe.eval_data_dir() is not None:
+            args.append(f"--data-dir {recipe.eval_data_dir()}")
+        return f"score it with: arzan eval {run_dir} {' '.join(args)}"
     return f"the adapter is saved in {run_dir / 'adapter'}"
 
 

@@ -183,7 +183,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                 runtime.free_accelerator_memory()
                 _eval_and_merge(recipe, folder, meter, stopper, info.device)
             except Interrupted as exc:  # the adapter is saved: the training itself is complete
-                after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root)})"
+                after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root, recipe)})"
             except BudgetCut as exc:
                 after = runtime.cut_by_budget(str(exc), stopper.phase, recipe, folder.root)
         status, reason = runtime.final_status(meter, stopper, after, folder.last_checkpoint())

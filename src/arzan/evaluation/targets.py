@@ -49,8 +49,16 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
         if (p / "config.json").is_file():
             return Target("model", str(p), str(p), None, str(p), out_dir or p)
         if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that never saved an adapter
+            from arzan.cost.ledger import live_writer_age, read_ledger
             from arzan.runfolder import ledger_doc
 
+            try:
+                live = live_writer_age(read_ledger(p / "cost.json")) is not None
+            except ArzanError:
+                live = False
+            if live:
+                raise ArzanError(f"{p}: this run is still training and has saved no adapter yet; score it once "
+                                 "it stops")
             status = ledger_doc(p).get("status") or "unknown"
             raise ArzanError(f"{p}: this run has no adapter to score yet (its status is {status}); "
                              f"finish or resume it first: arzan train --resume {p}")
