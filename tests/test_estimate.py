@@ -335,3 +335,15 @@ def test_a_busy_cpu_is_said_next_to_the_cpu_estimate(tiny_tokenizer, monkeypatch
     assert any("this machine is busy" in n for n in estimate(tiny, tokenizer=tiny_tokenizer).notes)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert not any("busy" in n for n in estimate(tiny, tokenizer=tiny_tokenizer).notes)
+
+
+def test_a_cpu_estimate_prices_the_commands_own_start_up():
+    """`arzan train` bills its imports and checks as setup (~7 s on this box): the pre-check that
+    guards a small cap must count them, or the setup alone passes the cap before a step is bought."""
+    from arzan.estimate import estimate
+    from arzan.throughput import load_table
+
+    o = load_table().overheads["cpu"]
+    assert o["command_s"] > 0
+    est = estimate(load_recipe(REPO / "recipes" / "smoke.yaml", ["cost.usd_per_gpu_hour=1"]))
+    assert est.target.device == "cpu" and est.target.phases["setup"] >= o["setup_s"] + o["command_s"]

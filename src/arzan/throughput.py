@@ -107,7 +107,8 @@ class Table:
         eval_s = plan.eval_compute_tokens * spt / speedup
         weights_gb = shape.total_params * 2 / 1e9  # bf16 safetensors on the hub
         ckpt_gb, adapter_gb = lora * 12 / 1e9, lora * 4 / 1e9  # fp32 adapter (+ AdamW moments)
-        setup = o["setup_s"] + (weights_gb * 1000 / o["download_mb_s"] if hub else 0) + weights_gb / o["load_gb_s"]
+        setup = (o["setup_s"] + o.get("command_s", 0.0)  # command_s: `arzan train`'s own imports and checks
+                 + (weights_gb * 1000 / o["download_mb_s"] if hub else 0) + weights_gb / o["load_gb_s"])
         clock = recipe.train.save_every_minutes  # SaveOnClock checkpoints on top of save_steps
         saves = plan.saves + (steps_s / (clock * 60) if clock else 0)
         train = o["train_start_s"] + steps_s + eval_s + saves * (o["checkpoint_s"] + ckpt_gb / o["disk_gb_s"])
