@@ -188,9 +188,9 @@ def _check_can_move_aside(path: Path) -> None:
             age = live_writer_age(read_ledger(ledger))
         except ArzanError:  # an unreadable ledger has no live writer to protect
             age = None
-        where = "this folder" if run == path else f"{run}, inside it"
+        into = "this folder" if run == path else f"{run}, inside it"
         if age is not None:
-            raise ArzanError(f"{path}: another arzan process is training into {where} (ledger written "
+            raise ArzanError(f"{path}: another arzan process is training into {into} (ledger written "
                              f"{age:.0f} s ago); stop it first (Ctrl-C saves a checkpoint), then --overwrite")
         if (busy := eval_in_progress(run)) is not None:
             raise ArzanError(busy)

@@ -389,12 +389,14 @@ def redo_hint(where: str, run_dir: Path, recipe: Recipe) -> str:
     if where == "the merge":
         return f"merge it with: arzan merge {run_dir}"
     if where == "the evaluation after training":
+        from shlex import quote  # a task file or data folder under "My Drive" has a space in its path
+
         tasks = recipe.eval_tasks()
-        args = [f"--tasks {tasks if isinstance(tasks, str) else ','.join(tasks)}"]
+        args = [f"--tasks {quote(tasks if isinstance(tasks, str) else ','.join(tasks))}"]
         if recipe.eval.limit:
             args.append(f"--limit {recipe.eval.limit}")
         if recipe.eval_data_dir() is not None:
-            args.append(f"--data-dir {recipe.eval_data_dir()}")
+            args.append(f"--data-dir {quote(str(recipe.eval_data_dir()))}")
         return f"score it with: arzan eval {run_dir} {' '.join(args)}"
     return f"the adapter is saved in {run_dir / 'adapter'}"
 
