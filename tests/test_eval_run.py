@@ -238,17 +238,22 @@ def test_generative_gsm8k_task_runs_and_scores(tmp_path):
     assert doc["rows"][0]["filter"] == "last-number"
 
 
-def test_readme_example_of_an_own_multiple_choice_set_runs(tmp_path):
-    """The README's JSONL and task YAML, byte for byte, through the real lm-eval on the tiny model."""
+def _readme_quiz(where: Path) -> tuple[Path, str]:
+    """The README's own multiple-choice example, byte for byte: its task YAML's path and its JSONL."""
     import re
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
     section = readme.split("## Evaluate on your own multiple-choice set", 1)[1]
     jsonl = re.search(r"```json\n(.*?)```", section, re.S).group(1)
-    task_yaml = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
-    (tmp_path / "my_quiz.jsonl").write_text(jsonl, encoding="utf-8")
-    (tmp_path / "my_quiz.yaml").write_text(task_yaml, encoding="utf-8")
-    doc = run_eval(TINY_MODEL_NAME, tasks=[str(tmp_path / "my_quiz.yaml")], out_dir=tmp_path / "out")
+    (where / "my_quiz.jsonl").write_text(jsonl, encoding="utf-8")
+    (where / "my_quiz.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1), encoding="utf-8")
+    return where / "my_quiz.yaml", jsonl
+
+
+def test_readme_example_of_an_own_multiple_choice_set_runs(tmp_path):
+    """The README's JSONL and task YAML, byte for byte, through the real lm-eval on the tiny model."""
+    task, jsonl = _readme_quiz(tmp_path)
+    doc = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "out")
     scores = doc["tasks"]["my_kk_quiz"]
     assert scores["n"] == len(jsonl.strip().splitlines()) == 3
     assert 0.0 <= scores["acc"] <= 1.0
@@ -472,14 +477,9 @@ def test_eval_refuses_a_folder_a_live_training_is_writing(run_dir, tmp_path):
 
 def test_a_billed_eval_marks_the_run_folder_while_it_scores(run_dir, tmp_path):
     """The mark a resume and --overwrite wait for is there from the first batch to the bill, then gone."""
-    import re
-
     from arzan.runfolder import EVAL_LOCK
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
-    section = readme.split("## Evaluate on your own multiple-choice set", 1)[1]
-    (tmp_path / "my_quiz.jsonl").write_text(re.search(r"```json\n(.*?)```", section, re.S).group(1), "utf-8")
-    (tmp_path / "my_quiz.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1), "utf-8")
+    task, _ = _readme_quiz(tmp_path)
     run, seen = _billed_run(run_dir, tmp_path), []
 
     def watch(fn):
@@ -488,6 +488,6 @@ def test_a_billed_eval_marks_the_run_folder_while_it_scores(run_dir, tmp_path):
             return fn(*args, **kwargs)
         return call
 
-    run_eval(run, tasks=[str(tmp_path / "my_quiz.yaml")], guard=watch)
+    run_eval(run, tasks=[str(task)], guard=watch)
     assert seen and all(seen) and not (run / EVAL_LOCK).exists()
     assert json.loads((run / "cost.json").read_text())["sessions"][-1]["phases"]["eval"] > 0
