@@ -16,14 +16,18 @@ from arzan.evaluation.results import headline
 from arzan.evaluation.suites import index_yamls, tasks_dir
 
 
-def fake_run(root: Path, name: str, acc: float, kzt: float | None) -> Path:
+def fake_run(root: Path, name: str, acc: float, kzt: float | None, model: dict | None = None,
+             stderr: float | None = 0.01, n: int = 100) -> Path:
+    """An eval.json as `arzan eval` writes it; `model` is its {"kind", "base"} (a run on a base, or
+    a plain model), left out as older files leave it out."""
     run = root / name
     run.mkdir()
-    rows = [{"task": "arzan_mmlu_translated_kk", "metric": "acc", "value": acc, "stderr": 0.01, "n": 100,
+    rows = [{"task": "arzan_mmlu_translated_kk", "metric": "acc", "value": acc, "stderr": stderr, "n": n,
              "version": "1.0", "num_fewshot": 0, "primary": True},
             {"task": "arzan_unt_kk_biology", "metric": "acc", "value": 0.3, "stderr": 0.05, "n": 50,
              "version": "1.0", "num_fewshot": 0, "primary": True}]
-    doc = {"rows": rows, "tasks": headline(rows, ["arzan_mmlu_translated_kk"]), "limit": 100}
+    tasks = {t: {**h, "limit": n} for t, h in headline(rows, ["arzan_mmlu_translated_kk"]).items()}
+    doc = {"rows": rows, "tasks": tasks, "limit": n, **({"model": model} if model else {})}
     (run / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
     if kzt is not None:
         (run / "cost.json").write_text(json.dumps({"run_id": name, "money": {"kzt": kzt}}), encoding="utf-8")
@@ -37,7 +41,7 @@ def test_compare_rows_money_and_references(tmp_path):
     mine = [r for r in rows if r["basis"] == "measured"]
     assert [(r["model"], r["task"], r["value"]) for r in mine] == [
         ("lora-a", "arzan_mmlu_translated_kk", 0.40), ("lora-b", "arzan_mmlu_translated_kk", 0.35)]
-    assert math.isclose(mine[0]["kzt_per_point"], 5000 / 40) and mine[1]["kzt_per_point"] is None
+    assert not any("gain" in r or "kzt_per_point_gained" in r for r in mine)  # no base scored: no claim
     published = [r for r in rows if r["basis"] == PUBLISHED]
     assert published and {r["task"] for r in published} == {"arzan_mmlu_translated_kk"}
     assert all(r["source"].startswith("https://") for r in published)
@@ -46,7 +50,7 @@ def test_compare_rows_money_and_references(tmp_path):
     assert "arzan_unt_kk_biology" in {r["task"] for r in detail if r["basis"] == PUBLISHED}
 
     md = scores_markdown(rows)
-    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) · 125.00 ₸/pt |" in md  # 5000 ₸ / 40 points
+    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) |" in md
     assert "Published rows (not measured here):" in md and "horde-common" in md
 
     from rich.console import Console
@@ -115,7 +119,6 @@ def test_chrf_is_not_multiplied_by_100(tmp_path):
     (run / "eval.json").write_text(json.dumps({"rows": rows, "tasks": headline(rows, ["flores"])}))
     (run / "cost.json").write_text(json.dumps({"run_id": "mt", "money": {"kzt": 625.0}}))
     row = compare([run], references=False)[0]
-    assert row["kzt_per_point"] == pytest.approx(625.0 / 31.25)
     assert "31.2" in scores_markdown([row]) and "3125" not in scores_markdown([row])
 
 
@@ -136,7 +139,7 @@ def test_runs_without_eval_json_are_compared_on_cost(tmp_path):
     assert [(r["task"], r["value"], r["kzt"]) for r in mine] == [(None, None, 1234.5)]
     md = scores_markdown(rows)
     assert "| lora-b | measured | 1,234 ₸ | no eval |" in md
-    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) · 125.00 ₸/pt |" in md
+    assert "| lora-a | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) |" in md
     assert not any(r["basis"] == PUBLISHED and r["task"] is None for r in rows)
 
     from rich.console import Console
@@ -163,9 +166,101 @@ def test_the_same_run_named_twice_is_one_row(tmp_path):
 
 
 def test_small_amounts_keep_significant_digits(tmp_path):
-    """13.25 ₸ for 50 points is 0.27 ₸/pt, not `0 ₸/pt`; a CPU eval's 0.0031 ₸ is not `0 ₸`."""
-    a = fake_run(tmp_path, "cheap", 0.50, 13.25)
-    b = fake_run(tmp_path, "cheaper", 0.40, 0.0032)
-    md = scores_markdown(compare([a, b], references=False))
-    assert "| cheap | measured | 13.25 ₸ | 50.0 ±1.0 (n=100) · 0.27 ₸/pt |" in md
-    assert "| cheaper | measured | 0.0032 ₸ | 40.0 ±1.0 (n=100) · 0.000080 ₸/pt |" in md
+    """13.25 ₸ for 50 points gained is 0.27 ₸/pt, not `0 ₸/pt`; a CPU eval's 0.0032 ₸ is not `0 ₸`."""
+    base = fake_run(tmp_path, "base", 0.25, None, model={"kind": "model", "base": "org/base"})
+    a = fake_run(tmp_path, "cheap", 0.75, 13.25, model={"kind": "run", "base": "org/base"})
+    b = fake_run(tmp_path, "cheaper", 0.65, 0.0032, model={"kind": "run", "base": "org/base"})
+    md = scores_markdown(compare([base, a, b], references=False))
+    assert "| cheap | measured | 13.25 ₸ | 75.0 ±1.0 (n=100) · +50.0 ±1.4 vs base · 0.27 ₸/pt gained |" in md
+    assert "| cheaper | measured | 0.0032 ₸ | 65.0 ±1.0 (n=100) · +40.0 ±1.4 vs base · 0.000080 ₸/pt gained |" in md
+
+
+RUN_ON = {"kind": "run", "base": "meta-llama/Llama-3.1-8B-Instruct"}
+THE_BASE = {"kind": "model", "base": "meta-llama/Llama-3.1-8B-Instruct"}
+
+
+def test_points_gained_over_the_base_are_what_is_priced(tmp_path):
+    """A fine-tune is set against its base, found by the name its adapter records, on the same
+    items: the bill per point gained, not the bill per raw point (which a run at chance would get)."""
+    base = fake_run(tmp_path, "evals-base", 0.30, None, model=THE_BASE, stderr=0.02)
+    run = fake_run(tmp_path, "lora", 0.40, 5000.0, model=RUN_ON, stderr=0.02)
+    rows = compare([run, base], references=False)
+    tuned = next(r for r in rows if r["model"] == "lora" and r["task"] == "arzan_mmlu_translated_kk")
+    assert tuned["base_model"] == "evals-base"
+    assert tuned["gain"] == pytest.approx(10.0)
+    assert tuned["gain_stderr"] == pytest.approx(math.hypot(2.0, 2.0))
+    assert tuned["kzt_per_point_gained"] == pytest.approx(5000 / 10.0)
+    assert not any("gain" in r for r in rows if r["model"] == "evals-base")  # the base is not set against itself
+    md = scores_markdown(rows)
+    assert "| lora | measured | 5,000 ₸ | 40.0 ±2.0 (n=100) · +10.0 ±2.8 vs base · 500.00 ₸/pt gained |" in md
+    assert "points above the base model (evals-base) on the same items" in md
+
+
+@pytest.mark.parametrize("tuned_acc, words", [
+    (0.33, "+3.0 ±2.8 vs base (within noise)"),  # 3 points with ±2.8: could be luck, so no price
+    (0.30, "+0.0 ±2.8 vs base (within noise)"),  # a run that learnt nothing
+    (0.27, "−3.0 ±2.8 vs base (within noise)"),
+    (0.22, "−8.0 ±2.8 vs base"),                 # worse than where it started
+])
+def test_no_price_per_point_for_a_gain_within_noise(tmp_path, tuned_acc, words):
+    base = fake_run(tmp_path, "base", 0.30, None, model=THE_BASE, stderr=0.02)
+    run = fake_run(tmp_path, "lora", tuned_acc, 5000.0, model=RUN_ON, stderr=0.02)
+    rows = compare([base, run], references=False)
+    tuned = next(r for r in rows if r["model"] == "lora" and r["task"] == "arzan_mmlu_translated_kk")
+    assert tuned["kzt_per_point_gained"] is None
+    cell = f"| lora | measured | 5,000 ₸ | {points_text(tuned_acc)} ±2.0 (n=100) · {words} |"
+    assert cell in scores_markdown(rows)
+
+
+def points_text(acc: float) -> str:
+    return f"{acc * 100:.1f}"
+
+
+def test_a_base_scored_on_other_items_is_not_compared(tmp_path):
+    """--limit 50 and --limit 100 score different items: their difference is not a gain."""
+    base = fake_run(tmp_path, "base", 0.30, None, model=THE_BASE, n=50)
+    run = fake_run(tmp_path, "lora", 0.60, 5000.0, model=RUN_ON)
+    rows = compare([base, run], references=False)
+    tuned = next(r for r in rows if r["model"] == "lora" and r["task"] == "arzan_mmlu_translated_kk")
+    assert "gain" not in tuned and tuned["base_mismatch"] == "base scored on n=50"
+    assert "60.0 ±1.0 (n=100) · base scored on n=50, not compared |" in scores_markdown(rows)
+
+
+def test_base_of_another_model_is_not_used(tmp_path):
+    other = fake_run(tmp_path, "other", 0.30, None, model={"kind": "model", "base": "org/other"})
+    run = fake_run(tmp_path, "lora", 0.60, 5000.0, model=RUN_ON)
+    rows = compare([other, run], references=False)
+    assert not any("gain" in r for r in rows)
+    md = scores_markdown(rows)  # says how to get the missing base score
+    assert ("No score of the base model (meta-llama/Llama-3.1-8B-Instruct) to set the fine-tune against: "
+            "`arzan eval meta-llama/Llama-3.1-8B-Instruct --tasks arzan_mmlu_translated_kk --limit 100`") in md
+
+
+def test_base_named_explicitly(tmp_path):
+    """A base evaluated from a local folder records that folder's path, not the Hub name the adapter
+    records: --base says which row is the base, and every other row is set against it."""
+    base = fake_run(tmp_path, "local-base", 0.30, None, model={"kind": "model", "base": "/models/llama"})
+    run = fake_run(tmp_path, "lora", 0.40, 5000.0, model=RUN_ON)
+    kazllm = fake_run(tmp_path, "kazllm", 0.38, None, model={"kind": "model", "base": "issai/KazLLM"})
+    rows = compare([run, kazllm], references=False, base=base)
+    assert [r["model"] for r in rows if r["task"] == "arzan_mmlu_translated_kk"] == ["local-base", "lora", "kazllm"]
+    by = {r["model"]: r for r in rows if r["task"] == "arzan_mmlu_translated_kk"}
+    assert by["lora"]["gain"] == pytest.approx(10.0) and by["lora"]["kzt_per_point_gained"] == pytest.approx(500.0)
+    assert by["kazllm"]["gain"] == pytest.approx(8.0) and by["kazllm"]["kzt_per_point_gained"] is None  # no bill
+    assert "gain" not in by["local-base"]
+    with pytest.raises(ArzanError, match="--base needs an evaluated model"):
+        compare([run], base=cost_only_run(tmp_path, "unevaluated", 10.0))
+
+
+def test_cli_compare_with_base(tmp_path):
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    base = fake_run(tmp_path, "local-base", 0.30, None, model={"kind": "model", "base": "/models/llama"})
+    run = fake_run(tmp_path, "lora", 0.40, 5000.0, model=RUN_ON)
+    result = CliRunner().invoke(app, ["compare", str(run), "--base", str(base), "--markdown", "--no-references"])
+    assert result.exit_code == 0, result.output
+    assert "+10.0 ±1.4 vs base · 500.00 ₸/pt gained" in result.output
+    result = CliRunner().invoke(app, ["compare", str(run), "--base", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and "no such run folder" in result.output and "Traceback" not in result.output

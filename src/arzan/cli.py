@@ -271,12 +271,14 @@ def compare_(
     no_references: bool = typer.Option(False, "--no-references", help="Leave out published reference rows."),
     detail: bool = typer.Option(False, "--detail", help="Every subtask (e.g. each UNT subject), not one score "
                                 "per task."),
+    base: Optional[str] = typer.Option(None, "--base", help="The base model's eval folder: every other row's gain "
+                                       "and ₸ per point gained are against it (found by name when not given)."),
 ) -> None:
-    """Scores of runs side by side, with their cost and published reference rows."""
+    """Scores of runs side by side, with their cost, gain over the base model and published rows."""
     from arzan.evaluation import compare, scores_markdown, scores_table
 
     try:
-        rows = compare(sources, references=not no_references, detail=detail)
+        rows = compare(sources, references=not no_references, detail=detail, base=base)
         console.print(scores_markdown(rows) if markdown else scores_table(rows))
     except ArzanError as exc:
         _fail(exc)

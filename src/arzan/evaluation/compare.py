@@ -9,6 +9,8 @@ with someone else's prompt, split and scoring, so it is context, never a measure
 from __future__ import annotations
 
 import json
+import math
+import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,9 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     label = ledger.get("run_id") or (eval_file.parent.name if p.is_dir() or p.name == "eval.json"
                                      else p.stem)
     kzt = (ledger.get("money") or {}).get("kzt")
+    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    # what the scores are of: a plain model (a base someone may have fine-tuned) or an adapter on a base
+    scored = {"of_model": model.get("base")} if model.get("kind") == "model" else {"base": model.get("base")}
     if detail:
         picked = [r for r in doc.get("rows", []) if r.get("primary")]
     else:
@@ -97,8 +102,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         value = r.get("value")
         rows.append({"model": str(label), "basis": "measured", "task": r["task"], "metric": r["metric"],
                      "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
-                     "limit": r.get("limit", doc.get("limit")), "kzt": kzt,
-                     "kzt_per_point": kzt / points(value) if kzt and value else None,
+                     "limit": r.get("limit", doc.get("limit")), "kzt": kzt, **scored,
                      "source": str(eval_file)})
     return rows
 
@@ -114,23 +118,30 @@ def _cost_only(run: Path) -> dict:
     if kzt is not None and (isinstance(kzt, bool) or not isinstance(kzt, (int, float))):
         raise ArzanError(f"{ledger_file}: money.kzt is {kzt!r}, not a number")
     return {"model": str(ledger.get("run_id") or run.name), "basis": "measured", "task": None, "metric": None,
-            "value": None, "stderr": None, "n": None, "limit": None, "kzt": kzt, "kzt_per_point": None,
+            "value": None, "stderr": None, "n": None, "limit": None, "kzt": kzt,
             "source": str(ledger_file), "no_eval": True}
 
 
 def compare(sources: list[str | Path], references: bool | str | Path = True,
-            detail: bool = False) -> list[dict]:
+            detail: bool = False, base: str | Path | None = None) -> list[dict]:
     """One row per (model, task): run folders or eval.json files, then published rows.
 
-    `kzt` is the run's whole bill from its ledger and `kzt_per_point` is that bill divided by the
-    score in percentage points, the "₸ per point" the cost claims are argued in. A run folder
-    without eval.json gets one row with its bill and `task` None (shown as "no eval"), so runs
-    can be compared on cost alone. With `detail`, group members (each UNT subject, ...) get rows
-    too. Published rows are kept only for tasks some measured row has; when nothing was scored,
-    only if no run was given either.
+    `kzt` is the run's whole bill from its ledger. A fine-tune's row is set against its base model's
+    score on the same task and items when that base was evaluated too (named among `sources`, matched
+    by the base name the adapter records, or given as `base`): `gain` and `gain_stderr` in points, and
+    `kzt_per_point_gained`, the bill per point above the base, only where the gain is beyond noise
+    (see `_against_base`). A run folder without eval.json gets one row with its bill and `task` None
+    (shown as "no eval"), so runs can be compared on cost alone. With `detail`, group members (each
+    UNT subject, ...) get rows too. Published rows are kept only for tasks some measured row has; when
+    nothing was scored, only if no run was given either.
     """
-    rows = [r for s in unique_folders(sources) for r in _measured(s, detail)]
+    folders = unique_folders([base, *sources] if base is not None else sources)
+    rows = [r for s in folders for r in _measured(s, detail)]
     _tell_apart(rows)
+    base_rows = [r for r in rows if r["source"] == rows[0]["source"]] if base is not None else None
+    if base_rows is not None and not any(r["task"] for r in base_rows):
+        raise ArzanError(f"{base}: --base needs an evaluated model (an eval.json), and this has no scores")
+    _against_base(rows, base_rows)
     if references:
         tasks = {r["task"] for r in rows if r["task"] is not None}
         wanted = tasks or not rows  # cost-only runs: no scores to set published ones beside
@@ -140,10 +151,57 @@ def compare(sources: list[str | Path], references: bool | str | Path = True,
                     continue
                 rows.append({"model": ref["model"], "basis": PUBLISHED, "task": task,
                              "metric": ref.get("metric", "acc"), "value": float(value), "stderr": None,
-                             "n": None, "limit": None, "kzt": None, "kzt_per_point": None,
+                             "n": None, "limit": None, "kzt": None,
                              "source": ref["source"], "table": ref.get("table"),
                              "protocol": ref.get("protocol")})
     return rows
+
+
+# A gain is priced only beyond 1.96 standard errors (about 95% two-sided): a fine-tune that scores
+# at chance, or within noise of its base, bought no points, and its bill per point is not finite.
+NOISE_Z = 1.96
+
+
+def _stderr_points(r: dict) -> float | None:
+    if r.get("stderr") is None or r.get("value") is None:
+        return None
+    return points(r["stderr"]) if abs(r["value"]) <= 1 else r["stderr"]
+
+
+def _against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
+    """Why gain over the base and not bill ÷ score: a run that learnt nothing still scores 25 on a
+    4-choice test and would get a finite, flattering ₸ per point. What the money bought is the
+    difference to the model it started from, measured on the same items (same task, metric and n;
+    lm-eval's --limit takes the first n). The two scores' standard errors are combined as if
+    independent; two models' answers to the same items go together, so that overstates the noise,
+    and a gain called beyond noise here errs on the side of not claiming it."""
+    if base_rows is not None:  # named by the user: every other row is set against it
+        given = {(b["task"], b["metric"]): b for b in base_rows}
+        ids = {id(b) for b in base_rows}
+
+        def base_of(r: dict) -> dict | None:
+            return None if id(r) in ids else given.get((r["task"], r["metric"]))
+    else:  # found: an adapter's recorded base among the plain models compared
+        found: dict[tuple, dict] = {}
+        for b in rows:
+            if b.get("of_model"):
+                found.setdefault((b["of_model"], b["task"], b["metric"]), b)
+
+        def base_of(r: dict) -> dict | None:
+            return found.get((r["base"], r["task"], r["metric"])) if r.get("base") else None
+    for r in rows:
+        b = base_of(r) if r["task"] is not None and r.get("value") is not None else None
+        if b is None or b.get("value") is None:
+            continue
+        if b.get("n") != r.get("n"):
+            r["base_mismatch"] = f"base scored on n={b.get('n')}"
+            continue
+        gain = points(r["value"]) - points(b["value"])
+        se_r, se_b = _stderr_points(r), _stderr_points(b)
+        se = math.hypot(se_r, se_b) if se_r is not None and se_b is not None else None
+        beyond = se is not None and gain > NOISE_Z * se
+        r.update(base_model=b["model"], gain=gain, gain_stderr=se,
+                 kzt_per_point_gained=r["kzt"] / gain if beyond and r.get("kzt") is not None else None)
 
 
 def _tell_apart(rows: list[dict]) -> None:
@@ -165,15 +223,29 @@ def _pivot(rows: list[dict]) -> tuple[list[str], list[tuple[str, str, Any]], dic
 
 
 def _cell(r: dict | None, no_eval: bool = False) -> str:
-    """A score on 0–100 with its ± and item count, and the ₸ per point; "no eval" for a run never
-    evaluated (so an empty cell is not read as a score of nothing), "–" for a task it was not run on."""
+    """A score on 0–100 with its ± and item count, then its gain over the base and the ₸ per point
+    gained; "no eval" for a run never evaluated (so an empty cell is not read as a score of nothing),
+    "–" for a task it was not run on."""
     if r is None or r.get("value") is None:
         return NO_EVAL if no_eval else "–"
     s = f"{points(r['value']):.1f}"
-    if r.get("stderr") is not None:
-        s += f" ±{points(r['stderr']) if abs(r['value']) <= 1 else r['stderr']:.1f}"
+    if (se := _stderr_points(r)) is not None:
+        s += f" ±{se:.1f}"
     s += f" (n={r['n']})" if r.get("n") else ""
-    return s + (f" · {kzt_text(r['kzt_per_point'])} ₸/pt" if r.get("kzt_per_point") else "")
+    return s + _gain_text(r)
+
+
+def _gain_text(r: dict) -> str:
+    if r.get("base_mismatch"):
+        return f" · {r['base_mismatch']}, not compared"
+    if r.get("gain") is None:
+        return ""
+    s = f" · {r['gain']:+.1f}".replace("-", "−") + (f" ±{r['gain_stderr']:.1f}" if r.get("gain_stderr") is not None
+                                                      else "") + " vs base"
+    if r.get("kzt_per_point_gained") is not None:
+        return s + f" · {kzt_text(r['kzt_per_point_gained'])} ₸/pt gained"
+    noise = r.get("gain_stderr") is not None and abs(r["gain"]) <= NOISE_Z * r["gain_stderr"]
+    return s + (" (within noise)" if noise else "")
 
 
 def _cells(model: str, basis: str, tasks: list[str], cells: dict) -> list[str]:
@@ -190,6 +262,29 @@ def _published_sources(rows: list[dict]) -> list[str]:
             for m, src, table, proto in sources]
 
 
+def _legend(rows: list[dict]) -> list[str]:
+    """What the cells' words mean, said once under the table and only when such a cell is there."""
+    lines = []
+    if any(r["basis"] == PUBLISHED for r in rows):
+        lines.append(f"'{PUBLISHED}': copied from the source in reference_scores.yaml, made with its own "
+                     "prompts and splits.")
+    gained = [r for r in rows if r.get("gain") is not None]
+    if gained:
+        bases = ", ".join(dict.fromkeys(r["base_model"] for r in gained))
+        lines.append(f"vs base: points above the base model ({bases}) on the same items, ± both standard errors "
+                     f"combined. ₸/pt gained: the run's whole bill per point above the base, given only where "
+                     f"the gain is over {NOISE_Z} × its ± (about 95% sure it is not noise).")
+    unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None
+                 and not r.get("base_mismatch")]
+    if unmatched:
+        r = unmatched[0]
+        limit = f" --limit {r['limit']}" if r.get("limit") else ""
+        lines.append(f"No score of the base model ({r['base']}) to set the fine-tune against: "
+                     f"`arzan eval {shlex.quote(r['base'])} --tasks {shlex.quote(r['task'])}{limit}`, then name "
+                     "its folder here too (or with --base) to see what each point gained cost.")
+    return lines
+
+
 def _money(kzt: float | None) -> str:
     """The report's tenge rule (reporting.table.kzt): 5,000 from 1,000 up, 13.25 below, and two
     significant digits where two decimals would show 0 (a CPU eval's 0.0031 ₸)."""
@@ -201,9 +296,8 @@ def scores_table(rows: list[dict], title: str = "Kazakh scores (% correct)"):
     from rich.table import Table
 
     tasks, models, cells = _pivot(rows)
-    caption = [f"'{PUBLISHED}': copied from the source in reference_scores.yaml, made with its own prompts "
-               "and splits. ₸/pt: the run's whole bill per point of score.", *_published_sources(rows)]
-    table = Table(title=title, caption="\n".join(caption), caption_justify="left")
+    caption = [*_legend(rows), *_published_sources(rows)]
+    table = Table(title=title, caption="\n".join(caption) or None, caption_justify="left")
     for col in ("model", "basis", "cost", *(tasks or ["scores"])):
         table.add_column(col, justify="right" if col not in ("model", "basis") else "left")
     for model, basis, kzt in models:
@@ -219,6 +313,8 @@ def scores_markdown(rows: list[dict]) -> str:
              "|---|---|---:|" + "---:|" * len(heads)]
     for model, basis, kzt in models:
         lines.append(f"| {model} | {basis} | {_money(kzt)} | " + " | ".join(_cells(model, basis, tasks, cells)) + " |")
+    legend = [line.replace(f"'{PUBLISHED}'", "Published rows") for line in _legend(rows)]
+    lines += ["", *legend] if legend else []
     sources = _published_sources(rows)
     if sources:
         lines += ["", "Published rows (not measured here):", *(f"- {line}" for line in sources)]
