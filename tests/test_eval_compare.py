@@ -264,3 +264,30 @@ def test_cli_compare_with_base(tmp_path):
     assert "+10.0 ±1.4 vs base · 500.00 ₸/pt gained" in result.output
     result = CliRunner().invoke(app, ["compare", str(run), "--base", str(tmp_path / "nope")])
     assert result.exit_code != 0 and "no such run folder" in result.output and "Traceback" not in result.output
+
+
+def _with_4bit_headline(run: Path, four_bit: bool) -> Path:
+    doc = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+    doc["model"]["load_in_4bit"] = four_bit
+    for head in doc["tasks"].values():
+        head["base_4bit"] = four_bit
+    (run / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
+    return run
+
+
+def test_a_4bit_fine_tune_is_set_only_against_a_4bit_base(tmp_path):
+    """A QLoRA run scored on its NF4 base against the 16-bit base would count the quantisation
+    loss as the fine-tune's: not compared, and the footnote says how to score the base alike."""
+    base16 = _with_4bit_headline(fake_run(tmp_path, "base16", 0.30, None, model=THE_BASE), False)
+    run = _with_4bit_headline(fake_run(tmp_path, "qlora", 0.40, 170.0, model=RUN_ON), True)
+    rows = compare([base16, run], references=False)
+    tuned = next(r for r in rows if r["model"] == "qlora" and r["task"] == "arzan_mmlu_translated_kk")
+    assert "gain" not in tuned and tuned["base_mismatch"] == "base scored in 16-bit, this in 4-bit"
+    md = scores_markdown(rows)
+    assert "· base scored in 16-bit, this in 4-bit, not compared |" in md
+    assert "--limit 100 --load-in-4bit`" in md
+
+    base4 = _with_4bit_headline(fake_run(tmp_path, "base4", 0.28, None, model=THE_BASE), True)
+    tuned = next(r for r in compare([base4, run], references=False)
+                 if r["model"] == "qlora" and r["task"] == "arzan_mmlu_translated_kk")
+    assert tuned["gain"] == pytest.approx(12.0) and tuned["kzt_per_point_gained"] == pytest.approx(170.0 / 12.0)

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import REPO, base_recipe
+from tests.conftest import REPO, SHARED_DATA, base_recipe
 
 pytestmark = pytest.mark.gpu
 
@@ -69,3 +69,9 @@ def test_unsloth_backend_trains_and_is_named_in_ledger_and_card(write_recipe, tm
 def test_qlora_4bit_on_the_hf_backend(write_recipe, tmp_path):
     result = _train(write_recipe, tmp_path, "hf", load_in_4bit=True)
     assert result.status == "finished" and result.ledger["model"]["method"] == "qlora"
+    if (SHARED_DATA / "kkCOPA.jsonl").is_file():  # scored as trained: on the same NF4 base
+        from arzan.evaluation import run_eval
+
+        doc = run_eval(result.run_dir, tasks="arzan_kkcopa", limit=8, data_dir=SHARED_DATA)
+        assert doc["model"]["load_in_4bit"] is True and doc["tasks"]["arzan_kkcopa"]["base_4bit"] is True
+        assert 0.0 <= doc["tasks"]["arzan_kkcopa"]["acc"] <= 1.0

@@ -245,13 +245,16 @@ def eval_(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per task (cheap runs)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local Kazakh eval files (Belebele, kkCOPA)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="lm-eval batch size (or auto)."),
+    load_in_4bit: Optional[bool] = typer.Option(None, "--load-in-4bit/--no-load-in-4bit", help="Base in 4-bit "
+                                                "(NF4, CUDA). Default: as the run was trained (QLoRA: 4-bit)."),
 ) -> None:
     """Score a fine-tune (base + adapter) on the Kazakh suite with lm-evaluation-harness."""
     from arzan.evaluation import compare, run_eval, scores_table
 
     try:
         task_list: list[str] | str = tasks if "," not in tasks else [t.strip() for t in tasks.split(",") if t.strip()]
-        result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size)
+        result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size,
+                          load_in_4bit=load_in_4bit)
         console.print(scores_table(compare([result["path"]], references=False)))
         console.print(f"scores written to {result['path']}")
         if result.get("note"):

@@ -99,10 +99,9 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
     if load_in_4bit:
         if device != "cuda":
             raise ArzanError("load_in_4bit needs a CUDA GPU (bitsandbytes); load in 16/32-bit on a CPU")
-        from transformers import BitsAndBytesConfig
+        from arzan.model import nf4_config
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=kwargs["dtype"])
+        kwargs["quantization_config"] = nf4_config(kwargs["dtype"])
     if device == "cuda":
         kwargs["device_map"] = {"": 0}
     try:

@@ -154,6 +154,15 @@ def _torch_dtype(requested: str, on_cuda: bool) -> Any:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def nf4_config(compute_dtype: Any) -> Any:
+    """QLoRA's 4-bit base (NF4, double-quantised constants), in one place: training, inference and
+    `arzan eval` load the same base, so a QLoRA adapter is scored on the weights it was trained on."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
 def lora_config(recipe: Recipe) -> Any:
     from peft import LoraConfig
 
@@ -180,11 +189,7 @@ def _load_hf(recipe: Recipe, name: str, on_cuda: bool) -> tuple[Any, Any]:
     if m.load_in_4bit:
         if not on_cuda or importlib.util.find_spec("bitsandbytes") is None:
             raise ArzanError(_NO_4BIT)
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=kwargs["dtype"])
+        kwargs["quantization_config"] = nf4_config(kwargs["dtype"])
     if on_cuda:
         kwargs["device_map"] = {"": 0}
     try:

@@ -95,7 +95,8 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         picked = [r for r in doc.get("rows", []) if r.get("primary")]
     else:
         picked = [{"task": t, "metric": h["metric"], "value": h.get(h["metric"]),
-                   "stderr": h.get(f"{h['metric']}_stderr"), "n": h.get("n"), "limit": h.get("limit")}
+                   "stderr": h.get(f"{h['metric']}_stderr"), "n": h.get("n"), "limit": h.get("limit"),
+                   "base_4bit": h.get("base_4bit")}
                   for t, h in (doc.get("tasks") or {}).items()]
     rows = []
     for r in picked:
@@ -103,6 +104,8 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         rows.append({"model": str(label), "basis": "measured", "task": r["task"], "metric": r["metric"],
                      "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
                      "limit": r.get("limit", doc.get("limit")), "kzt": kzt, **scored,
+                     # evals before 4-bit scoring existed all loaded the base in 16/32-bit
+                     "base_4bit": bool(r.get("base_4bit", model.get("load_in_4bit"))),
                      "source": str(eval_file)})
     return rows
 
@@ -162,6 +165,10 @@ def compare(sources: list[str | Path], references: bool | str | Path = True,
 NOISE_Z = 1.96
 
 
+def _bits(r: dict) -> str:
+    return "4-bit" if r["base_4bit"] else "16-bit"
+
+
 def _stderr_points(r: dict) -> float | None:
     if r.get("stderr") is None or r.get("value") is None:
         return None
@@ -195,6 +202,9 @@ def _against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
             continue
         if b.get("n") != r.get("n"):
             r["base_mismatch"] = f"base scored on n={b.get('n')}"
+            continue
+        if b["base_4bit"] != r["base_4bit"]:  # a 4-bit base scores differently from its 16-bit self
+            r["base_mismatch"] = f"base scored in {_bits(b)}, this in {_bits(r)}"
             continue
         gain = points(r["value"]) - points(b["value"])
         se_r, se_b = _stderr_points(r), _stderr_points(b)
@@ -274,13 +284,13 @@ def _legend(rows: list[dict]) -> list[str]:
         lines.append(f"vs base: points above the base model ({bases}) on the same items, ± both standard errors "
                      f"combined. ₸/pt gained: the run's whole bill per point above the base, given only where "
                      f"the gain is over {NOISE_Z} × its ± (about 95% sure it is not noise).")
-    unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None
-                 and not r.get("base_mismatch")]
+    unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None]
     if unmatched:
         r = unmatched[0]
-        limit = f" --limit {r['limit']}" if r.get("limit") else ""
-        lines.append(f"No score of the base model ({r['base']}) to set the fine-tune against: "
-                     f"`arzan eval {shlex.quote(r['base'])} --tasks {shlex.quote(r['task'])}{limit}`, then name "
+        how = (f" --limit {r['limit']}" if r.get("limit") else "") + (" --load-in-4bit" if r["base_4bit"] else "")
+        lead = (f"The base model ({r['base']}) was scored on other items or weights" if r.get("base_mismatch")
+                else f"No score of the base model ({r['base']}) to set the fine-tune against")
+        lines.append(f"{lead}: `arzan eval {shlex.quote(r['base'])} --tasks {shlex.quote(r['task'])}{how}`, then name "
                      "its folder here too (or with --base) to see what each point gained cost.")
     return lines
 

@@ -49,7 +49,8 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
              out_dir: Path | None = None, data_dir: Path | None = None,
              batch_size: int | str | None = None, device: str | None = None,
              num_fewshot: int | None = None, update_ledger: bool = True,
-             guard: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> dict:
+             guard: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+             load_in_4bit: bool | None = None) -> dict:
     """Evaluates `target` (run folder, adapter folder, model folder or Hub id) on `tasks`.
 
     Writes `eval.json` in the run folder (or `out_dir`) and, when that folder has a cost.json and
@@ -64,6 +65,9 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
 
     `guard` wraps each batch lm-eval sends to the model: the training's budget cap (`CostMeter.capped`)
     raises from it to cut an evaluation the cap cannot pay for.
+
+    `load_in_4bit` None scores a run as it was trained (a QLoRA run on its NF4 base, which is also
+    what lets an 8B model be scored on the T4 it was trained on); True or False says so for any target.
     """
     started, began = time.monotonic(), utcnow()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -76,6 +80,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
         raise ArzanError(f"--batch-size: '{batch_size}' is not a positive whole number or auto")
     tgt = resolve_target(target, Path(out_dir) if out_dir else None)
     device = device or _default_device()
+    four_bit, precision_note = _in_4bit(tgt, device, load_in_4bit)
     billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
     if billed:
         _refuse_while_training(tgt.out_dir)
@@ -83,8 +88,10 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
         try:
             with sigterm_as_ctrl_c() if billed else nullcontext():
                 plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
-                results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard)
-                doc = _document(target, tgt, tasks, plan, limit, results, lm_info, started)
+                results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard,
+                                             four_bit)
+                doc = _document(target, tgt, tasks, plan, limit, results, {**lm_info, "load_in_4bit": four_bit},
+                                started)
         except KeyboardInterrupt:
             if not update_ledger:  # the caller (a training) owns the ledger and its signals
                 raise
@@ -98,7 +105,26 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
         raise EvalInterrupted(f"interrupted after the evaluation was saved: {tgt.out_dir / EVAL_FILE} and its bill "
                               "are complete")
     # where it went, and what the caller should tell the user: not part of eval.json
+    note = "; ".join(n for n in (precision_note, note) if n)
     return {**doc, "path": str(tgt.out_dir / EVAL_FILE), **({"note": note} if note else {})}
+
+
+def _in_4bit(tgt: Target, device: str, asked: bool | None) -> tuple[bool, str | None]:
+    """Whether the base loads in 4-bit, and a note when that is not how the run was trained. A 4-bit
+    and a 16-bit base score a point or so apart, so eval.json and each task's headline record which
+    it was, and `arzan compare` sets a fine-tune only against a base scored the same way."""
+    import importlib.util
+
+    on_cuda = device.startswith("cuda")
+    if asked and not on_cuda:
+        raise ArzanError("--load-in-4bit needs a CUDA GPU (bitsandbytes); on a CPU the base loads in 32-bit")
+    if asked is None and tgt.trained_4bit and not on_cuda:
+        return False, ("this run was trained on a 4-bit base; with no CUDA GPU here it was scored on the "
+                       "full-precision base, which can score a little differently")
+    four_bit = tgt.trained_4bit if asked is None else asked
+    if four_bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise ArzanError("scoring on a 4-bit base needs bitsandbytes (pip install 'arzan[gpu]'), or --no-load-in-4bit")
+    return four_bit, None
 
 
 def _refuse_while_training(run_dir: Path) -> None:
@@ -141,13 +167,32 @@ def _document(target, tgt: Target, tasks, plan: suites.Plan, limit, results: dic
         "limit": limit, "seconds": round(time.monotonic() - started, 2),
         "versions": {"lm_eval": getattr(lm_eval, "__version__", None), "arzan": __version__},
         "rows": rows,
-        "tasks": {t: {**h, "limit": limit, "evaluated_at": created} for t, h in headline(rows, plan.tasks).items()},
+        "tasks": {t: {**h, "limit": limit, "base_4bit": lm_info["load_in_4bit"], "evaluated_at": created}
+                  for t, h in headline(rows, plan.tasks).items()},
     }
     doc = merge_with_previous(read_previous(tgt.out_dir / EVAL_FILE), doc)
     limits = [h.get("limit") for h in doc["tasks"].values()]
     doc["summary"] = {"tasks": doc["tasks"], "limit": max((x for x in limits if x), default=None),
                       "seconds": doc["seconds"], "eval_json": EVAL_FILE}
     return doc
+
+
+def _four_bit_model(tgt: Target) -> tuple[Any, Any]:
+    """lm-eval's HFLM takes a quantisation config only from the checkpoint's own config, so a 4-bit
+    base is loaded here, as inference loads it (arzan.export), and handed to HFLM as a model."""
+    if tgt.adapter is not None:
+        from arzan.export import load_for_inference
+
+        return load_for_inference(tgt.adapter, load_in_4bit=True, device="cuda", base_model=tgt.base)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arzan.model import nf4_config
+
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    model = AutoModelForCausalLM.from_pretrained(tgt.base, dtype=dtype, quantization_config=nf4_config(dtype),
+                                                 device_map={"": 0})
+    return model.eval(), AutoTokenizer.from_pretrained(tgt.tokenizer)
 
 
 def _load_tasks_first(tm, tasks: list[str]) -> None:
@@ -189,7 +234,8 @@ def _cannot_load(failed: dict[str, Exception], loaded: list[str]) -> str:
     return text
 
 
-def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot, guard=None):
+def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot, guard=None,
+              four_bit: bool = False):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -203,10 +249,15 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
         raise ArzanError(f"unknown task(s) {', '.join(missing)}; suites: {', '.join(suites.SUITES)}; "
                          "or name a task YAML file")
     _load_tasks_first(tm, plan.tasks)
+    batch_size = batch_size or ("auto" if on_gpu else 8)
     try:  # fp32 on CPU: bf16 matmuls are slow there, and adapter-vs-merged checks need exactness
-        lm = HFLM(pretrained=tgt.base, peft=str(tgt.adapter) if tgt.adapter else None,
-                  tokenizer=tgt.tokenizer, device=device, dtype="auto" if on_gpu else "float32",
-                  batch_size=batch_size or ("auto" if on_gpu else 8))
+        if four_bit:
+            model, tokenizer = _four_bit_model(tgt)
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        else:
+            lm = HFLM(pretrained=tgt.base, peft=str(tgt.adapter) if tgt.adapter else None,
+                      tokenizer=tgt.tokenizer, device=device, dtype="auto" if on_gpu else "float32",
+                      batch_size=batch_size)
     except (OSError, ValueError) as e:
         with_adapter = f" with adapter {tgt.adapter}" if tgt.adapter else ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

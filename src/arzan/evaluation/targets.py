@@ -28,6 +28,7 @@ class Target:
     adapter: Path | None
     tokenizer: str
     out_dir: Path
+    trained_4bit: bool = False  # a QLoRA run: its recipe.yaml loaded the base in 4-bit
 
 
 def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Target:
@@ -45,7 +46,7 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
             tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else loadable(base)
             default_out = p.parent if adapter == p and p.name == "adapter" else p
             return Target("run" if adapter != p else "adapter", loadable(base), base, adapter,
-                          tokenizer, out_dir or default_out)
+                          tokenizer, out_dir or default_out, _trained_4bit(default_out / "recipe.yaml"))
         if (p / "config.json").is_file():
             return Target("model", str(p), str(p), None, str(p), out_dir or p)
         if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that never saved an adapter
@@ -84,6 +85,15 @@ def _adapter_base(adapter: Path, recipe: Path) -> str:
     if not base:
         raise ArzanError(f"{cfg_file}: no base_model_name_or_path, and no model.name in {recipe}")
     return str(base)
+
+
+def _trained_4bit(recipe: Path) -> bool:
+    """model.load_in_4bit of the run's recipe.yaml; an adapter without its run folder says nothing."""
+    try:
+        model = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False
+    return isinstance(model, dict) and model.get("load_in_4bit") is True
 
 
 def sha256(path: Path) -> str | None:
