@@ -186,14 +186,14 @@ def test_points_gained_over_the_base_are_what_is_priced(tmp_path):
     run = fake_run(tmp_path, "lora", 0.40, 5000.0, model=RUN_ON, stderr=0.02)
     rows = compare([run, base], references=False)
     tuned = next(r for r in rows if r["model"] == "lora" and r["task"] == "arzan_mmlu_translated_kk")
-    assert tuned["base_model"] == "evals-base"
+    assert tuned["base_model"] == "meta-llama/Llama-3.1-8B-Instruct"  # named by what it is, not its folder
     assert tuned["gain"] == pytest.approx(10.0)
     assert tuned["gain_stderr"] == pytest.approx(math.hypot(2.0, 2.0))
     assert tuned["kzt_per_point_gained"] == pytest.approx(5000 / 10.0)
-    assert not any("gain" in r for r in rows if r["model"] == "evals-base")  # the base is not set against itself
+    assert not any("gain" in r for r in rows if r["model"] == tuned["base_model"])  # not set against itself
     md = scores_markdown(rows)
     assert "| lora | measured | 5,000 ₸ | 40.0 ±2.0 (n=100) · +10.0 ±2.8 vs base · 500.00 ₸/pt gained |" in md
-    assert "points above the base model (evals-base) on the same items" in md
+    assert "points above the base model (meta-llama/Llama-3.1-8B-Instruct) on the same items" in md
 
 
 @pytest.mark.parametrize("tuned_acc, words", [
@@ -243,11 +243,13 @@ def test_base_named_explicitly(tmp_path):
     run = fake_run(tmp_path, "lora", 0.40, 5000.0, model=RUN_ON)
     kazllm = fake_run(tmp_path, "kazllm", 0.38, None, model={"kind": "model", "base": "issai/KazLLM"})
     rows = compare([run, kazllm], references=False, base=base)
-    assert [r["model"] for r in rows if r["task"] == "arzan_mmlu_translated_kk"] == ["local-base", "lora", "kazllm"]
+    assert [r["model"] for r in rows if r["task"] == "arzan_mmlu_translated_kk"] == [
+        "/models/llama", "lora", "issai/KazLLM"]
     by = {r["model"]: r for r in rows if r["task"] == "arzan_mmlu_translated_kk"}
     assert by["lora"]["gain"] == pytest.approx(10.0) and by["lora"]["kzt_per_point_gained"] == pytest.approx(500.0)
-    assert by["kazllm"]["gain"] == pytest.approx(8.0) and by["kazllm"]["kzt_per_point_gained"] is None  # no bill
-    assert "gain" not in by["local-base"]
+    assert by["issai/KazLLM"]["gain"] == pytest.approx(8.0)
+    assert by["issai/KazLLM"]["kzt_per_point_gained"] is None  # arzan paid for no training of it
+    assert "gain" not in by["/models/llama"]
     with pytest.raises(ArzanError, match="--base needs an evaluated model"):
         compare([run], base=cost_only_run(tmp_path, "unevaluated", 10.0))
 

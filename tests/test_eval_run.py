@@ -209,6 +209,20 @@ def test_adapter_without_base_falls_back_to_the_recipe(tmp_path):
     assert target.kind == "run" and target.base_name == TINY_MODEL_NAME and target.out_dir == tmp_path.resolve()
 
 
+def test_the_recipe_names_the_base_before_the_adapter_config(tmp_path):
+    """A tiny run's adapter_config holds this machine's cache folder; the recipe holds the name a base
+    eval records, so `arzan compare` can pair the run with its base."""
+    from arzan.evaluation.targets import resolve_target
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text('{"base_model_name_or_path": "/root/.cache/x"}')
+    (tmp_path / "recipe.yaml").write_text(f"model:\n  name: {TINY_MODEL_NAME}\n")
+    assert resolve_target(tmp_path).base_name == TINY_MODEL_NAME
+    assert resolve_target(tmp_path / "adapter").base_name == TINY_MODEL_NAME  # the adapter inside its run
+    (tmp_path / "recipe.yaml").unlink()
+    assert resolve_target(tmp_path).base_name == "/root/.cache/x"
+
+
 def test_targets_that_are_not_models(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ArzanError, match="not a run folder"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATA
 
 NOTEBOOKS = REPO / "notebooks"
 
@@ -74,7 +74,10 @@ def _run(name: str, workdir: Path, out: Path, steps: int = 3, **params):
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_on_cpu_with_the_smoke_recipe(name, tmp_path):
     out = tmp_path / "drive" / "smoke"
-    text = _run(name, tmp_path, out)
+    # the first notebook also scores base and fine-tune on the same items, as SCORE_TASKS asks
+    score = {"SCORE_TASKS": "arzan_kkcopa", "SCORE_LIMIT": 6, "SCORE_DATA_DIR": str(SHARED_DATA)} \
+        if name == NAMES[0] and (SHARED_DATA / "kkCOPA.jsonl").is_file() else {}
+    text = _run(name, tmp_path, out, **score)
     assert "not in Colab: skipping pip install" in text and "mode: new" in text
     ledger = json.loads((out / "cost.json").read_text("utf-8"))
     assert ledger["status"] == "finished" and ledger["progress"]["step"] == 3
@@ -82,9 +85,17 @@ def test_notebook_runs_on_cpu_with_the_smoke_recipe(name, tmp_path):
     assert "₸" in text and "Cost per 1M trained tokens" in text  # the bill, from the ledger
     assert "answers stopped at EOS" in text  # the Kazakh sample generation ran
     assert not (tmp_path / "recipes").exists(), "a given RECIPE file is used as is, not overwritten"
+    if score:
+        base = out.parent / "evals" / "arzan_tiny-llama-kk" / "eval.json"
+        assert json.loads(base.read_text("utf-8"))["tasks"]["arzan_kkcopa"]["n"] == 6
+        assert json.loads((out / "eval.json").read_text("utf-8"))["tasks"]["arzan_kkcopa"]["n"] == 6
+        assert "vs base" in text and "arzan_kkcopa" in text  # the table sets the fine-tune against its base
+        ledger = json.loads((out / "cost.json").read_text("utf-8"))  # the scoring is a session of the run
+        assert len(ledger["sessions"]) == 2 and ledger["sessions"][-1]["phases"]["eval"] > 0
     if name == NAMES[0]:  # Run all again (a reopened Colab): a finished run is shown, not retrained
-        again = _run(name, tmp_path, out)
+        again = _run(name, tmp_path, out, **score)
         assert "mode: done" in again and "already finished" in again
+        # nor scored again: the same tasks and items with the same adapter are not paid for twice
         assert json.loads((out / "cost.json").read_text("utf-8"))["sessions"] == ledger["sessions"]
 
 
@@ -106,13 +117,13 @@ def test_a_run_the_budget_stopped_continues_with_a_raised_budget_parameter(tmp_p
 @pytest.mark.parametrize("name", NAMES)
 def test_install_cell_pins_are_the_tested_version_set(name):
     """The Colab install cell and pyproject.toml cannot drift apart: every `==` pin of the core and
-    the `gpu` extra is in the cell, and the cell pins nothing else."""
+    the `gpu` and `eval` extras is in the cell, and the cell pins nothing else."""
     import re
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
-    wanted = {d.replace(" ", "") for d in project["dependencies"] + project["optional-dependencies"]["gpu"]
-              if "==" in d}
+    extras = project["optional-dependencies"]
+    wanted = {d.replace(" ", "") for d in project["dependencies"] + extras["gpu"] + extras["eval"] if "==" in d}
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     cell = next(c.source for c in nb.cells if "PINS = [" in c.source)
     pins = set(re.findall(r'"([A-Za-z0-9_.-]+==[^"]+)"', cell[cell.index("PINS = ["):]))

@@ -31,6 +31,9 @@ OUT = None  # run folder; None: DRIVE_ROOT/<recipe name> in Colab, runs/<recipe 
 ARZAN_SPEC = "/content/drive/MyDrive/arzan"  # the repository folder on Drive, or a wheel / git URL for pip
 SAMPLE_IN_4BIT = @@SAMPLE_IN_4BIT@@  # load the base in 4-bit for the sample answers (fits a 16 GB T4)
 MAX_NEW_TOKENS = 128
+SCORE_TASKS = None  # e.g. "kazakh": score the base and the fine-tune on the same Kazakh benchmarks (GPU time)
+SCORE_LIMIT = 200  # items per task for SCORE_TASKS (None: every item; the full suite takes much longer)
+SCORE_DATA_DIR = None  # a folder with local copies of arzan's Kazakh eval files; None: from the hub
 PUSH_TO = None  # e.g. "your-name/kazakh-llama31-lora": upload the adapter (HF_TOKEN needs write access)
 
 # %% [markdown]
@@ -60,13 +63,13 @@ import subprocess
 from pathlib import Path
 
 PINS = ["transformers==5.17.0", "trl==1.14.2", "peft==0.21.2", "datasets==4.8.5", "accelerate==1.15.0",
-        "unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "bitsandbytes==0.50.2"]
+        "unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "bitsandbytes==0.50.2", "lm-eval==0.4.13"]
 if IN_COLAB:
     local = ARZAN_SPEC.startswith(("/", "."))
     if local and not Path(ARZAN_SPEC).exists():
         raise SystemExit(f"{ARZAN_SPEC}: no copy of arzan there; upload the repository folder to your Drive "
                          "(or a wheel: pip wheel . --no-deps -w dist) and set ARZAN_SPEC to its path")
-    spec = f"{ARZAN_SPEC}[gpu]" if local and Path(ARZAN_SPEC).is_dir() else ARZAN_SPEC
+    spec = f"{ARZAN_SPEC}[gpu,eval]" if local and Path(ARZAN_SPEC).is_dir() else ARZAN_SPEC
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec, *PINS], check=True)
 else:
     print("not in Colab: skipping pip install")
@@ -184,6 +187,57 @@ if (out / "adapter" / "adapter_config.json").is_file():
     print(check["summary"])
 else:
     print("no adapter yet: the run stopped before its first save")
+
+# %% [markdown]
+# ## Kazakh benchmarks: the base and the fine-tune on the same items (optional)
+# With `SCORE_TASKS` set, lm-evaluation-harness scores the fine-tune and its base model on the same
+# tasks and items, a QLoRA run on its 4-bit base as it was trained, and the base the same way. The
+# fine-tune's scoring is added to the run's bill as its own session; the base's scores are kept on
+# Drive beside the runs and reused by every later run of the same base. The table prices only the
+# points the fine-tune gained over its base, and only where the gain is beyond noise.
+
+# %%
+import re
+
+
+def scored(eval_json: Path, tasks: list, limit, four_bit: bool, adapter_sha: str | None = None) -> bool:
+    """Already scored on these tasks and items, with this adapter (a reopened notebook): not paid twice."""
+    try:
+        doc = json.loads(eval_json.read_text("utf-8"))
+        heads, sha = doc["tasks"], doc["model"].get("adapter_sha256")
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False
+    return sha == adapter_sha and all(t in heads and heads[t].get("limit") == limit
+                                      and bool(heads[t].get("base_4bit")) == four_bit for t in tasks)
+
+
+if SCORE_TASKS and (out / "adapter" / "adapter_config.json").is_file():
+    from IPython.display import Markdown, display
+
+    from arzan.evaluation import compare, run_eval, scores_markdown, suites
+    from arzan.evaluation.targets import resolve_target, sha256
+
+    model = None  # the sample-answer model: its memory goes back before lm-eval loads its own
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        tasks = suites.resolve(SCORE_TASKS, SCORE_DATA_DIR).tasks  # a suite's task names; checks local files
+        target = resolve_target(out)
+        four_bit = target.trained_4bit and torch.cuda.is_available()  # as run_eval scores it by default
+        adapter_sha = sha256(target.adapter / "adapter_model.safetensors")
+        if not scored(out / "eval.json", tasks, SCORE_LIMIT, four_bit, adapter_sha):
+            run_eval(out, tasks=SCORE_TASKS, limit=SCORE_LIMIT, data_dir=SCORE_DATA_DIR)
+        base_name = json.loads((out / "eval.json").read_text("utf-8"))["model"]["base"]
+        base_dir = out.parent / "evals" / (re.sub(r"[^\w.-]+", "_", base_name) + ("-4bit" if four_bit else ""))
+        if not scored(base_dir / "eval.json", tasks, SCORE_LIMIT, four_bit):
+            run_eval(base_name, tasks=SCORE_TASKS, limit=SCORE_LIMIT, data_dir=SCORE_DATA_DIR, out_dir=base_dir,
+                     load_in_4bit=four_bit)
+        display(Markdown(scores_markdown(compare([base_dir, out]))))
+    except ArzanError as exc:  # one line, as `arzan eval` prints it
+        raise SystemExit(f"error: {exc}") from None
+elif SCORE_TASKS:
+    print("no adapter yet: nothing to score")
 
 # %% [markdown]
 # ## Share it (optional)

@@ -85,10 +85,11 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     _check_eval_shape(doc, eval_file)
     ledger_file = eval_file.parent / "cost.json"
     ledger = _read_json(ledger_file) if ledger_file.is_file() else {}
-    label = ledger.get("run_id") or (eval_file.parent.name if p.is_dir() or p.name == "eval.json"
-                                     else p.stem)
     kzt = (ledger.get("money") or {}).get("kzt")
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    # a plain model is named by what it is (meta-llama/Llama-3.1-8B-Instruct), not by its evals/ folder
+    label = ledger.get("run_id") or (model.get("kind") == "model" and model.get("base")) or \
+        (eval_file.parent.name if p.is_dir() or p.name == "eval.json" else p.stem)
     # what the scores are of: a plain model (a base someone may have fine-tuned) or an adapter on a base
     scored = {"of_model": model.get("base")} if model.get("kind") == "model" else {"base": model.get("base")}
     if detail:

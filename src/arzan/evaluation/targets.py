@@ -42,9 +42,9 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
     if p.is_dir():
         adapter = p / "adapter" if (p / "adapter" / "adapter_config.json").is_file() else p
         if (adapter / "adapter_config.json").is_file():
-            base = _adapter_base(adapter, p / "recipe.yaml")
-            tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else loadable(base)
             default_out = p.parent if adapter == p and p.name == "adapter" else p
+            base = _adapter_base(adapter, default_out / "recipe.yaml")
+            tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else loadable(base)
             return Target("run" if adapter != p else "adapter", loadable(base), base, adapter,
                           tokenizer, out_dir or default_out, _trained_4bit(default_out / "recipe.yaml"))
         if (p / "config.json").is_file():
@@ -75,13 +75,22 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
 
 
 def _adapter_base(adapter: Path, recipe: Path) -> str:
+    """The run's recipe first, as `arzan merge` (export.base_model_of) decides: it holds the name the
+    user chose, where the adapter's config may hold a machine's cache folder (the tiny model) or
+    unsloth's renaming; that name is what a base model's own eval records, so `arzan compare` can
+    pair them. An adapter without its run folder has only its config."""
+    if recipe.is_file():
+        try:
+            model = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
+        except (OSError, yaml.YAMLError, AttributeError):
+            model = {}
+        if isinstance(model, dict) and isinstance(model.get("name"), str) and model["name"]:
+            return model["name"]
     cfg_file = adapter / "adapter_config.json"
     try:
         base = json.loads(cfg_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
     except (OSError, json.JSONDecodeError) as e:
         raise ArzanError(f"{cfg_file}: unreadable adapter config ({e})") from None
-    if not base and recipe.is_file():  # older adapters may lack it; the recipe names the base
-        base = ((yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name")
     if not base:
         raise ArzanError(f"{cfg_file}: no base_model_name_or_path, and no model.name in {recipe}")
     return str(base)
