@@ -222,7 +222,7 @@ def _hms(seconds: float | None) -> str:
 
 
 def _money(x: float | None, digits: int) -> str:
-    return "?" if x is None else fixed(x, digits, thousands=" ")
+    return "?" if x is None else fixed(x, digits)
 
 
 def _cpu_busy() -> str | None:

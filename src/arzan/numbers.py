@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 
 
-def fixed(v: float, digits: int, thousands: str = ",") -> str:
-    """`digits` decimals with a thousands separator; below 10**(1-digits) two significant digits."""
+def fixed(v: float, digits: int) -> str:
+    """`digits` decimals with a comma between thousands (5,300 ₸ in the terminal, the card and the
+    report alike, so a figure copied from one is found in the others); below 10**(1-digits) two
+    significant digits."""
     if v and abs(v) < 10 ** (1 - digits):
         digits = 1 - math.floor(math.log10(abs(v)))
-    text = f"{v:,.{digits}f}"
-    return text if thousands == "," else text.replace(",", thousands)
+    return f"{v:,.{digits}f}"

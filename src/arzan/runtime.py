@@ -67,7 +67,7 @@ def price_line(recipe: Recipe) -> str:
     from arzan.numbers import fixed
 
     price, exchange = price_for(recipe)
-    per_hour = f"{price.usd_per_gpu_hour:.2f} $/h ≈ {fixed(price.usd_per_gpu_hour * exchange.usd_kzt, 0, ' ')} ₸/h"
+    per_hour = f"{price.usd_per_gpu_hour:.2f} $/h ≈ {fixed(price.usd_per_gpu_hour * exchange.usd_kzt, 0)} ₸/h"
     count = f" × {price.gpu_count} GPUs" if price.gpu_count > 1 else ""
     if price.pricing == "user":
         if price.usd_per_gpu_hour == 0:

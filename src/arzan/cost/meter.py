@@ -54,7 +54,7 @@ from arzan.numbers import fixed
 
 
 def _kzt(x: float, digits: int) -> str:
-    return fixed(x, digits, thousands=" ")
+    return fixed(x, digits)
 
 
 class BudgetCut(Exception):
