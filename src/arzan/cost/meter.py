@@ -425,31 +425,26 @@ class CostMeter(TrainerCallback):
         return call
 
     def _over_budget(self, ahead_s: float, ahead: str) -> str | None:
-        """Which cap `ahead_s` more billed seconds would pass, in words; None when all still hold."""
-        led = self.ledger
-        b = led.budget
-        next_usd, next_kzt = money_for(ahead_s, led.price, led.exchange)
-        if ahead_s <= 0:  # nothing priced ahead (checked before a piece of work): only a cap already reached stops it
-            reached = self._cap_reached()
-            return f"{reached}, so {ahead} did not start" if reached else None
-        if b.max_kzt is not None and led.money.kzt + next_kzt > b.max_kzt:
-            return (f"max_kzt {b.max_kzt:g} ₸: spent {_kzt(led.money.kzt, 2)} ₸, "
-                    f"{ahead} (~{_kzt(next_kzt, 2)} ₸) would pass it")
-        if b.max_usd is not None and led.money.usd + next_usd > b.max_usd:
-            return (f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $, "
-                    f"{ahead} (~{next_usd:.4f} $) would pass it")
-        if b.max_hours is not None and (led.billed_seconds + ahead_s) / 3600 > b.max_hours:
-            return f"max_hours {b.max_hours:g} h: {led.billed_seconds / 3600:.3f} h billed, {ahead} would pass it"
-        return None
-
-    def _cap_reached(self) -> str | None:
+        """Which cap `ahead_s` more billed seconds would pass, in words; None when all still hold.
+        With nothing priced ahead (a piece of work checked before it starts) only a cap already
+        reached stops it."""
         led, b = self.ledger, self.ledger.budget
-        if b.max_kzt is not None and led.money.kzt >= b.max_kzt:
-            return f"max_kzt {b.max_kzt:g} ₸: spent {_kzt(led.money.kzt, 2)} ₸"
-        if b.max_usd is not None and led.money.usd >= b.max_usd:
-            return f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $"
-        if b.max_hours is not None and led.billed_seconds / 3600 >= b.max_hours:
-            return f"max_hours {b.max_hours:g} h: {led.billed_seconds / 3600:.3f} h billed"
+        next_usd, next_kzt = money_for(ahead_s, led.price, led.exchange) if ahead_s > 0 else (0.0, 0.0)
+        hours = led.billed_seconds / 3600
+        caps = []  # (cap, spent, what ahead_s adds, the cap and its spend in words, the addition in words)
+        if b.max_kzt is not None:
+            caps.append((b.max_kzt, led.money.kzt, next_kzt, f"max_kzt {b.max_kzt:g} ₸: spent {_kzt(led.money.kzt, 2)} ₸",
+                         f" (~{_kzt(next_kzt, 2)} ₸)"))
+        if b.max_usd is not None:
+            caps.append((b.max_usd, led.money.usd, next_usd, f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $",
+                         f" (~{next_usd:.4f} $)"))
+        if b.max_hours is not None:
+            caps.append((b.max_hours, hours, ahead_s / 3600, f"max_hours {b.max_hours:g} h: {hours:.3f} h billed", ""))
+        for cap, spent, more, words, more_words in caps:
+            if ahead_s <= 0 and spent >= cap:
+                return f"{words}, so {ahead} did not start"
+            if ahead_s > 0 and spent + more > cap:
+                return f"{words}, {ahead}{more_words} would pass it"
         return None
 
     def _stop_for_budget(self, reason: str, step_s: float) -> None:
