@@ -671,3 +671,42 @@ def test_steps_a_hard_kill_lost_are_drawn_once_as_retrained(tmp_path):
     rows = _read_metrics(tmp_path / "metrics.jsonl", [])
     assert [(r["step"], r.get("loss"), r.get("eval_loss")) for r in rows] == [
         (10, 3.0, None), (20, 2.5, None), (20, None, 2.6), (30, 2.0, None), (40, 1.8, None), (40, None, 1.9)]
+
+
+def write_model_eval(folder: Path, base: str, tasks: dict) -> Path:
+    """What `arzan eval MODEL` writes for a plain model: evals/<model>/eval.json and no bill."""
+    folder.mkdir(parents=True)
+    doc = {"model": {"kind": "model", "base": base, "adapter": None, "load_in_4bit": False}, "tasks": tasks}
+    (folder / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
+    return folder
+
+
+def test_base_and_kazllm_scored_here_stand_beside_the_runs(runs, tmp_path):
+    """`arzan report runs/A evals/BASE evals/KAZLLM`: the scored models join the score table and plot
+    (no bill, so not the cost tables), and the fine-tune's cell shows its gain over its base."""
+    base = write_model_eval(tmp_path / "evals" / "qwen-base", "Qwen/Qwen2.5-1.5B-Instruct",
+                            {"kkCOPA": {"metric": "acc", "acc": 0.5, "acc_stderr": 0.02, "n": 500}})
+    kazllm = write_model_eval(tmp_path / "evals" / "kazllm", "issai/LLama-3.1-KazLLM-1.0-8B",
+                              {"kkCOPA": {"metric": "acc", "acc": 0.7, "acc_stderr": 0.02, "n": 500}})
+    out = build_report([runs[0], base, kazllm], tmp_path / "r.html")
+    page = parse(out)
+    a100 = json.loads((runs[0] / "cost.json").read_text())["money"]["kzt"]
+    gain_cell = page.cells[("qwen-kk-a100", "score:kkCOPA")]["text"]
+    gain = 0.6125 * 100 - 50.0  # 11.25 and a hair: shown as +11.3
+    assert gain_cell.startswith("61.3 (n=500) · +11.3 ±2.8 vs base · ")
+    assert f"{a100 / gain:,.2f} ₸/pt gained" in gain_cell
+    assert page.cells[("Qwen/Qwen2.5-1.5B-Instruct", "score:kkCOPA")]["text"] == "50.0 (n=500)"
+    assert page.cells[("issai/LLama-3.1-KazLLM-1.0-8B", "score:kkCOPA")]["text"] == "70.0 (n=500)"
+    assert page.cells[("issai/LLama-3.1-KazLLM-1.0-8B", "kzt")]["text"] == "—"  # not trained here
+    assert ("issai/LLama-3.1-KazLLM-1.0-8B", "gpu_hours") not in page.cells  # no row in the cost table
+    html = out.read_text(encoding="utf-8")
+    assert "Scored here but not trained here (no bill)" in html and "1 evaluated model" not in html
+    assert "and 2 evaluated models" in html
+    markdown = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "vs base" in markdown and "issai/LLama-3.1-KazLLM-1.0-8B" in markdown
+    assert "score_vs_kzt" in page.svgs
+
+    with pytest.raises(ArzanError, match="give at least one run folder"):
+        build_report([base, kazllm], tmp_path / "only-models.html")
+    with pytest.raises(ArzanError, match=r"nor an `arzan eval` folder"):
+        build_report([runs[0], tmp_path / "evals"], tmp_path / "typo.html")

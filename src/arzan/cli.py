@@ -289,7 +289,8 @@ def compare_(
 
 @app.command()
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders."),
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders, and any `arzan eval` folders of "
+                                          "the base model or KazLLM to set beside their scores."),
     out: Path = typer.Option(Path("report.html"), "--out", help="HTML file; Markdown goes beside it."),
     title: Optional[str] = typer.Option(None, "--title"),
 ) -> None:

@@ -16,20 +16,31 @@ from arzan.reporting import md, page, sections, table
 from arzan.reporting.figures import assign_colors
 from arzan.reporting.plots import all_plots
 from arzan.reporting.refs import default_path, load_references, shown
-from arzan.reporting.runs import Run, label_runs, load_run
+from arzan.reporting.runs import Run, label_runs, load_model_eval, load_run
 from arzan.runfolder import unique_folders
 
 __all__ = ["build_report", "load_runs"]
 
 
 def load_runs(run_dirs: list[Path]) -> list[Run]:
-    """Load every folder first, so a typo in the third path fails before anything is written."""
+    """Load every folder first, so a typo in the third path fails before anything is written. A
+    folder `arzan eval MODEL` wrote (eval.json, no bill) loads as a scored model (`kind` "model")."""
     if not run_dirs:
         raise ArzanError("arzan report: give at least one run folder (e.g. runs/smoke)")
-    runs = [load_run(Path(d)) for d in unique_folders(run_dirs)]
-    label_runs(runs)
-    assign_colors(runs)
-    return runs
+    items = [_load(Path(d)) for d in unique_folders(run_dirs)]
+    if not any(r.kind == "run" for r in items):
+        raise ArzanError("arzan report: give at least one run folder (e.g. runs/smoke); the others are "
+                         "evaluated models, set beside a run's scores")
+    label_runs(items)
+    assign_colors(items)
+    return items
+
+
+def _load(path: Path) -> Run:
+    folder = path.parent if path.name == "eval.json" else path
+    if folder.is_dir() and not (folder / "cost.json").is_file() and (folder / "eval.json").is_file():
+        return load_model_eval(folder)
+    return load_run(path)
 
 
 def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = None, *,
@@ -38,28 +49,36 @@ def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = Non
     """Write the HTML report (and, unless markdown=False, out_md, default: out_html with .md,
     plus its PNG plots in `<stem>_files/`) and return the HTML path.
 
+    `run_dirs` may name folders `arzan eval` wrote for a plain model (the base, KazLLM): they join
+    the score table and plot, and each fine-tune's score shows its gain over its base.
     `references` overrides resources/reference_scores.yaml, mainly for tests and for people who
     keep their own list of published scores.
     """
-    runs = load_runs(run_dirs)
+    items = load_runs(run_dirs)
+    runs = [r for r in items if r.kind == "run"]
+    models = [r for r in items if r.kind == "model"]
     out_html = Path(out_html)
     out_md = (Path(out_md) if out_md is not None else out_html.with_suffix(".md")) if markdown else None
-    _refuse_unsafe_outputs(out_html, out_md, [r.path for r in runs])
-    warnings = [w for run in runs for w in run.warnings]
+    _refuse_unsafe_outputs(out_html, out_md, [r.path for r in items])
+    warnings = [w for run in items for w in run.warnings]
     refs = load_references(references if references is not None else default_path(), warnings)
     rates = [r.get("exchange.usd_kzt") for r in runs if r.get("exchange.usd_kzt")]
-    plots = all_plots(runs, refs, rates[0] if rates else None)
-    ref_rows = sections.reference_rows(shown(refs, table.score_tasks(runs)))  # what the score plot drew
+    plots = all_plots(runs, refs, rates[0] if rates else None, models)
+    ref_rows = sections.reference_rows(shown(refs, table.score_tasks(runs + models)))  # what the score plot drew
     title = title or ("arzan report: " + ", ".join(r.label for r in runs[:4])
                       + (f" and {len(runs) - 4} more" if len(runs) > 4 else ""))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     generated = f"Generated {now} by arzan {__version__} from {len(runs)} run folder{'s' if len(runs) != 1 else ''}"
+    if models:
+        generated += f" and {len(models)} evaluated model{'s' if len(models) != 1 else ''}"
     try:
         out_html.parent.mkdir(parents=True, exist_ok=True)
-        out_html.write_text(page.render(runs, plots, warnings, title, generated, __version__, ref_rows), encoding="utf-8")
+        out_html.write_text(page.render(runs, plots, warnings, title, generated, __version__, ref_rows, models),
+                            encoding="utf-8")
         if out_md is not None:
             out_md.parent.mkdir(parents=True, exist_ok=True)
-            out_md.write_text(md.render(runs, plots, warnings, title, generated, out_md, ref_rows), encoding="utf-8")
+            out_md.write_text(md.render(runs, plots, warnings, title, generated, out_md, ref_rows, models),
+                              encoding="utf-8")
     except OSError as exc:
         raise ArzanError(f"{exc.filename or out_html}: cannot write the report ({exc.strerror})") from None
     return out_html

@@ -134,7 +134,7 @@ def compare(sources: list[str | Path], references: bool | str | Path = True,
     score on the same task and items when that base was evaluated too (named among `sources`, matched
     by the base name the adapter records, or given as `base`): `gain` and `gain_stderr` in points, and
     `kzt_per_point_gained`, the bill per point above the base, only where the gain is beyond noise
-    (see `_against_base`). A run folder without eval.json gets one row with its bill and `task` None
+    (see `against_base`). A run folder without eval.json gets one row with its bill and `task` None
     (shown as "no eval"), so runs can be compared on cost alone. With `detail`, group members (each
     UNT subject, ...) get rows too. Published rows are kept only for tasks some measured row has; when
     nothing was scored, only if no run was given either.
@@ -145,7 +145,7 @@ def compare(sources: list[str | Path], references: bool | str | Path = True,
     base_rows = [r for r in rows if r["source"] == rows[0]["source"]] if base is not None else None
     if base_rows is not None and not any(r["task"] for r in base_rows):
         raise ArzanError(f"{base}: --base needs an evaluated model (an eval.json), and this has no scores")
-    _against_base(rows, base_rows)
+    against_base(rows, base_rows)
     if references:
         tasks = {r["task"] for r in rows if r["task"] is not None}
         wanted = tasks or not rows  # cost-only runs: no scores to set published ones beside
@@ -176,8 +176,12 @@ def _stderr_points(r: dict) -> float | None:
     return points(r["stderr"]) if abs(r["value"]) <= 1 else r["stderr"]
 
 
-def _against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
-    """Why gain over the base and not bill ÷ score: a run that learnt nothing still scores 25 on a
+def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
+    """Adds `gain`, `gain_stderr`, `base_model` and `kzt_per_point_gained` to each fine-tune's row
+    (`base`: the base it was trained on) whose base is among the rows (`of_model`), or against
+    `base_rows` when given; `arzan report` uses it too, so both show one number.
+
+    Why gain over the base and not bill ÷ score: a run that learnt nothing still scores 25 on a
     4-choice test and would get a finite, flattering ₸ per point. What the money bought is the
     difference to the model it started from, measured on the same items (same task, metric and n;
     lm-eval's --limit takes the first n). The two scores' standard errors are combined as if
@@ -243,10 +247,10 @@ def _cell(r: dict | None, no_eval: bool = False) -> str:
     if (se := _stderr_points(r)) is not None:
         s += f" ±{se:.1f}"
     s += f" (n={r['n']})" if r.get("n") else ""
-    return s + _gain_text(r)
+    return s + gain_text(r)
 
 
-def _gain_text(r: dict) -> str:
+def gain_text(r: dict) -> str:
     if r.get("base_mismatch"):
         return f" · {r['base_mismatch']}, not compared"
     if r.get("gain") is None:
@@ -255,8 +259,9 @@ def _gain_text(r: dict) -> str:
                                                       else "") + " vs base"
     if r.get("kzt_per_point_gained") is not None:
         return s + f" · {kzt_text(r['kzt_per_point_gained'])} ₸/pt gained"
-    noise = r.get("gain_stderr") is not None and abs(r["gain"]) <= NOISE_Z * r["gain_stderr"]
-    return s + (" (within noise)" if noise else "")
+    if r.get("gain_stderr") is None:
+        return s + " (no ±: noise unknown)"
+    return s + (" (within noise)" if abs(r["gain"]) <= NOISE_Z * r["gain_stderr"] else "")
 
 
 def _cells(model: str, basis: str, tasks: list[str], cells: dict) -> list[str]:

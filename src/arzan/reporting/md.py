@@ -72,7 +72,7 @@ def generation(runs: list[Run]) -> list[str]:
 
 
 def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, generated: str,
-           out_md: Path, refs: list[sections.ReferenceRow] | None = None) -> str:
+           out_md: Path, refs: list[sections.ReferenceRow] | None = None, models: list[Run] | None = None) -> str:
     images = save_pngs(plots, out_md.parent / f"{out_md.stem}_files")
     lines = [f"# {md_text(title)}", "", f"*{generated}*", ""]
     for run in runs:
@@ -91,11 +91,13 @@ def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, 
     if table.any_estimated(runs):
         note = "≈ estimated; " + note
     lines += [f"{note} Money is what the ledger billed: time × price × GPU count, ₸ at the recorded rate.", ""]
-    if table.score_tasks(runs):
-        cols = table.score_columns(runs)
-        lines += ["## Scores", ""] + summary_table(runs, cols) + [""]
+    scored = runs + (models or [])
+    if table.score_tasks(scored):
+        cols = table.score_columns(scored)
+        lines += ["## Scores", ""] + summary_table(scored, cols) + [""]
         metrics = [f"{c.header}: {c.hint}" for c in cols if c.key.startswith("score:") and c.hint]
         lines += [f"Metrics: {'; '.join(metrics)}." if metrics else "", ""]
+        lines += [md_text(sections.scores_note(runs, models or [])), ""]
     lines += ["## Plots", ""]
     for plot in plots:
         if plot.key in images:

@@ -98,17 +98,16 @@ def _table(runs: list[Run], cols: list[table.Column], table_id: str, fit: bool =
             f'{"".join(header(c) for c in cols)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _summary(runs: list[Run]) -> str:
+def _summary(runs: list[Run], models: list[Run]) -> str:
     note = "— not available."
     if table.any_estimated(runs):
         note = "≈ estimated (see provenance for how); " + note
     out = [_table(runs, table.COLUMNS, "summary"),
            f'<p class="note">{escape(note)} Money is billed time × price × GPU count; hover a figure for '
            "its basis.</p>"]
-    if table.score_tasks(runs):
-        out += ["<h2>Scores</h2>", _table(runs, table.score_columns(runs), "scores", fit=True),
-                '<p class="note">From each run\'s eval.json (or the ledger\'s summary.eval); the metric is '
-                "under each task name.</p>"]
+    if table.score_tasks(runs + models):
+        out += ["<h2>Scores</h2>", _table(runs + models, table.score_columns(runs + models), "scores", fit=True),
+                f'<p class="note">{escape(sections.scores_note(runs, models))}</p>']
     return "".join(out)
 
 
@@ -181,9 +180,10 @@ def _provenance(runs: list[Run]) -> str:
 
 
 def render(runs: list[Run], plots: list[Plot], warnings: list[str], title: str, generated: str,
-           version: str, references: list[sections.ReferenceRow] | None = None) -> str:
+           version: str, references: list[sections.ReferenceRow] | None = None,
+           models: list[Run] | None = None) -> str:
     body = [f"<header><h1>{escape(title)}</h1><p class=\"meta\">{escape(generated)}</p>{_headline(runs)}</header>",
-            _callouts(runs), "<h2>Summary</h2>", _summary(runs), "<h2>Plots</h2>", _plots(plots),
+            _callouts(runs), "<h2>Summary</h2>", _summary(runs, models or []), "<h2>Plots</h2>", _plots(plots),
             _references(references or []), _generation(runs), "<h2>Provenance</h2>", _provenance(runs)]
     if warnings:
         body.append("<h2>Notes</h2><ul class=\"warnings\">" + "".join(f"<li>{escape(w)}</li>" for w in warnings)

@@ -189,7 +189,9 @@ def cost_by_phase(runs: list[Run]) -> Plot:
     return Plot("cost_by_phase", caption, fig)
 
 
-def all_plots(runs: list[Run], refs: list[Reference], usd_kzt: float | None) -> list[Plot]:
+def all_plots(runs: list[Run], refs: list[Reference], usd_kzt: float | None,
+              models: list[Run] | None = None) -> list[Plot]:
     with rc_context(STYLE):
-        return [loss_vs_cost(runs), throughput(runs), score_vs_cost(runs, refs, usd_kzt), cost_by_phase(runs)]
+        return [loss_vs_cost(runs), throughput(runs), score_vs_cost(runs, refs, usd_kzt, models or []),
+                cost_by_phase(runs)]
 

@@ -34,6 +34,7 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     label: str = ""
     color: str = "#444444"
+    kind: str = "run"  # or "model": a base or KazLLM scored by `arzan eval`, with no training bill
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """Ledger lookup that tolerates missing sections, because old or partial ledgers exist."""
@@ -46,7 +47,17 @@ class Run:
 
     @property
     def status(self) -> str:
+        if self.kind == "model":
+            return "evaluated only: not trained here, no bill"
         return str(self.get("status", "unknown"))
+
+    @property
+    def base(self) -> str | None:
+        """The model a run fine-tuned (the recipe's model.name, as its eval.json records it), or the
+        model an eval-only folder scored: what pairs a fine-tune with its base's scores."""
+        if self.kind == "model":
+            return (self.eval_meta.get("model") or {}).get("base")
+        return self.get("model.base")
 
     @property
     def gpu(self) -> str:
@@ -98,7 +109,8 @@ def load_run(path: Path) -> Run:
         raise ArzanError(f"{path}: no such run folder")
     ledger_file = path / "cost.json"
     if not ledger_file.is_file():
-        raise ArzanError(f"{path}: not an arzan run folder (no cost.json); give the folder that `arzan train` wrote")
+        raise ArzanError(f"{path}: not an arzan run folder (no cost.json) nor an `arzan eval` folder (no eval.json); "
+                         "give a folder `arzan train` or `arzan eval` wrote")
     try:
         ledger = json.loads(ledger_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -114,6 +126,22 @@ def load_run(path: Path) -> Run:
     run.recipe = _read_recipe(path / "recipe.yaml", run.warnings)
     run.scores = _read_scores(path / "eval.json", run)
     return run
+
+
+def load_model_eval(path: Path) -> Run:
+    """A folder `arzan eval MODEL` wrote (evals/<model>/eval.json, no cost.json): the base model, or
+    KazLLM, scored on the same tasks, so the report sets the fine-tunes beside them. It joins the
+    score table and plot only; with no bill it has no place in the cost tables."""
+    path = Path(path)
+    folder = path.parent if path.name == "eval.json" else path
+    if not (folder / "eval.json").is_file():
+        raise ArzanError(f"{folder}: not an arzan run folder (no cost.json) nor an `arzan eval` folder (no eval.json); "
+                         "give a folder `arzan train` or `arzan eval` wrote")
+    model = Run(path=folder, ledger={}, kind="model")
+    model.scores = _read_scores(folder / "eval.json", model)
+    if not model.scores:
+        raise ArzanError(f"{folder / 'eval.json'}: no scores in it; run `arzan eval` again")
+    return model
 
 
 NUMBERS = ("money.kzt", "money.usd", "money.kzt_per_1m_tokens", "gpu_hours", "billed_seconds", "tokens.seen",
@@ -201,7 +229,8 @@ def _read_scores(file: Path, run: Run) -> dict[str, Score]:
 
 
 def label_runs(runs: list[Run]) -> None:
-    """Run ids can repeat (the same recipe run twice); the folder path tells them apart."""
-    names = [str(r.get("run_id") or r.path.name) for r in runs]
+    """Run ids can repeat (the same recipe run twice); the folder path tells them apart. A scored
+    model is named by what it is (meta-llama/Llama-3.1-8B-Instruct), not by its evals/ folder."""
+    names = [str(r.get("run_id") or (r.kind == "model" and r.base) or r.path.name) for r in runs]
     for run, name in zip(runs, names):
         run.label = name if names.count(name) == 1 else str(run.path)

@@ -1,9 +1,11 @@
-"""Score against cost, with published scores beside our own.
+"""Score against cost, with the base model, KazLLM and published scores beside our own.
 
 Published scores have no tenge figure, so they cannot sit on the cost axis; drawn as lines across
 it their labels pile up. They get their own narrow panel instead, sharing the score axis: one
 column per published model, the task's marker in grey, so "our ₸600 run vs gpt-4o" reads at a
-glance without pretending to know what gpt-4o cost.
+glance without pretending to know what gpt-4o cost. A model arzan scored but did not train (the
+base, KazLLM) has no bill either: it gets a column there too, filled in its own colour, because
+it was measured here on the same items, where a published score is hollow.
 """
 
 from __future__ import annotations
@@ -23,19 +25,24 @@ def _short(model: str) -> str:
     return model.rsplit("/", 1)[-1]
 
 
-def score_vs_cost(runs: list[Run], refs: list[Reference], usd_kzt: float | None) -> Plot:
+def score_vs_cost(runs: list[Run], refs: list[Reference], usd_kzt: float | None,
+                  models: list[Run] | None = None) -> Plot:
     caption = ("Eval score against the run's total cost: up and to the left is better. Accuracies in %, "
                "chrF and BLEU on their own 0–100 scale.")
     scored = [r for r in runs if r.scores]
     if not scored:
         return Plot("score_vs_kzt", caption, None,
                     "No eval scores yet: run `arzan eval RUN_DIR` to add eval.json, then rebuild the report.")
-    tasks = list(dict.fromkeys(t for r in scored for t in r.scores))
+    models = [m for m in models or [] if m.scores]
+    if models:
+        caption += " Filled columns on the right: models scored here on the same tasks but not trained here (no bill)."
+    tasks = list(dict.fromkeys(t for r in scored + models for t in r.scores))
     marker = {t: TASK_MARKERS[i % len(TASK_MARKERS)] for i, t in enumerate(tasks)}
     by_lower = {t.lower(): t for t in tasks}
     refs = [r for r in refs if r.task.lower() in by_lower]
     costed = [r for r in refs if r.kzt is not None or (r.usd is not None and usd_kzt)]
-    panel = list(dict.fromkeys(r.model for r in refs if r not in costed))
+    published = list(dict.fromkeys(r.model for r in refs if r not in costed))
+    panel = [m.label for m in models] + published  # a model both scored here and published: two columns
 
     fig = Figure(figsize=(6.4, 4.3 if len(tasks) > 2 else 3.9), layout="constrained")
     if panel:
@@ -55,18 +62,23 @@ def score_vs_cost(runs: list[Run], refs: list[Reference], usd_kzt: float | None)
         ax.annotate(_short(ref.model), (cost, points(ref.score)), textcoords="offset points", xytext=(6, 3),
                     fontsize=8, color=GREY)
     if side is not None:
+        for column, model in enumerate(models):
+            for task, sc in model.scores.items():
+                side.scatter([column], [points(sc.value)], s=56, marker=marker[task],
+                             color=model.color, edgecolors="white", linewidths=0.8, zorder=3)
         for ref in refs:
             if ref not in costed:
-                side.scatter([panel.index(ref.model)], [points(ref.score)], s=48, facecolors="white",
+                side.scatter([len(models) + published.index(ref.model)], [points(ref.score)], s=48, facecolors="white",
                              edgecolors=GREY, marker=marker[by_lower[ref.task.lower()]], zorder=2)
         side.set_xticks(range(len(panel)), [_short(m) for m in panel], rotation=35, ha="right", fontsize=8)
         side.set_xlim(-0.6, len(panel) - 0.4)
         side.tick_params(axis="y", labelleft=False, length=0)
         side.spines["left"].set_visible(False)
-        side.set_title("published", loc="left", fontsize=9, fontweight="normal", color=GREY)
+        side.set_title("no bill" if models else "published", loc="left", fontsize=9, fontweight="normal", color=GREY)
         side.grid(axis="x", visible=False)
     # runs in the left column, tasks in the right: the legend fills column by column
     left = [Line2D([], [], color=r.color, linewidth=6, label=r.label) for r in scored]
+    left += [Line2D([], [], color=m.color, linewidth=6, label=f"{m.label} (scored, not trained here)") for m in models]
     right = [Line2D([], [], linestyle="none", marker=marker[t], color=GREY, label=t) for t in tasks]
     if refs:
         right.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", color=GREY,

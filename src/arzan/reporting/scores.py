@@ -19,6 +19,8 @@ class Score:
     metric: str | None = None
     n: int | None = None
     version: str | None = None
+    stderr: float | None = None
+    base_4bit: bool = False  # scored on a 4-bit base (arzan eval of a QLoRA run, or --load-in-4bit)
 
 
 def points(value: float) -> float:
@@ -58,5 +60,7 @@ def _entry_score(entry: dict[str, Any]) -> Score | None:
     n = entry.get("n", entry.get("n_samples"))
     version = entry.get("version", entry.get("task_version"))
     label = named if isinstance(named, str) else (None if metric == "score" else metric)
+    stderr = next((v for k, v in entry.items() if str(k).split(",")[0] == f"{metric}_stderr"
+                   and isinstance(v, (int, float)) and not isinstance(v, bool)), None)
     return Score(float(numeric[metric]), label, n if isinstance(n, int) else None,
-                 None if version is None else str(version))
+                 None if version is None else str(version), stderr, entry.get("base_4bit") is True)

@@ -1,5 +1,6 @@
-"""Two report sections that are not figures from the bill: where the published scores on the score
-plot come from, and whether the fine-tune stops talking (the ledger's generation check).
+"""Report sections that are not figures from the bill: where the published scores on the score
+plot come from, whether the fine-tune stops talking (the ledger's generation check), and what the
+score table's words mean.
 
 Both are built here as plain data so the HTML and the Markdown report say the same thing.
 """
@@ -103,3 +104,18 @@ def stopped_text(answer: Answer) -> str:
     if answer.stopped:
         return "yes"
     return f"no — {NEVER_STOPS}" + (f" ({answer.n_tokens} tokens)" if answer.n_tokens else "")
+
+
+def scores_note(runs: list[Run], models: list[Run]) -> str:
+    """Where the score table's figures come from, and what its gain words mean when a base is there."""
+    from arzan.evaluation.compare import NOISE_Z
+
+    text = "From each run's eval.json (or the ledger's summary.eval); the metric is under each task name."
+    if models:
+        text += (" Scored here but not trained here (no bill): "
+                 + "; ".join(f"{m.label} ({m.path / 'eval.json'})" for m in models) + ".")
+    if any(r.get("gain") is not None for r in table.score_gains(runs + models).values()):
+        text += (" vs base: points above the base model on the same items, ± both standard errors combined;"
+                 f" ₸/pt gained: the run's whole bill per point above its base, given only where the gain is over"
+                 f" {NOISE_Z} × its ± (about 95% sure it is not noise).")
+    return text

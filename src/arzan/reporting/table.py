@@ -123,15 +123,34 @@ def score_tasks(runs: list[Run]) -> list[str]:
 
 def score_columns(runs: list[Run]) -> list[Column]:
     """Scores get their own table: tasks differ between runs and would push the cost columns off
-    the screen. The run's ₸ is repeated there so score and price are read side by side."""
+    the screen. The run's ₸ is repeated there so score and price are read side by side, and a
+    fine-tune whose base was scored too (an `arzan eval` folder among `runs`) shows its gain and
+    the ₸ per point gained, by `arzan compare`'s rule."""
+    from arzan.evaluation.compare import gain_text
+
+    gains = score_gains(runs)
     out = [c for c in COLUMNS if c.key in ("run", "kzt")]
     for task in score_tasks(runs):
         metrics = {run.scores[task].metric for run in runs if task in run.scores} - {None}
         out.append(Column(f"score:{task}", task,
                           lambda r, t=task: _num(r.scores[t].value if t in r.scores else None,
-                                                 lambda v, t=t, r=r: score(v, r.scores[t].n)),
+                                                 lambda v, t=t, r=r: score(v, r.scores[t].n)
+                                                 + gain_text(gains.get((r.label, t), {}))),
                           hint=(", ".join(sorted(metrics)) + ", 0–100") if metrics else "0–100"))
     return out
+
+
+def score_gains(runs: list[Run]) -> dict[tuple[str, str], dict]:
+    """(label, task) -> the row `evaluation.compare.against_base` filled in: gain over the base,
+    its ±, ₸ per point gained, or why the base's score was not subtracted."""
+    from arzan.evaluation.compare import against_base
+
+    rows = [{"model": r.label, "task": task, "metric": sc.metric, "value": sc.value, "stderr": sc.stderr,
+             "n": sc.n, "base_4bit": sc.base_4bit, "kzt": r.get("money.kzt"),
+             ("of_model" if r.kind == "model" else "base"): r.base}
+            for r in runs for task, sc in r.scores.items()]
+    against_base(rows, None)
+    return {(r["model"], r["task"]): r for r in rows}
 
 
 def any_estimated(runs: list[Run]) -> bool:
