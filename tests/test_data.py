@@ -277,3 +277,49 @@ def test_a_hub_dataset_out_of_reach_says_what_to_do(tmp_path):
     msg = str(err.value)
     assert msg.startswith("someone/not-cached-kazakh-set") and "cannot load dataset from the hub" in msg
     assert "save it as a .jsonl file" in msg and "\n" not in msg
+
+
+LONG = "сөз " * 200  # far past max_length 64 in the tiny tokenizer's tokens
+
+
+def test_max_length_drops_and_cuts_are_counted_not_silent(tmp_path, tiny_tokenizer):
+    """A row whose prompt fills the window keeps no answer token and is dropped; a row whose answer
+    runs past it loses its end (the end-of-turn is never learnt). Both are counted, not silent."""
+    from dataclasses import asdict
+
+    from arzan.data import Truncation
+
+    rows = [{"instruction": q, "output": a} for q, a in QA] + [
+        {"instruction": LONG, "output": "Иә"}, {"instruction": LONG + "?", "output": "Жоқ"},
+        {"instruction": "Айт", "output": LONG}]
+    data = prepare_data(section(tmp_path, rows, "alpaca"), tiny_tokenizer, 64, tmp_path)
+    assert len(data.train) == 3  # the two normal rows and the cut one
+    assert data.truncation["train"] == Truncation(rows=5, dropped=2, cut=1, max_length=64)
+    [note] = data.truncation_notes()
+    assert note.startswith("train data: 2 of 5 rows dropped (no answer token within max_length 64), 1 cut short")
+    assert Truncation.notes(json.loads(json.dumps({"train": asdict(data.truncation["train"])}))) == [note]
+    full = prepare_data(section(tmp_path, rows, "alpaca"), tiny_tokenizer, 4096, tmp_path)
+    assert full.truncation_notes() == [] and len(full.train) == 5
+
+
+def test_truncation_is_in_the_estimate_the_ledger_and_the_card(tmp_path, write_recipe):
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+    from tests.conftest import base_recipe
+
+    rows = [{"instruction": q, "output": a} for q, a in QA * 8] + [{"instruction": LONG, "output": "Иә"}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    recipe = base_recipe(train={"max_steps": 2, "max_length": 64, "per_device_train_batch_size": 4,
+                                "logging_steps": 1, "save_steps": 2})
+    recipe["data"] = {"sources": [{"path": str(tmp_path / "d.jsonl"), "format": "alpaca"}]}
+    path = write_recipe(recipe)
+    said = "train data: 1 of 17 rows dropped (no answer token within max_length 64)"
+    estimate = CliRunner().invoke(app, ["estimate", str(path)])
+    assert estimate.exit_code == 0 and said in " ".join(estimate.output.split()), estimate.output
+    out = tmp_path / "run"
+    trained = CliRunner().invoke(app, ["train", str(path), "--out", str(out)])
+    assert trained.exit_code == 0 and said in " ".join(trained.output.split()), trained.output
+    ledger = json.loads((out / "cost.json").read_text("utf-8"))
+    assert ledger["summary"]["data_truncation"]["train"] == {"rows": 17, "dropped": 1, "cut": 0, "max_length": 64}
+    assert said in (out / "adapter" / "README.md").read_text("utf-8")

@@ -44,10 +44,45 @@ class SourceInfo:
 
 
 @dataclass
+class Truncation:
+    """What max_length did to one split: rows it dropped (no answer token left inside the window)
+    and rows it cut short (the answer runs past the window, so its end-of-turn is never learnt).
+    A paying user must hear of both: the ledger's row counts would otherwise claim every row."""
+
+    rows: int  # rows tokenized
+    dropped: int
+    cut: int
+    max_length: int
+
+    @classmethod
+    def notes(cls, recorded: Any) -> list[str]:
+        """The ledger's summary.data_truncation as the lines the card and the report print."""
+        if not isinstance(recorded, dict):
+            return []
+        fields = set(cls.__dataclass_fields__)
+        made = [(split, cls(**{k: v for k, v in t.items() if k in fields})) for split, t in recorded.items()
+                if isinstance(t, dict) and fields <= set(t)]
+        return [n for split, t in made if (n := t.note(f"{split} data")) is not None]
+
+    def note(self, label: str) -> str | None:
+        if not self.dropped and not self.cut:
+            return None
+        parts = ([f"{self.dropped:,} of {self.rows:,} rows dropped (no answer token within max_length "
+                  f"{self.max_length})"] if self.dropped else []) + \
+                ([f"{self.cut:,} cut short (the answer runs past max_length {self.max_length}: its end is "
+                  "never learnt)"] if self.cut else [])
+        return f"{label}: " + ", ".join(parts) + "; raise train.max_length or shorten those rows"
+
+
+@dataclass
 class PreparedData:
     train: Dataset
     eval: Dataset | None
     sources: list[SourceInfo] = field(default_factory=list)
+    truncation: dict[str, Truncation] = field(default_factory=dict)  # "train" / "eval"
+
+    def truncation_notes(self) -> list[str]:
+        return [n for split, t in self.truncation.items() if (n := t.note(f"{split} data")) is not None]
 
     @property
     def trained_tokens(self) -> int:
@@ -323,20 +358,25 @@ def _tokenize_row(row: dict[str, Any], tokenizer: Any, template: str | None, ass
     return {"input_ids": ids, "assistant_masks": mask if assistant_only else [1] * len(ids)}
 
 
-def tokenize(ds: Dataset, tokenizer: Any, section: DataSection, max_length: int, label: str = "data") -> Dataset:
-    """Tokenize, truncate to max_length (keep start, as TRL does) and drop rows left with no target."""
+def tokenize(ds: Dataset, tokenizer: Any, section: DataSection, max_length: int,
+             label: str = "data") -> tuple[Dataset, Truncation]:
+    """Tokenize, truncate to max_length (keep start, as TRL does) and drop rows left with no target;
+    says how many rows that dropped or cut short."""
     needs_template = any(m is not None for m in ds["messages"])
     template = training_chat_template(tokenizer) if needs_template else None
     out = ds.map(_tokenize_row, fn_kwargs={"tokenizer": tokenizer, "template": template,
                                            "assistant_only": section.assistant_only_loss},
                  remove_columns=ds.column_names, desc=f"Tokenizing {label}")
+    # a row cut short: an answer token past the window (its last assistant token is beyond max_length)
     out = out.map(lambda r: {"input_ids": r["input_ids"][:max_length],
-                             "assistant_masks": r["assistant_masks"][:max_length]})
+                             "assistant_masks": r["assistant_masks"][:max_length],
+                             "_cut": any(r["assistant_masks"][max_length:])})
     kept = out.filter(lambda r: any(r["assistant_masks"]))
     if len(kept) == 0:
         raise ArzanError(f"{label}: every label is masked: no assistant tokens survive in any row "
                          f"(max_length {max_length} may cut every answer, or the chat template hides them)")
-    return kept
+    cut = sum(kept["_cut"])
+    return kept.remove_columns("_cut"), Truncation(len(out), len(out) - len(kept), cut, max_length)
 
 
 def count_tokens(ds: Dataset) -> tuple[int, int]:
@@ -372,9 +412,12 @@ def load_data(section: DataSection, base_dir: Path) -> RawData:
 
 
 def tokenize_data(raw: RawData, tokenizer: Any, section: DataSection, max_length: int) -> PreparedData:
-    train = tokenize(raw.train, tokenizer, section, max_length, "train data")
-    evals = tokenize(raw.eval, tokenizer, section, max_length, "eval data") if raw.eval is not None else None
-    return PreparedData(train, evals, raw.sources)
+    train, cut = tokenize(raw.train, tokenizer, section, max_length, "train data")
+    truncation = {"train": cut}
+    evals = None
+    if raw.eval is not None:
+        evals, truncation["eval"] = tokenize(raw.eval, tokenizer, section, max_length, "eval data")
+    return PreparedData(train, evals, raw.sources, truncation)
 
 
 def prepare_data(section: DataSection, tokenizer: Any, max_length: int, base_dir: Path) -> PreparedData:

@@ -107,7 +107,7 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
     full = sum(shape.embedding_params for m in lo.modules_to_save or [] if m in ("embed_tokens", "lm_head"))
     vram, vram_other = estimate_vram_both(shape, lora_params=lora, micro_batch_tokens=micro, qlora=qlora,
                                           checkpointing=gpu_ckpt, backend=gpu_backend, extra_trainable=full)
-    notes = [n for n in [mismatch, tokens.extrapolated] if n]
+    notes = [n for n in [mismatch, tokens.extrapolated, *tokens.truncated] if n]
     if recipe.model.backend == "auto":
         notes.append("GPU rows assume backend auto picks unsloth there (arzan[gpu] installed); "
                      "with backend hf they take longer: `--set model.backend=hf` shows how much")

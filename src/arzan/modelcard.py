@@ -179,6 +179,10 @@ def render_card(recipe: Recipe, ledger: dict[str, Any], recipe_file: str = "reci
     sources = "\n".join(
         f"- `{s.hub or s.path}` ({s.format}{', ' + s.license if s.license else ''}"
         f"{', sample ' + str(s.sample) if s.sample else ''})" for s in recipe.data.sources)
+    if cut := (ledger.get("summary") or {}).get("data_truncation"):
+        from arzan.data import Truncation
+
+        sources += "".join(f"\n- **{line}**" for line in Truncation.notes(cut))
     lo = recipe.lora
     backend = f"`{model.get('backend') or 'unknown'}` backend" + (
         f" ({model['backend_version']})" if model.get("backend_version") else "")

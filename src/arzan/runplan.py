@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class Tokens:
     eval_padding: float = 1.0
     data_seconds: float = 0.0
     extrapolated: str | None = None
+    truncated: list[str] = field(default_factory=list)  # rows max_length drops or cuts short (data.Truncation)
 
 
 def _padding(lengths: list[int], batch: int, seed: int, shuffle: bool = True) -> float:
@@ -105,7 +106,8 @@ def count_tokens(recipe: Recipe, tokenizer: Any = None, sample_rows: int | None 
                   context=context, padding=padding, eval_rows=round(len(ev_len) * scale),
                   eval_seen=round(sum(ev_len) * scale),
                   eval_padding=1.0 if flat else _padding(ev_len, tr.per_device_eval_batch_size, 0, False),
-                  data_seconds=load_s + tok_s * scale, extrapolated=note)
+                  data_seconds=load_s + tok_s * scale, extrapolated=note,
+                  truncated=[n + (" (in the sample)" if note else "") for n in data.truncation_notes()])
 
 
 def _packed_rows(train: Any, max_length: int, strategy: str) -> int:

@@ -303,6 +303,7 @@ def record_backend(meter: CostMeter, info: Any) -> None:
 
 def record_data(meter: CostMeter, data: Any) -> None:
     meter.ledger.summary.data = [asdict(s) for s in data.sources]
+    meter.ledger.summary.data_truncation = {split: asdict(t) for split, t in data.truncation.items()} or None
 
 
 def final_status(meter: CostMeter, stopper: Any, after: str | None = None,

@@ -139,6 +139,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         with meter.phase("data"):
             data = tokenize_data(raw, tokenizer, recipe.data, recipe.train.max_length)
             runtime.record_data(meter, data)
+        for line in data.truncation_notes() if console is not None else []:  # said before the steps are paid
+            console.print(f"note: {line}", style="yellow", highlight=False, markup=False)
         stopper.phase = "building the trainer"  # in the training loop a signal waits for the micro-batch
         trainer = metered_trainer_class()(
             model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None, info.name),

@@ -155,6 +155,8 @@ class Summary(BaseModel):
     eval: dict | None = None
     generation_check: dict | str | None = None
     data: list[dict] | None = None  # per source: name, format, rows, fingerprint, license
+    # per split ("train", "eval"): rows tokenized, dropped and cut short by max_length
+    data_truncation: dict[str, dict] | None = None
 
 
 class Ledger(BaseModel):

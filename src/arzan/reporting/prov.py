@@ -66,6 +66,10 @@ def _sources(run: Run) -> list[Part]:
             detail = f" {src.get('split', 'train')} split, {src.get('format', '?')} format"
             detail += f", sample {src['sample']:g}" if isinstance(src.get("sample"), (int, float)) else ""
             items.append([("code", where), ("text", detail)])
+    if cut := run.get("summary.data_truncation"):  # rows max_length dropped or cut short
+        from arzan.data import Truncation
+
+        items += [[("text", line)] for line in Truncation.notes(cut)]
     ledger_data = run.get("data")
     if isinstance(ledger_data, dict):
         items += [[("text", f"{key}: "), ("code", str(value))] for key, value in ledger_data.items()]
