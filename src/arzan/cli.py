@@ -26,6 +26,12 @@ console = Console(soft_wrap=True)  # a path or a resume command must stay copy-p
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def _os_error(exc: OSError, kept: str) -> ArzanError:
+    """A disk that filled up or a folder that turned read-only mid-command: one line naming the
+    file, not a traceback; `kept` says what is safe (the checks before a command catch the rest)."""
+    return ArzanError(f"{exc.filename or 'a file'}: {exc.strerror or type(exc).__name__}; {kept}")
+
+
 def _fail(exc: ArzanError) -> None:
     from rich.markup import escape
 
@@ -118,6 +124,10 @@ def train(
     except ArzanError as exc:
         _fail(exc)
         return
+    except OSError as exc:
+        _fail(_os_error(exc, "what was saved before it (checkpoints, the ledger) stays; free space, then "
+                        f"arzan train --resume {where if loaded_where else 'RUN_DIR'}"))
+        return
     except KeyboardInterrupt:  # a Ctrl-C before the run folder exists, or a second one: the ledger is closed
         err_console.print(_interrupted_message(where if loaded_where else None, resume), highlight=False)
         raise typer.Exit(130)
@@ -170,6 +180,9 @@ def merge(
         path = merge_adapter(run_dir, out, dtype=dtype)
     except ArzanError as exc:
         _fail(exc)
+        return
+    except OSError as exc:
+        _fail(_os_error(exc, "the adapter is untouched; an unfinished merge is left only as <out>.partial"))
         return
     console.print(f"merged model: {path}")
 
@@ -261,6 +274,8 @@ def eval_(
             console.print(f"note: {result['note']}", highlight=False, markup=False)
     except ArzanError as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail(_os_error(exc, "eval.json and cost.json are written whole or not at all, so the earlier ones stand"))
     except KeyboardInterrupt as exc:  # its time is already in the run's ledger (evaluation.session)
         err_console.print(str(exc) or "evaluation interrupted: nothing scored was kept", highlight=False,
                           markup=False)

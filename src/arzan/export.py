@@ -135,6 +135,9 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
         raise ArzanError(f"{out}: is a file; --out names a folder for the merged model")
     if out.exists() and any(out.iterdir()):
         raise ArzanError(f"{out}: already exists and is not empty; choose another --out or move it aside")
+    from arzan.runfolder import check_writable
+
+    check_writable(out.parent, "choose another --out")  # before minutes of loading and merging
     device = _device(device)
     compute = "float32" if device == "cpu" else dtype
     model, tokenizer = load_for_inference(adapter, dtype=compute, device=device, base_model=base_model)

@@ -97,6 +97,7 @@ def check_machine(recipe: Recipe) -> list[str]:
     if m.load_in_4bit and (not on_cuda or importlib.util.find_spec("bitsandbytes") is None):
         raise ArzanError(_NO_4BIT)
     _check_trackers(recipe.train.report_to)
+    _check_optimizer(recipe.train.optim)
     warnings = []
     if not on_cuda:
         for flag in ("bf16", "fp16"):
@@ -116,6 +117,18 @@ def _check_trackers(report_to: list[str] | str) -> None:
     if missing:
         raise ArzanError(f"train.report_to: {', '.join(missing)} is not installed here; pip install it, or set "
                          "report_to: none")
+
+
+def _check_optimizer(optim: str) -> None:
+    """An 8-bit or paged optimizer (the T4 and L4 recipes' adamw_8bit) is bitsandbytes: without it,
+    transformers fails when the trainer builds its optimizer, after the model load and a billed
+    setup, with a traceback and a `failed` run folder. transformers' own list says which they are."""
+    from transformers import trainer_optimizer
+
+    needs = {str(getattr(o, "value", o)) for o in getattr(trainer_optimizer, "_BITSANDBYTES_OPTIMIZERS", [])}
+    if optim in needs and importlib.util.find_spec("bitsandbytes") is None:
+        raise ArzanError(f"train.optim: {optim} is a bitsandbytes optimizer and bitsandbytes is not installed here "
+                         "(pip install 'arzan[gpu]' on a CUDA machine); or set optim: adamw_torch")
 
 
 _NO_4BIT = ("model.load_in_4bit: 4-bit QLoRA needs a CUDA GPU and bitsandbytes (pip install 'arzan[gpu]'); "

@@ -131,6 +131,22 @@ def check_run_folder(path: Path, mode: str) -> bool:
     return occupied
 
 
+def check_writable(folder: Path, why: str) -> None:
+    """A folder this command will write into (or the nearest folder that exists above it) takes a
+    file: a read-only copy, a Drive folder shared read-only or a full disk fails here, in one line,
+    before a model is loaded or a second is billed, instead of as a traceback halfway through."""
+    import tempfile
+
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".arzan-probe-"):
+            pass
+    except OSError as exc:
+        raise ArzanError(f"{probe}: cannot write here ({exc.strerror or type(exc).__name__}); {why}") from None
+
+
 EVAL_LOCK = ".arzan-eval.json"
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from arzan.errors import ArzanError
 from arzan.fileio import replace_dir
 from arzan.recipe import BudgetSection, Recipe, load_recipe
-from arzan.runfolder import RunFolder, check_run_folder, open_run_folder
+from arzan.runfolder import RunFolder, check_run_folder, check_writable, open_run_folder
 
 
 @dataclass
@@ -77,6 +77,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     tick = clock or time.monotonic
     if mode == "resume":
         folder, note = open_run_folder(recipe.run_dir(out), mode)
+        check_writable(folder.root, "a resume writes its checkpoints and ledger there; copy the run folder "
+                       "somewhere writable and resume that copy")
         recipe, previous, terms = runtime.resume_terms(folder, budget, cost_overrides)
         runtime.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
         runtime.check_resume_point(folder, previous)  # a checkpoint gone or damaged: refused, nothing billed
@@ -86,6 +88,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         from arzan.estimate import preflight_budget
 
         check_run_folder(recipe.run_dir(out), mode)  # a refusal costs a second, not a data check
+        check_writable(recipe.run_dir(out).parent, "choose another --out")  # where the folder is made (or moved aside)
         terms = runtime.given_terms(cost_overrides)
         recipe = runtime.with_terms(recipe, budget, terms)
         runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists

@@ -30,7 +30,7 @@ from arzan.evaluation.results import (
 from arzan.evaluation.session import EvalInterrupted, bill, interrupted, sigterm_as_ctrl_c, signals_held
 from arzan.evaluation.targets import Target, resolve_target, sha256
 from arzan.evaluation.taskdata import DATA_DIR_ENV
-from arzan.runfolder import eval_in_progress, evaluating
+from arzan.runfolder import check_writable, eval_in_progress, evaluating
 
 EVAL_FILE = "eval.json"
 
@@ -84,6 +84,8 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
     if billed:
         _refuse_while_training(tgt.out_dir)
+    check_writable(tgt.out_dir, "arzan eval writes eval.json there" + (" and its session into cost.json"
+                   if billed else "") + "; copy the folder somewhere writable and score the copy")
     with evaluating(tgt.out_dir) if billed else nullcontext():  # no training starts here until the bill is in
         try:
             with sigterm_as_ctrl_c() if billed else nullcontext():

@@ -1,0 +1,99 @@
+"""A folder a command cannot write into fails in one line before anything is loaded or billed.
+
+Tests run as root here, where a read-only mode bit stops nobody: the refusal is the operating
+system's where it can be produced for real (a file where a folder should be), and a PermissionError
+from the probe where it cannot (a read-only Drive folder, a full disk).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from arzan.cli import app
+from arzan.errors import ArzanError
+from arzan.runfolder import check_writable
+from tests.conftest import REPO
+
+runner = CliRunner()
+
+
+def _refuse_writes_in(monkeypatch, folder: Path) -> None:
+    """The probe in `folder` fails as on a read-only mount; everything else is untouched."""
+    real = tempfile.NamedTemporaryFile
+
+    def probe(*args, **kwargs):
+        if Path(kwargs.get("dir") or ".").resolve() == folder.resolve():
+            raise PermissionError(1, "Operation not permitted", str(folder))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", probe)
+
+
+def test_check_writable_names_the_folder_and_the_way_out(tmp_path):
+    check_writable(tmp_path / "not" / "yet" / "made", "x")  # the nearest folder that exists takes a file
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(ArzanError, match=r"notes\.txt: cannot write here \(.*\); choose another --out"):
+        check_writable(a_file / "m", "choose another --out")
+    assert a_file.read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> Path:
+    """A real run of the smoke recipe stopped by its step limit before the plan's end (resumable)."""
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    done = runner.invoke(app, ["train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out),
+                               "--set", "train.max_steps=4", "--set", "train.save_steps=2",
+                               "--set", "train.logging_steps=2", "--set", "data.sources.0.sample=64",
+                               "--set", "eval.prompts=[]"])
+    assert done.exit_code == 0, done.output
+    return out
+
+
+def test_resume_into_a_read_only_run_folder_is_one_line_and_bills_nothing(stopped_run, monkeypatch):
+    before = (stopped_run / "cost.json").read_text("utf-8")
+    _refuse_writes_in(monkeypatch, stopped_run)
+    result = runner.invoke(app, ["train", "--resume", str(stopped_run)])
+    assert result.exit_code == 2 and "Traceback" not in result.output and result.exception is not None
+    assert "cannot write here (Operation not permitted); a resume writes its checkpoints" in result.output
+    assert (stopped_run / "cost.json").read_text("utf-8") == before  # no session was added or billed
+
+
+def test_eval_of_a_read_only_run_folder_is_one_line(stopped_run, monkeypatch):
+    before = (stopped_run / "cost.json").read_text("utf-8")
+    _refuse_writes_in(monkeypatch, stopped_run)
+    result = runner.invoke(app, ["eval", str(stopped_run), "--tasks", "arzan_kkcopa", "--limit", "2"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot write here" in result.output and "copy the folder somewhere writable" in result.output
+    assert not (stopped_run / ".arzan-eval.json").exists()
+    assert (stopped_run / "cost.json").read_text("utf-8") == before
+
+
+def test_merge_into_an_unwritable_place_fails_before_loading(stopped_run, tmp_path, monkeypatch):
+    import arzan.export as export
+
+    def never(*args, **kwargs):  # the check must come before the minutes of loading and merging
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(export, "load_for_inference", never)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    result = runner.invoke(app, ["merge", str(stopped_run), "--out", str(a_file / "merged")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "a-file: cannot write here" in result.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes is installed")
+def test_a_bitsandbytes_optimizer_without_bitsandbytes_is_refused_before_a_run_folder(tmp_path):
+    """The T4 and L4 recipes' adamw_8bit used to fail inside the trainer, after a billed setup."""
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out),
+                                 "--set", "train.optim=adamw_8bit"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "train.optim: adamw_8bit is a bitsandbytes optimizer" in " ".join(result.output.split())
+    assert not out.exists()
