@@ -293,3 +293,27 @@ def test_a_4bit_fine_tune_is_set_only_against_a_4bit_base(tmp_path):
     tuned = next(r for r in compare([base4, run], references=False)
                  if r["model"] == "qlora" and r["task"] == "arzan_mmlu_translated_kk")
     assert tuned["gain"] == pytest.approx(12.0) and tuned["kzt_per_point_gained"] == pytest.approx(170.0 / 12.0)
+
+
+def test_scores_of_an_earlier_adapter_are_marked_not_priced(tmp_path):
+    """A run scored at step 196, then resumed to step 1000: eval.json holds the old adapter's score.
+    It is kept (it was paid for) but marked, and no gain is priced from it."""
+    import hashlib
+
+    base = fake_run(tmp_path, "base", 0.30, None, model=THE_BASE)
+    run = fake_run(tmp_path, "lora", 0.40, 5000.0, model=RUN_ON)
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights at step 196")
+    doc = json.loads((run / "eval.json").read_text())
+    doc["model"]["adapter_sha256"] = hashlib.sha256(b"weights at step 196").hexdigest()
+    (run / "eval.json").write_text(json.dumps(doc))
+    tuned = next(r for r in compare([base, run], references=False) if r["model"] == "lora")
+    assert "stale" not in tuned and tuned["gain"] == pytest.approx(10.0)  # the adapter it scored is there
+
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights at step 1000")  # the resume saved anew
+    rows = compare([base, run], references=False)
+    tuned = next(r for r in rows if r["model"] == "lora" and r["task"] == "arzan_mmlu_translated_kk")
+    assert tuned["stale"] and "gain" not in tuned
+    md = scores_markdown(rows)
+    assert "| lora | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) · an earlier adapter's score: run arzan eval again |" in md
+    assert "No score of the base model" not in md

@@ -710,3 +710,20 @@ def test_base_and_kazllm_scored_here_stand_beside_the_runs(runs, tmp_path):
         build_report([base, kazllm], tmp_path / "only-models.html")
     with pytest.raises(ArzanError, match=r"nor an `arzan eval` folder"):
         build_report([runs[0], tmp_path / "evals"], tmp_path / "typo.html")
+
+
+def test_scores_of_an_earlier_adapter_are_marked_in_the_report(runs, tmp_path):
+    import hashlib
+
+    run = runs[0]
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights after the resume")
+    doc = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+    doc["model"] = {"kind": "run", "base": "Qwen/Qwen2.5-1.5B-Instruct",
+                    "adapter_sha256": hashlib.sha256(b"weights at step 130").hexdigest()}
+    (run / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
+    out = build_report(runs, tmp_path / "r.html")
+    page = parse(out)
+    assert page.cells[("qwen-kk-a100", "score:kkCOPA")]["text"] == \
+        "61.3 (n=500) · an earlier adapter's score: run arzan eval again"
+    assert "scores of an earlier adapter" in out.read_text(encoding="utf-8")

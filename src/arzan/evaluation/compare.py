@@ -18,12 +18,14 @@ from typing import Any
 import yaml
 
 from arzan.errors import ArzanError
+from arzan.evaluation.results import earlier_adapter
 from arzan.runfolder import unique_folders
 from arzan.reporting.scores import points
 from arzan.reporting.table import kzt as kzt_text
 
 PUBLISHED = "published, not measured here"
 NO_EVAL = "no eval"
+STALE = "an earlier adapter's score: run arzan eval again"
 
 
 def default_references_path() -> Path:
@@ -92,6 +94,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         (eval_file.parent.name if p.is_dir() or p.name == "eval.json" else p.stem)
     # what the scores are of: a plain model (a base someone may have fine-tuned) or an adapter on a base
     scored = {"of_model": model.get("base")} if model.get("kind") == "model" else {"base": model.get("base")}
+    stale = earlier_adapter(doc, eval_file.parent)  # a resume trained on after these were scored
     if detail:
         picked = [r for r in doc.get("rows", []) if r.get("primary")]
     else:
@@ -107,6 +110,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
                      "limit": r.get("limit", doc.get("limit")), "kzt": kzt, **scored,
                      # evals before 4-bit scoring existed all loaded the base in 16/32-bit
                      "base_4bit": bool(r.get("base_4bit", model.get("load_in_4bit"))),
+                     **({"stale": True} if stale else {}),
                      "source": str(eval_file)})
     return rows
 
@@ -202,6 +206,8 @@ def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
         def base_of(r: dict) -> dict | None:
             return found.get((r["base"], r["task"], r["metric"])) if r.get("base") else None
     for r in rows:
+        if r.get("stale"):  # an earlier adapter's score says nothing of what the run's money bought
+            continue
         b = base_of(r) if r["task"] is not None and r.get("value") is not None else None
         if b is None or b.get("value") is None:
             continue
@@ -251,6 +257,8 @@ def _cell(r: dict | None, no_eval: bool = False) -> str:
 
 
 def gain_text(r: dict) -> str:
+    if r.get("stale"):
+        return f" · {STALE}"
     if r.get("base_mismatch"):
         return f" · {r['base_mismatch']}, not compared"
     if r.get("gain") is None:
@@ -290,7 +298,10 @@ def _legend(rows: list[dict]) -> list[str]:
         lines.append(f"vs base: points above the base model ({bases}) on the same items, ± both standard errors "
                      f"combined. ₸/pt gained: the run's whole bill per point above the base, given only where "
                      f"the gain is over {NOISE_Z} × its ± (about 95% sure it is not noise).")
-    unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None]
+    if any(r.get("stale") for r in rows):
+        lines.append("An earlier adapter's score: eval.json scored an adapter this run folder no longer holds "
+                     "(a resume trained on and saved a new one); kept, but not the run's score now.")
+    unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None and not r.get("stale")]
     if unmatched:
         r = unmatched[0]
         how = (f" --limit {r['limit']}" if r.get("limit") else "") + (" --load-in-4bit" if r["base_4bit"] else "")

@@ -93,6 +93,17 @@ def merge_with_previous(old: dict | None, new: dict) -> dict:
             "history": [*history, entry]}
 
 
+def earlier_adapter(doc: Any, folder: Path) -> bool:
+    """eval.json scored an adapter the folder no longer holds: a resume trained on and saved a new
+    one. Its scores are kept (they were paid for) but must not stand for the run as it is now."""
+    from arzan.evaluation.targets import sha256
+
+    model = doc.get("model") if isinstance(doc, dict) else None
+    scored = model.get("adapter_sha256") if isinstance(model, dict) else None
+    weights = Path(folder) / "adapter" / "adapter_model.safetensors"
+    return bool(scored) and weights.is_file() and sha256(weights) != scored
+
+
 def read_previous(path: Path) -> dict | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))

@@ -225,6 +225,13 @@ def _read_scores(file: Path, run: Run) -> dict[str, Score]:
         scores.update(parse_scores(data))
         if isinstance(data, dict):
             run.eval_meta = {k: v for k, v in data.items() if k not in ("rows", "tasks", "summary")}
+    from arzan.evaluation.results import earlier_adapter
+
+    if scores and run.kind == "run" and earlier_adapter(run.eval_meta or run.get("summary.eval"), run.path):
+        for sc in scores.values():
+            sc.stale = True
+        run.warnings.append(f"{file}: scores of an earlier adapter (a resume trained on and saved a new one); "
+                            f"kept, but not this run's score now: arzan eval {run.path}")
     return scores
 
 

@@ -21,6 +21,7 @@ class Score:
     version: str | None = None
     stderr: float | None = None
     base_4bit: bool = False  # scored on a 4-bit base (arzan eval of a QLoRA run, or --load-in-4bit)
+    stale: bool = False  # scored an adapter the run folder no longer holds (a resume trained on)
 
 
 def points(value: float) -> float:

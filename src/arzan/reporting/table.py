@@ -147,7 +147,7 @@ def score_gains(runs: list[Run]) -> dict[tuple[str, str], dict]:
 
     rows = [{"model": r.label, "task": task, "metric": sc.metric, "value": sc.value, "stderr": sc.stderr,
              "n": sc.n, "base_4bit": sc.base_4bit, "kzt": r.get("money.kzt"),
-             ("of_model" if r.kind == "model" else "base"): r.base}
+             ("of_model" if r.kind == "model" else "base"): r.base, **({"stale": True} if sc.stale else {})}
             for r in runs for task, sc in r.scores.items()]
     against_base(rows, None)
     return {(r["model"], r["task"]): r for r in rows}
