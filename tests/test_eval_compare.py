@@ -317,3 +317,20 @@ def test_scores_of_an_earlier_adapter_are_marked_not_priced(tmp_path):
     md = scores_markdown(rows)
     assert "| lora | measured | 5,000 ₸ | 40.0 ±1.0 (n=100) · an earlier adapter's score: run arzan eval again |" in md
     assert "No score of the base model" not in md
+
+
+@pytest.mark.parametrize("ledger, message", [
+    ({"cost": 5, "currency": "USD"}, "not an arzan ledger"),       # another tool's cost.json
+    ({"schema_version": 2, "run_id": "x"}, "schema_version 2; this arzan reads version 1"),
+])
+def test_a_ledger_arzan_did_not_write_is_refused_by_compare_and_report(tmp_path, ledger, message):
+    from arzan.report import build_report
+
+    run = tmp_path / "b"
+    run.mkdir()
+    (run / "cost.json").write_text(json.dumps(ledger), encoding="utf-8")
+    with pytest.raises(ArzanError, match=message):
+        compare([run])
+    with pytest.raises(ArzanError, match=message):
+        build_report([run], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()

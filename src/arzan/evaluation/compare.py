@@ -20,6 +20,7 @@ import yaml
 from arzan.errors import ArzanError
 from arzan.evaluation.results import earlier_adapter
 from arzan.runfolder import unique_folders
+from arzan.reporting.runs import check_ledger
 from arzan.reporting.scores import points
 from arzan.reporting.table import kzt as kzt_text
 
@@ -87,6 +88,8 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     _check_eval_shape(doc, eval_file)
     ledger_file = eval_file.parent / "cost.json"
     ledger = _read_json(ledger_file) if ledger_file.is_file() else {}
+    if ledger:
+        check_ledger(ledger, ledger_file)
     kzt = (ledger.get("money") or {}).get("kzt")
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
     # a plain model is named by what it is (meta-llama/Llama-3.1-8B-Instruct), not by its evals/ folder
@@ -120,11 +123,8 @@ def _cost_only(run: Path) -> dict:
     row with its cost, `task` None, and "no eval" where its scores would be."""
     ledger_file = run / "cost.json"
     ledger = _read_json(ledger_file)
-    if not isinstance(ledger, dict):
-        raise ArzanError(f"{ledger_file}: not an arzan ledger (expected a JSON object, got {type(ledger).__name__})")
+    check_ledger(ledger, ledger_file)
     kzt = (ledger.get("money") or {}).get("kzt")
-    if kzt is not None and (isinstance(kzt, bool) or not isinstance(kzt, (int, float))):
-        raise ArzanError(f"{ledger_file}: money.kzt is {kzt!r}, not a number")
     return {"model": str(ledger.get("run_id") or run.name), "basis": "measured", "task": None, "metric": None,
             "value": None, "stderr": None, "n": None, "limit": None, "kzt": kzt,
             "source": str(ledger_file), "no_eval": True}

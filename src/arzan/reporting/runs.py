@@ -115,12 +115,7 @@ def load_run(path: Path) -> Run:
         ledger = json.loads(ledger_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArzanError(f"{ledger_file}: corrupt ledger, not valid JSON ({exc})") from None
-    if not isinstance(ledger, dict):
-        raise ArzanError(f"{ledger_file}: corrupt ledger, expected a JSON object, got {type(ledger).__name__}")
-    version = ledger.get("schema_version")
-    if version not in (1, None):
-        raise ArzanError(f"{ledger_file}: ledger schema_version {version!r}; this arzan reads version 1")
-    _check_numbers(ledger, ledger_file)
+    check_ledger(ledger, ledger_file)
     run = Run(path=path, ledger=ledger)
     run.metrics = _read_metrics(path / "metrics.jsonl", run.warnings)
     run.recipe = _read_recipe(path / "recipe.yaml", run.warnings)
@@ -142,6 +137,19 @@ def load_model_eval(path: Path) -> Run:
     if not model.scores:
         raise ArzanError(f"{folder / 'eval.json'}: no scores in it; run `arzan eval` again")
     return model
+
+
+def check_ledger(ledger: Any, file: Path) -> None:
+    """cost.json as arzan writes it, before a report or `arzan compare` shows any of it: another
+    tool's cost.json would otherwise become a row of invented facts (a CPU, 0:00:00, 0 ₸)."""
+    if not isinstance(ledger, dict):
+        raise ArzanError(f"{file}: corrupt ledger, expected a JSON object, got {type(ledger).__name__}")
+    version = ledger.get("schema_version")
+    if version not in (1, None):
+        raise ArzanError(f"{file}: ledger schema_version {version!r}; this arzan reads version 1")
+    if version is None and not ledger.get("run_id"):
+        raise ArzanError(f"{file}: not an arzan ledger (no schema_version, no run_id)")
+    _check_numbers(ledger, file)
 
 
 NUMBERS = ("money.kzt", "money.usd", "money.kzt_per_1m_tokens", "gpu_hours", "billed_seconds", "tokens.seen",
