@@ -100,13 +100,13 @@ def test_bad_reference_file(tmp_path):
 
 
 def test_two_runs_of_one_recipe_keep_their_own_scores(tmp_path):
-    """Both ledgers say run_id 'smoke': named by folder, each row shows its own score."""
+    """Both ledgers say run_id 'smoke': named by their folders, each row shows its own score."""
     a, b = fake_run(tmp_path, "a", 0.40, 100.0), fake_run(tmp_path, "b", 0.25, 200.0)
     for run in (a, b):
         led = json.loads((run / "cost.json").read_text())
         (run / "cost.json").write_text(json.dumps({**led, "run_id": "smoke"}))
     mine = [r for r in compare([a, b], references=False) if r["task"] == "arzan_mmlu_translated_kk"]
-    assert {(r["model"], r["value"], r["kzt"]) for r in mine} == {(str(a), 0.40, 100.0), (str(b), 0.25, 200.0)}
+    assert {(r["model"], r["value"], r["kzt"]) for r in mine} == {("a", 0.40, 100.0), ("b", 0.25, 200.0)}
     md = scores_markdown(mine)
     assert "40.0" in md and "25.0" in md
 

@@ -525,11 +525,8 @@ def test_no_generation_section_without_a_check(runs, tmp_path):
 def test_names_with_dollars_and_html_are_shown_as_text_and_never_break_the_report(runs, tmp_path):
     import shutil
 
-    odd = tmp_path / "odd"
+    odd = tmp_path / 'lr_2e-4 $5 cap, $10 cap <img src="evil.example:x.png">'  # the folder names the run
     shutil.copytree(runs[0], odd)
-    led = json.loads((odd / "cost.json").read_text())
-    led["run_id"] = 'lr_2e-4 $5 cap, $10 cap <img src="https://evil.example/x.png">'
-    (odd / "cost.json").write_text(json.dumps(led))
     out = build_report([odd], tmp_path / "odd.html")  # matplotlib would read "$5 cap, $" as a formula
     md = (tmp_path / "odd.md").read_text(encoding="utf-8")
     assert "<img" not in md and "&lt;img src=" in md  # shown, never fetched

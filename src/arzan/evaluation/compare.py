@@ -92,8 +92,9 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         check_ledger(ledger, ledger_file)
     kzt = (ledger.get("money") or {}).get("kzt")
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
-    # a plain model is named by what it is (meta-llama/Llama-3.1-8B-Instruct), not by its evals/ folder
-    label = ledger.get("run_id") or (model.get("kind") == "model" and model.get("base")) or \
+    # a run by its folder (`--out runs/smoke-short`, not the recipe's name every variant shares); a
+    # plain model by what it is (meta-llama/Llama-3.1-8B-Instruct), not by its evals/ folder
+    label = (not ledger and model.get("kind") == "model" and model.get("base")) or \
         (eval_file.parent.name if p.is_dir() or p.name == "eval.json" else p.stem)
     # what the scores are of: a plain model (a base someone may have fine-tuned) or an adapter on a base
     scored = {"of_model": model.get("base")} if model.get("kind") == "model" else {"base": model.get("base")}
@@ -125,7 +126,7 @@ def _cost_only(run: Path) -> dict:
     ledger = _read_json(ledger_file)
     check_ledger(ledger, ledger_file)
     kzt = (ledger.get("money") or {}).get("kzt")
-    return {"model": str(ledger.get("run_id") or run.name), "basis": "measured", "task": None, "metric": None,
+    return {"model": run.name, "basis": "measured", "task": None, "metric": None,
             "value": None, "stderr": None, "n": None, "limit": None, "kzt": kzt,
             "source": str(ledger_file), "no_eval": True}
 

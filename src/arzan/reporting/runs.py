@@ -244,8 +244,9 @@ def _read_scores(file: Path, run: Run) -> dict[str, Score]:
 
 
 def label_runs(runs: list[Run]) -> None:
-    """Run ids can repeat (the same recipe run twice); the folder path tells them apart. A scored
-    model is named by what it is (meta-llama/Llama-3.1-8B-Instruct), not by its evals/ folder."""
-    names = [str(r.get("run_id") or (r.kind == "model" and r.base) or r.path.name) for r in runs]
+    """A run by its folder's name: every variant of a recipe (`--out runs/smoke-short`) has the
+    recipe's name as its run id. Two folders of one name (runs/a/smoke, runs/b/smoke) by their path.
+    A scored model is named by what it is (meta-llama/Llama-3.1-8B-Instruct), not by its folder."""
+    names = [str((r.kind == "model" and r.base) or r.path.name) for r in runs]
     for run, name in zip(runs, names):
         run.label = name if names.count(name) == 1 else str(run.path)
