@@ -450,3 +450,23 @@ def test_seconds_spent_before_the_meter_existed_are_billed_once(tmp_path):
     assert led.phases.data == pytest.approx(10) and led.money.usd == pytest.approx(10)
     with pytest.raises(ValueError, match="unknown phase"):
         meter.add_seconds("download", 1)
+
+
+@pytest.mark.parametrize("text, field, value", [
+    ("5000KZT", "max_kzt", 5000.0), ("5000₸", "max_kzt", 5000.0), ("5000 тг", "max_kzt", 5000.0),
+    ("5 000 теңге", "max_kzt", 5000.0), ("5,000KZT", "max_kzt", 5000.0), ("10USD", "max_usd", 10.0),
+    ("$10", "max_usd", 10.0), ("3h", "max_hours", 3.0), ("90m", "max_hours", 1.5), ("30min", "max_hours", 0.5),
+])
+def test_budget_is_read_the_way_people_write_it(text, field, value):
+    from arzan.cli import parse_budget
+
+    assert getattr(parse_budget(text), field) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["5000", "0KZT", "-3h", "lotsKZT", "5m$", "infUSD"])
+def test_a_budget_that_is_not_an_amount_is_one_line(text):
+    from arzan.cli import parse_budget
+    from arzan.errors import ArzanError
+
+    with pytest.raises(ArzanError, match=r"--budget: .* is not an amount like 5000KZT"):
+        parse_budget(text)

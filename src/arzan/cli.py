@@ -57,22 +57,31 @@ def _check_price(price: float | None) -> None:
         raise ArzanError(f"--price: {price:g} is not a price; give USD per GPU-hour, 0 or more (e.g. --price 1.2)")
 
 
+# how people write a cap: 5000₸, 5000тг, 5000 теңге, $10, 10USD, 3h, 90m
+_BUDGET_UNITS = (("ТЕҢГЕ", "KZT", 1.0), ("ТЕНГЕ", "KZT", 1.0), ("TENGE", "KZT", 1.0), ("ТГ", "KZT", 1.0),
+                 ("KZT", "KZT", 1.0), ("USD", "USD", 1.0), ("MIN", "H", 1 / 60), ("H", "H", 1.0), ("M", "H", 1 / 60))
+_BUDGET_FIELDS = {"KZT": "max_kzt", "USD": "max_usd", "H": "max_hours"}
+
+
 def parse_budget(text: str | None):
-    """'5000KZT', '10USD', '2h' -> BudgetSection."""
+    """'5000KZT', '5000₸', '5000тг', '10USD', '$10', '2h', '90m' -> BudgetSection."""
     from arzan.recipe import BudgetSection
 
     if text is None:
         return None
-    t = text.strip().upper().replace(" ", "").replace("₸", "KZT").replace("$", "USD")
-    for suffix, field in (("KZT", "max_kzt"), ("USD", "max_usd"), ("H", "max_hours")):
+    t = text.strip().upper().replace(" ", "").replace("₸", "KZT").replace("$", "USD").replace(",", "")
+    if t.startswith("USD"):  # $10
+        t = t[3:] + "USD"
+    for suffix, unit, scale in _BUDGET_UNITS:
         if t.endswith(suffix):
             try:
-                value = float(t[: -len(suffix)])
+                value = float(t[: -len(suffix)]) * scale
             except ValueError:
                 break
             if value > 0 and math.isfinite(value):
-                return BudgetSection(**{field: value})
-    raise ArzanError(f"--budget: '{text}' is not an amount like 5000KZT, 10USD or 3h")
+                return BudgetSection(**{_BUDGET_FIELDS[unit]: value})
+            break
+    raise ArzanError(f"--budget: '{text}' is not an amount like 5000KZT (or 5000₸, 5000тг), 10USD, 3h or 90m")
 
 
 @app.command()
@@ -82,7 +91,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: output.dir or runs/<name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a run folder from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again; the old folder is moved aside."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Cap the spend: 5000KZT, 10USD or 3h."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Cap the spend: 5000KZT (5000₸, 5000тг), 10USD, 3h or 90m."),
     allow_over_budget: bool = typer.Option(False, "--allow-over-budget", help="Start even if the estimate is over."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Price the run as this catalog GPU."),
     provider: Optional[str] = typer.Option(None, "--provider", help="Catalog provider for the price."),
