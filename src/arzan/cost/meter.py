@@ -118,16 +118,24 @@ def session_overhead_s(ledger: Ledger) -> float:
 
 
 def suggest_cap(kind: str, ledger: Ledger, step_s: float, price: Price, exchange: Exchange) -> str:
-    """A `--budget` value that would let a capped run finish: spent so far plus the steps left at
-    the measured step time and one more session's setup and overhead, with 10% to spare."""
+    """A `--budget` value that would let a capped run finish: spent so far plus the steps left and
+    one more session's setup, overhead and closing work (saving, the after-training checks).
+
+    One rule for the stop's hint and the refused resume's, so the two never name different caps:
+    the steps are priced at the mean measured step time (`step_s` only before any step was measured)
+    with 10% to spare; on the estimate alone with 50%, as an estimate assumes an idle machine (a
+    shared one ran the smoke recipe 60% slower), and a too-low hint costs a second paid setup."""
+    measured = mean_step_seconds(ledger)
+    spare = 1.1 if measured else 1.5
     left = max(ledger.progress.max_steps - ledger.progress.step, 0)
-    more_s = left * step_s + price.overhead_s + session_overhead_s(ledger)
+    closing = next((s.phases.eval for s in reversed(ledger.sessions) if s.phases.setup or s.phases.data), 0.0)
+    more_s = left * (measured or step_s) + price.overhead_s + session_overhead_s(ledger) + closing
     usd, kzt = money_for(more_s, price, exchange)
     if kind == "max_kzt":
-        return f"{math.ceil((ledger.money.kzt + kzt) * 1.1)}KZT"
+        return f"{math.ceil((ledger.money.kzt + kzt) * spare)}KZT"
     if kind == "max_usd":
-        return f"{math.ceil((ledger.money.usd + usd) * 110) / 100:g}USD"
-    return f"{math.ceil((ledger.billed_seconds + more_s) / 3600 * 110) / 100:g}h"
+        return f"{math.ceil((ledger.money.usd + usd) * spare * 100) / 100:g}USD"
+    return f"{math.ceil((ledger.billed_seconds + more_s) / 3600 * spare * 100) / 100:g}h"
 
 
 def _last_step(state: Any) -> bool:
