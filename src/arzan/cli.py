@@ -116,7 +116,13 @@ def train(
                 raise ArzanError(f"{recipe}: is a folder; to continue a run use: arzan train --resume {recipe}")
             if not is_run_folder(recipe):
                 raise ArzanError(f"{recipe}: not a run folder (needs recipe.yaml and cost.json)")
+            if out is not None and out.resolve() != recipe.resolve():
+                raise ArzanError(f"--out {out} with --resume {recipe}: a run continues in its own folder; "
+                                 "to train into another, start a new run there")
             run_dir, recipe = recipe, recipe / "recipe.yaml"
+        if resume and allow_over_budget:
+            raise ArzanError("--allow-over-budget with --resume: a resume is refused only when the cap cannot pay "
+                             "for one more step, and the meter would stop at once; raise the cap with --budget")
         _check_price(price)
         loaded = load_recipe(recipe, set_)
         where, loaded_where = loaded.run_dir(run_dir), True

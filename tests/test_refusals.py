@@ -1,4 +1,5 @@
-"""A folder a command cannot write into fails in one line before anything is loaded or billed.
+"""What a command cannot do is refused in one line before anything is loaded or billed: a folder
+it cannot write into, an optimizer this machine lacks, flags a resume would ignore.
 
 Tests run as root here, where a read-only mode bit stops nobody: the refusal is the operating
 system's where it can be produced for real (a file where a folder should be), and a PermissionError
@@ -97,3 +98,12 @@ def test_a_bitsandbytes_optimizer_without_bitsandbytes_is_refused_before_a_run_f
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "train.optim: adamw_8bit is a bitsandbytes optimizer" in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_resume_refuses_flags_it_would_ignore(stopped_run, tmp_path):
+    before = (stopped_run / "cost.json").read_text("utf-8")
+    elsewhere = runner.invoke(app, ["train", "--resume", str(stopped_run), "--out", str(tmp_path / "zz")])
+    assert elsewhere.exit_code == 2 and "a run continues in its own folder" in " ".join(elsewhere.output.split())
+    over = runner.invoke(app, ["train", "--resume", str(stopped_run), "--allow-over-budget"])
+    assert over.exit_code == 2 and "raise the cap with --budget" in " ".join(over.output.split())
+    assert (stopped_run / "cost.json").read_text("utf-8") == before and not (tmp_path / "zz").exists()
