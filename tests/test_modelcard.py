@@ -63,7 +63,7 @@ def test_price_row_for_a_user_rate_and_a_catalog_price():
     _, body = parse_card(render_card(recipe(), ledger()))
     row = price_row(body)
     assert "None" not in row and "as of" not in row
-    assert row == "| Price | 0.000 USD per GPU-hour (rate set by the user; no catalog source) |"
+    assert row == "| Price | 0.000 USD per hour (rate set by the user; no catalog source) |"  # a CPU: no GPU-hours
     _, body = parse_card(render_card(recipe(), ledger(Price(gpu="T4", usd_per_gpu_hour=0.35))))
     assert price_row(body) == "| Price | 0.350 USD per GPU-hour (T4, rate set by the user; no catalog source) |"
     _, body = parse_card(render_card(recipe(), ledger(CATALOG)))
@@ -83,8 +83,8 @@ def test_a_run_billed_at_two_prices_shows_both_in_the_card_and_the_report(tmp_pa
                     for i, p in enumerate((one, three, three))]
     doc = apply_totals(led).model_dump(mode="json")
     row = price_row(parse_card(render_card(recipe(), doc))[1])
-    assert row == ("| Price | session 0: 1.000 USD per GPU-hour (rate set by the user; no catalog source); "
-                   "sessions 1, 2: 3.000 USD per GPU-hour (rate set by the user; no catalog source) |")
+    assert row == ("| Price | session 0: 1.000 USD per hour (rate set by the user; no catalog source); "
+                   "sessions 1, 2: 3.000 USD per hour (rate set by the user; no catalog source) |")
     shown = dict(rows(Run(path=tmp_path, ledger=doc)))["Price"]
     assert "session 0: 1.000" in shown[0][1] and "sessions 1, 2: 3.000" in shown[0][1]
     led.sessions = led.sessions[1:]  # one price: the usual row
@@ -191,3 +191,12 @@ def test_refresh_card_rewrites_an_existing_card_from_the_run_folder(tmp_path):
     card = refresh_card(run, led).read_text(encoding="utf-8")
     assert "| Sessions | 2 |" in card and "| Cost | 13.25 ₸" in card
     assert card == render_card(rec, led)
+
+
+def test_a_cpu_run_at_a_user_rate_says_its_hours_are_no_gpu_hours():
+    """--price 1 on a CPU: 0 GPU-hours beside a non-zero cost reads as an error unless it says why."""
+    led = ledger(Price(usd_per_gpu_hour=1.0))
+    led["billed_seconds"], led["gpu_hours"] = 36.0, 0.0
+    _, body = parse_card(render_card(recipe(), led))
+    assert "| GPU-hours | 0.0000 (no GPU ran or was priced; 0.0100 billed hours of this machine) |" in body
+    assert "| Price | 1.000 USD per hour (rate set by the user; no catalog source) |" in body

@@ -101,7 +101,8 @@ def price_text(price: dict[str, Any]) -> str:
     what += ["rate set by the user"] if pricing in (None, "user") else [str(pricing)]
     source = price.get("source")
     where = _sourced(source, price.get("as_of")) if source and source != "user" else "no catalog source"
-    return f"{_fmt(price.get('usd_per_gpu_hour'), 3)} USD per GPU-hour ({', '.join(what)}; {where})"
+    unit = "GPU-hour" if price.get("gpu") else "hour"  # a CPU at the user's own rate has no GPU to count
+    return f"{_fmt(price.get('usd_per_gpu_hour'), 3)} USD per {unit} ({', '.join(what)}; {where})"
 
 
 def session_prices(ledger: dict[str, Any]) -> str | None:
@@ -138,7 +139,9 @@ def cost_table(ledger: dict[str, Any]) -> str:
          if fx.get("source") else f"{_fmt(fx.get('usd_kzt'))} ₸ per USD (no source recorded)"),
         ("Wall time (billed)", f"{_fmt(ledger.get('billed_seconds'), 1)} s"),
         ("Time by phase", ", ".join(f"{k} {_fmt(v, 1)} s" for k, v in phases.items())),
-        ("GPU-hours", _fmt(ledger.get("gpu_hours"), 4)),
+        ("GPU-hours", _fmt(ledger.get("gpu_hours"), 4) + (
+            f" (no GPU ran or was priced; {_fmt((ledger.get('billed_seconds') or 0) / 3600, 4)} billed hours of "
+            "this machine)" if not ledger.get("gpu_hours") and ledger.get("billed_seconds") else "")),
         ("Tokens trained on / seen", f"{_fmt(tokens.get('trained'))} / {_fmt(tokens.get('seen'))}"),
         ("Throughput", f"{_fmt(tokens.get('per_second'), 1)} tokens/s"),
         ("Energy", f"{_fmt(energy.get('kwh'), 4)} kWh ({energy.get('basis', 'unavailable')})"),
