@@ -83,6 +83,16 @@ def test_totals_are_sums_over_sessions():
     apply_totals(led)  # idempotent: recomputing never adds a session twice
     assert led.money.usd == pytest.approx(a.money.usd + b.money.usd)
 
+    # a standalone `arzan eval` afterwards is on the bill, but it trained no token
+    per_token = led.money.kzt_per_1m_tokens
+    c = Session(index=2, started_at=T0, billed_seconds=30.0)
+    c.phases.eval = 30.0
+    c.money.usd, c.money.kzt = money_for(c.billed_seconds, led.price, FX)
+    led.sessions.append(c)
+    apply_totals(led)
+    assert led.money.kzt == pytest.approx((a.money.usd + b.money.usd + c.money.usd) * FX.usd_kzt)
+    assert led.money.kzt_per_1m_tokens == pytest.approx(per_token)
+
 
 def test_a_second_rewind_keeps_the_lost_steps_an_earlier_rewind_recorded():
     """Session 0 crashed at step 10 after checkpoint-8; session 1 resumed, wrote a clock checkpoint
