@@ -40,7 +40,10 @@ def lora_run(tmp_path_factory, tiny_dir):
     model.save_pretrained(run / "adapter")
     tokenizer.save_pretrained(run / "adapter")
     (run / "recipe.yaml").write_text(yaml.safe_dump({"name": "t", "model": {"name": "arzan/tiny-llama-kk"}}))
-    (run / "cost.json").write_text(json.dumps({"status": "finished", "money": {"kzt": 1.0, "usd": 0.002}}))
+    from arzan.cost.ledger import new_ledger, write_ledger
+    from arzan.cost.prices import Price, resolve_exchange
+
+    write_ledger(run / "cost.json", new_ledger("t", Price(usd_per_gpu_hour=1.0), resolve_exchange()))
     return run, ids, base_logits, adapter_logits
 
 
@@ -215,3 +218,39 @@ def test_arzan_merge_writes_whole_or_nothing_and_links_no_local_base(lora_run, t
     assert "base_model" not in meta and meta["library_name"] == "transformers"
     again = CliRunner().invoke(app, ["merge", str(run), "--out", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_a_merge_is_billed_as_a_session_of_the_run(lora_run, tmp_path):
+    """`arzan merge` on the rented GPU takes minutes of it: they join the run's bill as a `save`
+    session, as an eval's join it as an `eval` one."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run[0], run)
+    before = json.loads((run / "cost.json").read_text())
+    merge_adapter(run, tmp_path / "merged", dtype="float32", device="cpu")
+    after = json.loads((run / "cost.json").read_text())
+    assert len(after["sessions"]) == len(before["sessions"]) + 1
+    merged = after["sessions"][-1]
+    assert merged["status"] == "finished" and merged["phases"]["save"] > 0 and merged["billed_seconds"] > 0
+    assert after["money"]["usd"] == pytest.approx(before["money"]["usd"] + merged["billed_seconds"] / 3600)
+    assert not (run / ".arzan-eval.json").exists()  # the mark is gone with the merge
+
+
+def test_a_merge_refuses_a_run_a_training_still_writes(lora_run, tmp_path):
+    import shutil
+
+    import os
+    import socket
+
+    from arzan.cost.ledger import Session, read_ledger, utcnow, write_ledger
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run[0], run)
+    led = read_ledger(run / "cost.json")
+    led.status, led.updated_at = "running", utcnow()
+    led.sessions.append(Session(index=0, started_at=utcnow(), host=socket.gethostname(), pid=os.getpid()))
+    write_ledger(run / "cost.json", led)  # written just now, by a live process (this one)
+    with pytest.raises(ArzanError, match="a training is still running into this folder"):
+        merge_adapter(run, tmp_path / "merged", dtype="float32", device="cpu")
+    assert not (tmp_path / "merged").exists()

@@ -199,6 +199,10 @@ def merge(
     except OSError as exc:
         _fail(_os_error(exc, "the adapter is untouched; an unfinished merge is left only as <out>.partial"))
         return
+    except KeyboardInterrupt:
+        err_console.print("merge interrupted: the adapter is untouched, nothing merged was kept (only <out>.partial), "
+                          "and the minutes it ran are in the run's cost.json", highlight=False, markup=False)
+        raise typer.Exit(130)
     console.print(f"merged model: {path}")
 
 

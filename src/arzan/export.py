@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -135,10 +137,35 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
         raise ArzanError(f"{out}: is a file; --out names a folder for the merged model")
     if out.exists() and any(out.iterdir()):
         raise ArzanError(f"{out}: already exists and is not empty; choose another --out or move it aside")
-    from arzan.runfolder import check_writable
+    from arzan.runfolder import check_writable, evaluating
 
     check_writable(out.parent, "choose another --out")  # before minutes of loading and merging
     device = _device(device)
+    billed = run is not None and (run / "cost.json").is_file()
+    if billed:  # the merge's minutes join the run's bill, as an eval's do; not while a training writes it
+        from arzan.evaluation.runner import _refuse_while_training
+
+        _refuse_while_training(run)
+        check_writable(run, "arzan merge adds its session to cost.json there")
+    from arzan.cost.ledger import utcnow
+    from arzan.evaluation.session import bill, signals_held
+
+    started, began = time.monotonic(), utcnow()
+    with evaluating(run, "arzan merge is merging") if billed else nullcontext():
+        try:
+            path = _merge(adapter, run, out, dtype, device, base_model)
+        except KeyboardInterrupt:  # the minutes it ran are paid for all the same
+            if billed:
+                with signals_held():
+                    bill(run, None, time.monotonic() - started, device, began, status="interrupted", phase="save")
+            raise
+        if billed:
+            with signals_held():  # the merged model is there: its bill goes in whole
+                bill(run, None, time.monotonic() - started, device, began, phase="save")
+    return path
+
+
+def _merge(adapter: Path, run: Path | None, out: Path, dtype: str, device: str, base_model: str | None) -> Path:
     compute = "float32" if device == "cpu" else dtype
     model, tokenizer = load_for_inference(adapter, dtype=compute, device=device, base_model=base_model)
     name = base_model or base_model_of(adapter, run)[0]

@@ -151,10 +151,11 @@ EVAL_LOCK = ".arzan-eval.json"
 
 
 @contextmanager
-def evaluating(path: Path) -> Iterator[None]:
-    """Marks the run folder while `arzan eval` scores it and will append its session to cost.json:
-    a training started meanwhile (a resume, an --overwrite) would write its ledger from memory over
-    that session, so those refuse while the mark is there (see `eval_in_progress`)."""
+def evaluating(path: Path, doing: str = "arzan eval is scoring") -> Iterator[None]:
+    """Marks the run folder while `arzan eval` scores it (or `arzan merge` merges it) and will append
+    its session to cost.json: a training started meanwhile (a resume, an --overwrite) would write its
+    ledger from memory over that session, so those refuse while the mark is there (see
+    `eval_in_progress`)."""
     import json
     import os
     import socket
@@ -162,7 +163,7 @@ def evaluating(path: Path) -> Iterator[None]:
     from arzan.fileio import write_text_atomic
 
     lock = Path(path) / EVAL_LOCK
-    write_text_atomic(lock, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    write_text_atomic(lock, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "doing": doing}))
     try:
         yield
     finally:
@@ -182,7 +183,8 @@ def eval_in_progress(path: Path) -> str | None:
         return None
     if not isinstance(mark, dict) or process_gone(mark.get("host"), mark.get("pid")):
         return None  # the eval was killed: its mark is stale
-    return (f"{path}: an arzan eval (pid {mark.get('pid')} on {mark.get('host')}) is scoring this run and will "
+    command, _, doing = str(mark.get("doing") or "arzan eval is scoring").partition(" is ")
+    return (f"{path}: an {command} (pid {mark.get('pid')} on {mark.get('host')}) is {doing} this run and will "
             f"add its bill to cost.json; wait for it to end (if it is gone, delete {lock})")
 
 

@@ -222,8 +222,8 @@ def apply_totals(ledger: Ledger) -> Ledger:
     ledger.energy.kwh = sum(kwhs) if kwhs else None
     ledger.energy.co2_kg = co2_kg(ledger.energy.kwh, ledger.energy.grid_kg_co2_per_kwh)
     usd, kzt = sum(x.money.usd for x in s), sum(x.money.kzt for x in s)
-    # per trained token: the sessions that trained; a standalone `arzan eval` later is no training cost
-    trains = [x for x in s if x.phases.total() > x.phases.eval or x.tokens.trained]
+    # per trained token: the sessions that trained; a later `arzan eval` or `arzan merge` is no training cost
+    trains = [x for x in s if x.phases.setup or x.phases.data or x.phases.train or x.tokens.trained]
     ledger.money = Money(usd=usd, kzt=kzt, usd_per_1m_tokens=per_million(sum(x.money.usd for x in trains), trained),
                          kzt_per_1m_tokens=per_million(sum(x.money.kzt for x in trains), trained),
                          basis="measured")

@@ -65,7 +65,7 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
-                  started_at: datetime | None = None, status: str = "finished") -> dict[str, Any]:
+                  started_at: datetime | None = None, status: str = "finished", phase: str = "eval") -> dict[str, Any]:
     """summary.eval in cost.json (unless None: a cut eval scored nothing), and the evaluation's time
     and money as a session of its own, from `started_at` to now, with `status` ("interrupted" for a
     Ctrl-C). Returns the ledger as written.
@@ -74,6 +74,7 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     after training). On another (a CPU: the user's own machine) its time is the session's
     `unbilled_s`, outside the phases (billed time): no money, GPU-hours or max_hours. Through the
     ledger's own reader and atomic writer, so a kill mid-write leaves the previous ledger whole.
+    `phase` "save" bills an `arzan merge` the same way.
     """
     from arzan.cost.ledger import Phases, Session, apply_totals, money_for, read_ledger, utcnow, write_ledger
 
@@ -85,7 +86,7 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     s = Session(index=len(ledger.sessions), started_at=min(started_at or now, now), finished_at=now,
                 status=status, steps=[step, step], host=socket.gethostname(), pid=os.getpid(), device=kind)
     if kind == ledger.hardware.device:
-        s.phases, s.billed_seconds = Phases(eval=seconds), seconds
+        s.phases, s.billed_seconds = Phases(**{phase: seconds}), seconds
         s.money.usd, s.money.kzt = money_for(seconds, ledger.price, ledger.exchange)
         s.price = ledger.price
     else:
@@ -96,7 +97,7 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
 
 
 def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, started_at: datetime,
-         status: str = "finished") -> tuple[dict[str, Any] | None, str | None]:
+         status: str = "finished", phase: str = "eval") -> tuple[dict[str, Any] | None, str | None]:
     """The eval-only session in `run_dir`'s ledger, then the model card rewritten from that ledger
     (the card's "Training cost" table must not show an older total than cost.json). Returns the
     ledger (None where the folder has none: a Hub id's evals/ folder) and a note when the card could
@@ -107,7 +108,7 @@ def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, start
     path = run_dir / LEDGER_FILE
     if not path.is_file():
         return None, None
-    ledger = put_in_ledger(path, summary, seconds, device, started_at, status)
+    ledger = put_in_ledger(path, summary, seconds, device, started_at, status, phase)
     try:
         refresh_card(run_dir, ledger)
     except ArzanError as exc:
