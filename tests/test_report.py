@@ -724,3 +724,8 @@ def test_scores_of_an_earlier_adapter_are_marked_in_the_report(runs, tmp_path):
     assert page.cells[("qwen-kk-a100", "score:kkCOPA")]["text"] == \
         "61.3 (n=500) · an earlier adapter's score: run arzan eval again"
     assert "scores of an earlier adapter" in out.read_text(encoding="utf-8")
+
+
+def test_a_file_given_for_a_run_folder_is_named_as_a_file(runs, tmp_path):
+    with pytest.raises(ArzanError, match=r"cost\.json: is a file; give the run folder it is in"):
+        build_report([runs[0] / "cost.json"], tmp_path / "r.html")

@@ -690,8 +690,9 @@ def check_files(recipe: Recipe, source: str) -> None:
     for group in ("sources", "eval_sources"):
         for i, src in enumerate(getattr(recipe.data, group)):
             if src.path is not None and not resolve_data_path(src.path, recipe.base_dir).is_file():
+                places = list(dict.fromkeys(str(d) for d in (recipe.base_dir.resolve(), Path.cwd().resolve())))
                 raise RecipeError(f"{source}: data.{group}[{i}].path: file not found: {src.path} (looked in "
-                                  f"{recipe.base_dir.resolve()} and {Path.cwd()})")
+                                  f"{' and '.join(places)})")
     ev = recipe.eval
     if ev.data_dir and not recipe.eval_data_dir().is_dir():
         raise RecipeError(f"{source}: eval.data_dir: folder not found: {ev.data_dir} (read from the recipe's "

@@ -37,6 +37,8 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
 
 
 def _load(path: Path) -> Run:
+    if path.is_file() and path.name != "eval.json":
+        raise ArzanError(f"{path}: is a file; give the run folder it is in ({path.parent})")
     folder = path.parent if path.name == "eval.json" else path
     if folder.is_dir() and not (folder / "cost.json").is_file() and (folder / "eval.json").is_file():
         return load_model_eval(folder)

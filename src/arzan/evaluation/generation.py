@@ -83,7 +83,8 @@ def generation_check(model: Any, tokenizer: Any, prompts: list[str] | None = Non
     summary = f"{stopped}/{len(results)} answers stopped at EOS"
     if stopped < len(results):
         summary += (f"; {len(results) - stopped} ran to the {max_new_tokens}-token limit: the model may "
-                    "never stop (was the end-of-turn token inside the trained assistant mask?)")
+                    "never stop (too few steps to learn it yet, or the end-of-turn token outside the trained "
+                    "assistant mask?)")
     if empty:
         summary += (f"; {empty} {'is' if empty == 1 else 'are'} empty: the model stops before answering "
                     "(too few steps, or EOS trained right after the prompt?)")
