@@ -201,7 +201,7 @@ def merge(
         return
     except KeyboardInterrupt:
         err_console.print("merge interrupted: the adapter is untouched, nothing merged was kept (only <out>.partial), "
-                          "and the minutes it ran are in the run's cost.json", highlight=False, markup=False)
+                          "and the minutes it ran are in the run's cost.json (a run folder's)", highlight=False, markup=False)
         raise typer.Exit(130)
     console.print(f"merged model: {path}")
 

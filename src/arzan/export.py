@@ -123,7 +123,7 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
 
 
 def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: str = "bfloat16",
-                  device: str | None = None, base_model: str | None = None) -> Path:
+                  device: str | None = None, base_model: str | None = None, bill: bool = True) -> Path:
     """Write base + LoRA as one ordinary transformers model (no peft needed to use it).
 
     On a CPU the merge runs in float32 (an 8B model then needs ~32 GB of RAM) and is cast to
@@ -141,27 +141,29 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
 
     check_writable(out.parent, "choose another --out")  # before minutes of loading and merging
     device = _device(device)
-    billed = run is not None and (run / "cost.json").is_file()
+    # `bill` False: the caller owns the ledger (a training's save_merged, timed as its save phase)
+    billed = bill and run is not None and (run / "cost.json").is_file()
     if billed:  # the merge's minutes join the run's bill, as an eval's do; not while a training writes it
         from arzan.evaluation.runner import _refuse_while_training
 
-        _refuse_while_training(run)
+        _refuse_while_training(run, "arzan merge")
         check_writable(run, "arzan merge adds its session to cost.json there")
     from arzan.cost.ledger import utcnow
-    from arzan.evaluation.session import bill, signals_held
+    from arzan.evaluation.session import bill as add_session, signals_held
 
     started, began = time.monotonic(), utcnow()
     with evaluating(run, "arzan merge is merging") if billed else nullcontext():
         try:
             path = _merge(adapter, run, out, dtype, device, base_model)
-        except KeyboardInterrupt:  # the minutes it ran are paid for all the same
+        except BaseException as exc:  # Ctrl-C, an OOM, a full disk: the minutes it ran are paid for all the same
             if billed:
                 with signals_held():
-                    bill(run, None, time.monotonic() - started, device, began, status="interrupted", phase="save")
+                    add_session(run, None, time.monotonic() - started, device, began, phase="save",
+                                status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise
         if billed:
             with signals_held():  # the merged model is there: its bill goes in whole
-                bill(run, None, time.monotonic() - started, device, began, phase="save")
+                add_session(run, None, time.monotonic() - started, device, began, phase="save")
     return path
 
 

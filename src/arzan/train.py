@@ -243,7 +243,8 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
         with meter.phase("save"):  # merged into the 16-bit base, never into 4-bit weights
             from arzan.export import merge_adapter
 
-            merge_adapter(folder.root, folder.merged, dtype="bfloat16" if device == "cuda" else "float32")
+            merge_adapter(folder.root, folder.merged, dtype="bfloat16" if device == "cuda" else "float32",
+                          bill=False)  # the meter times it as this session's save phase
 
 
 def train_from_recipe(path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:

@@ -129,15 +129,16 @@ def _in_4bit(tgt: Target, device: str, asked: bool | None) -> tuple[bool, str | 
     return four_bit, None
 
 
-def _refuse_while_training(run_dir: Path) -> None:
+def _refuse_while_training(run_dir: Path, command: str = "arzan eval") -> None:
     """A training still running into the folder rewrites cost.json from memory every 10 s: the
-    evaluation's session and scores would be erased, and a resume could then start beside it."""
+    evaluation's (or merge's) session would be erased, and a resume could then start beside it."""
     from arzan.cost.ledger import live_writer_age, read_ledger
 
     age = live_writer_age(read_ledger(run_dir / "cost.json"))
     if age is not None:
         raise ArzanError(f"{run_dir}: a training is still running into this folder (its ledger was written "
-                         f"{age:.0f} s ago) and would erase this evaluation's bill; run arzan eval once it stops")
+                         f"{age:.0f} s ago) and would erase this {command.split()[-1]}'s bill; run {command} "
+                         "once it stops")
     if (busy := eval_in_progress(run_dir)) is not None:  # two evals would each write the ledger they read
         raise ArzanError(busy)
 
