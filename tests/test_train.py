@@ -371,6 +371,9 @@ def test_save_merged_writes_a_plain_transformers_model(tmp_path, write_recipe):
     assert result.exit_code == 0, result.output
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "merged")
     assert not any("lora" in n for n, _ in merged.named_parameters())
+    ledger = json.loads((tmp_path / "run" / "cost.json").read_text(encoding="utf-8"))
+    assert ledger["status"] == "finished" and len(ledger["sessions"]) == 1  # the merge is the session's save phase
+    assert ledger["phases"]["save"] > 0
 
 
 def test_over_budget_is_refused_before_renting_and_capped_when_allowed(tmp_path, write_recipe):
