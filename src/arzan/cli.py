@@ -63,19 +63,30 @@ _BUDGET_UNITS = (("ТЕҢГЕ", "KZT", 1.0), ("ТЕНГЕ", "KZT", 1.0), ("TENGE
 _BUDGET_FIELDS = {"KZT": "max_kzt", "USD": "max_usd", "H": "max_hours"}
 
 
+def _budget_number(text: str) -> float:
+    """5,000 is five thousand; 1,5 is one and a half, as Kazakh and Russian write decimals."""
+    import re
+
+    if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", text):
+        return float(text.replace(",", ""))
+    if re.fullmatch(r"\d+,\d+", text):
+        return float(text.replace(",", "."))
+    return float(text)
+
+
 def parse_budget(text: str | None):
     """'5000KZT', '5000₸', '5000тг', '10USD', '$10', '2h', '90m' -> BudgetSection."""
     from arzan.recipe import BudgetSection
 
     if text is None:
         return None
-    t = text.strip().upper().replace(" ", "").replace("₸", "KZT").replace("$", "USD").replace(",", "")
+    t = text.strip().upper().replace(" ", "").replace("\u00a0", "").replace("₸", "KZT").replace("$", "USD")
     if t.startswith("USD"):  # $10
         t = t[3:] + "USD"
     for suffix, unit, scale in _BUDGET_UNITS:
         if t.endswith(suffix):
             try:
-                value = float(t[: -len(suffix)]) * scale
+                value = _budget_number(t[: -len(suffix)]) * scale
             except ValueError:
                 break
             if value > 0 and math.isfinite(value):
