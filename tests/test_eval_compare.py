@@ -334,3 +334,32 @@ def test_a_ledger_arzan_did_not_write_is_refused_by_compare_and_report(tmp_path,
     with pytest.raises(ArzanError, match=message):
         build_report([run], tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_base_scored_alike_is_chosen_whatever_the_order(tmp_path):
+    """The notebook keeps a 16-bit and a 4-bit eval of one base side by side: a QLoRA run scored on
+    its 4-bit base is set against the 4-bit one, a LoRA run against the 16-bit one, in any order."""
+    (tmp_path / "16").mkdir()
+    (tmp_path / "4").mkdir()
+    b16 = _with_4bit_headline(fake_run(tmp_path / "16", "base", 0.30, None, model=THE_BASE), False)
+    b4 = _with_4bit_headline(fake_run(tmp_path / "4", "base", 0.26, None, model=THE_BASE), True)
+    qlora = _with_4bit_headline(fake_run(tmp_path, "qlora", 0.40, 170.0, model=RUN_ON), True)
+    lora = _with_4bit_headline(fake_run(tmp_path, "lora", 0.40, 500.0, model=RUN_ON), False)
+    for order in ([b16, b4, qlora, lora], [b4, b16, qlora, lora], [qlora, lora, b4, b16]):
+        by = {r["model"]: r for r in compare(order, references=False) if r["task"] == "arzan_mmlu_translated_kk"}
+        assert by["qlora"]["gain"] == pytest.approx(14.0) and by["lora"]["gain"] == pytest.approx(10.0)
+
+
+def test_detail_rows_carry_their_own_bits(tmp_path):
+    """eval.json merged from a 4-bit eval of one task and a 16-bit eval of another: each subtask row
+    says how it was scored, so --detail pairs no row across precisions."""
+    base = fake_run(tmp_path, "base", 0.30, None, model=THE_BASE)
+    doc = json.loads((base / "eval.json").read_text())
+    for row in doc["rows"]:
+        row["base_4bit"] = row["task"] == "arzan_mmlu_translated_kk"  # this one scored in 4-bit
+    doc["model"]["load_in_4bit"] = False  # the latest eval was 16-bit
+    (base / "eval.json").write_text(json.dumps(doc))
+    run = fake_run(tmp_path, "lora", 0.50, 500.0, model=RUN_ON)  # a 16-bit LoRA, scored in 16-bit
+    by = {r["task"]: r for r in compare([base, run], references=False, detail=True) if r["model"] == "lora"}
+    assert by["arzan_mmlu_translated_kk"]["base_mismatch"] == "base scored in 4-bit, this in 16-bit"
+    assert by["arzan_unt_kk_biology"]["gain"] == pytest.approx(0.0)

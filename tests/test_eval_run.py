@@ -505,3 +505,22 @@ def test_a_billed_eval_marks_the_run_folder_while_it_scores(run_dir, tmp_path):
     run_eval(run, tasks=[str(task)], guard=watch)
     assert seen and all(seen) and not (run / EVAL_LOCK).exists()
     assert json.loads((run / "cost.json").read_text())["sessions"][-1]["phases"]["eval"] > 0
+
+
+def test_a_later_eval_of_the_same_adapter_keeps_the_earlier_tasks_whatever_its_base_is_called():
+    """Evals made before the base name came from the recipe recorded the adapter config's name
+    (unsloth's ...-bnb-4bit, the tiny model's cache folder): same weights, same model, scores kept."""
+    from arzan.evaluation.results import merge_with_previous
+
+    def doc(base, task, sha="abc", four_bit=False):
+        return {"model": {"base": base, "adapter_sha256": sha, "load_in_4bit": four_bit},
+                "rows": [{"task": task, "metric": "acc", "value": 0.5}], "tasks": {task: {"metric": "acc"}},
+                "tasks_run": [task], "data_source": {}, "substituted": {}}
+
+    merged = merge_with_previous(doc("unsloth/meta-llama-3.1-8b-instruct-bnb-4bit", "A"),
+                                 doc("meta-llama/Llama-3.1-8B-Instruct", "B"))
+    assert set(merged["tasks"]) == {"A", "B"}
+    retrained = merge_with_previous(doc("m", "A"), doc("m", "B", sha="def"))
+    assert set(retrained["tasks"]) == {"B"}  # other weights: another model
+    base16, base4 = doc("m", "A", sha=None), doc("m", "B", sha=None, four_bit=True)
+    assert set(merge_with_previous(base16, base4)["tasks"]) == {"B"}  # a plain model in other bits

@@ -199,13 +199,18 @@ def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
         def base_of(r: dict) -> dict | None:
             return None if id(r) in ids else given.get((r["task"], r["metric"]))
     else:  # found: an adapter's recorded base among the plain models compared
-        found: dict[tuple, dict] = {}
+        found: dict[tuple, list[dict]] = {}
         for b in rows:
             if b.get("of_model"):
-                found.setdefault((b["of_model"], b["task"], b["metric"]), b)
+                found.setdefault((b["of_model"], b["task"], b["metric"]), []).append(b)
 
         def base_of(r: dict) -> dict | None:
-            return found.get((r["base"], r["task"], r["metric"])) if r.get("base") else None
+            """The base scored like `r` (same items, same bits) when one is, whatever the order given:
+            a 16-bit and a 4-bit eval of one base are both common; else the first, to say why not."""
+            same = found.get((r["base"], r["task"], r["metric"])) if r.get("base") else None
+            if not same:
+                return None
+            return next((b for b in same if b.get("n") == r.get("n") and b["base_4bit"] == r["base_4bit"]), same[0])
     for r in rows:
         if r.get("stale"):  # an earlier adapter's score says nothing of what the run's money bought
             continue

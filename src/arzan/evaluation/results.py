@@ -77,8 +77,13 @@ def merge_with_previous(old: dict | None, new: dict) -> dict:
     """A later `arzan eval` of the same model adds to the earlier scores: it replaces only the tasks
     it ran again (a per-task rerun or a quick `--limit 10` check must not erase a full suite).
     Another model (a retrained adapter, a different base) starts afresh."""
-    same = old is not None and all((old.get("model") or {}).get(k) == new["model"].get(k)
-                                   for k in ("base", "adapter_sha256"))
+    before = (old or {}).get("model") if isinstance((old or {}).get("model"), dict) else {}
+    sha = new["model"].get("adapter_sha256")
+    # an adapter is the same model by its weights (the base's recorded name changed once: the recipe's
+    # name replaced the adapter config's); a plain model by its name and how many bits it loaded in
+    same = old is not None and (before.get("adapter_sha256") == sha if sha else
+                                not before.get("adapter_sha256") and before.get("base") == new["model"].get("base")
+                                and bool(before.get("load_in_4bit")) == bool(new["model"].get("load_in_4bit")))
     entry = {k: new.get(k) for k in ("created_at", "tasks_run", "limit", "seconds")}
     if not same:
         return {**new, "history": [entry]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -81,6 +82,8 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     tgt = resolve_target(target, Path(out_dir) if out_dir else None)
     device = device or _default_device()
     four_bit, precision_note = _in_4bit(tgt, device, load_in_4bit)
+    if four_bit and tgt.kind == "model" and out_dir is None:  # beside the 16-bit scores, never over them
+        tgt.out_dir = Path("evals") / (re.sub(r"[^\w.-]+", "_", tgt.base_name) + "-4bit")
     billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
     if billed:
         _refuse_while_training(tgt.out_dir)
@@ -155,7 +158,7 @@ def _document(target, tgt: Target, tasks, plan: suites.Plan, limit, results: dic
     import lm_eval
 
     from arzan import __version__
-    rows = extract_rows(results, plan.data_source)
+    rows = [{**r, "base_4bit": lm_info["load_in_4bit"]} for r in extract_rows(results, plan.data_source)]
     adapter = tgt.adapter
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     doc = {
