@@ -363,3 +363,23 @@ def test_detail_rows_carry_their_own_bits(tmp_path):
     by = {r["task"]: r for r in compare([base, run], references=False, detail=True) if r["model"] == "lora"}
     assert by["arzan_mmlu_translated_kk"]["base_mismatch"] == "base scored in 4-bit, this in 16-bit"
     assert by["arzan_unt_kk_biology"]["gain"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("ledger_text, message", [
+    ("null", "expected a JSON object"), ("[]", "expected a JSON object"),
+    ('{"run_id": "x", "money": [1]}', "money is list, not an object"),
+])
+def test_a_malformed_ledger_beside_scores_is_named(tmp_path, ledger_text, message):
+    run = fake_run(tmp_path, "a", 0.4, None)
+    (run / "cost.json").write_text(ledger_text)
+    with pytest.raises(ArzanError, match=message):
+        compare([run])
+
+
+def test_a_stderr_that_is_not_a_number_is_named(tmp_path):
+    run = fake_run(tmp_path, "a", 0.4, None)
+    doc = json.loads((run / "eval.json").read_text())
+    doc["tasks"]["arzan_mmlu_translated_kk"]["acc_stderr"] = "N/A"
+    (run / "eval.json").write_text(json.dumps(doc))
+    with pytest.raises(ArzanError, match="acc_stderr is 'N/A', not a number"):
+        compare([run])

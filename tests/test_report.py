@@ -729,3 +729,8 @@ def test_scores_of_an_earlier_adapter_are_marked_in_the_report(runs, tmp_path):
 def test_a_file_given_for_a_run_folder_is_named_as_a_file(runs, tmp_path):
     with pytest.raises(ArzanError, match=r"cost\.json: is a file; give the run folder it is in"):
         build_report([runs[0] / "cost.json"], tmp_path / "r.html")
+
+
+def test_a_runs_eval_json_names_its_run(runs, tmp_path):
+    page = parse(build_report([runs[0] / "eval.json"], tmp_path / "r.html"))
+    assert page.cells[("qwen-kk-a100", "score:kkCOPA")]["text"] == "61.3 (n=500)"

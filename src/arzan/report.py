@@ -42,7 +42,7 @@ def _load(path: Path) -> Run:
     folder = path.parent if path.name == "eval.json" else path
     if folder.is_dir() and not (folder / "cost.json").is_file() and (folder / "eval.json").is_file():
         return load_model_eval(folder)
-    return load_run(path)
+    return load_run(folder)
 
 
 def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = None, *,

@@ -69,9 +69,10 @@ def _check_eval_shape(doc: Any, path: Path) -> None:
         if not isinstance(head, dict) or not isinstance(head.get("metric"), str):
             raise ArzanError(f"{path}: task '{task}' has no 'metric' naming its score "
                              "(write it with `arzan eval`, or give {\"metric\": \"acc\", \"acc\": 0.5, ...})")
-        value = head.get(head["metric"])
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ArzanError(f"{path}: task '{task}': {head['metric']} is {value!r}, not a number")
+        for key in (head["metric"], f"{head['metric']}_stderr", "n"):
+            value = head.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ArzanError(f"{path}: task '{task}': {key} is {value!r}, not a number")
     rows = doc.get("rows", [])
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "task" in r and "metric" in r for r in rows):
         raise ArzanError(f"{path}: 'rows' should be a list of {{task, metric, value, ...}} objects")
@@ -88,7 +89,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     _check_eval_shape(doc, eval_file)
     ledger_file = eval_file.parent / "cost.json"
     ledger = _read_json(ledger_file) if ledger_file.is_file() else {}
-    if ledger:
+    if ledger_file.is_file():  # `null` or `[]` too: named, not an AttributeError
         check_ledger(ledger, ledger_file)
     kzt = (ledger.get("money") or {}).get("kzt")
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}

@@ -56,7 +56,8 @@ class Run:
         """The model a run fine-tuned (the recipe's model.name, as its eval.json records it), or the
         model an eval-only folder scored: what pairs a fine-tune with its base's scores."""
         if self.kind == "model":
-            return (self.eval_meta.get("model") or {}).get("base")
+            model = self.eval_meta.get("model")
+            return model.get("base") if isinstance(model, dict) else None
         return self.get("model.base")
 
     @property
@@ -149,6 +150,10 @@ def check_ledger(ledger: Any, file: Path) -> None:
         raise ArzanError(f"{file}: ledger schema_version {version!r}; this arzan reads version 1")
     if version is None and not ledger.get("run_id"):
         raise ArzanError(f"{file}: not an arzan ledger (no schema_version, no run_id)")
+    for section in ("money", "price", "exchange", "tokens", "energy", "budget", "progress", "phases", "model",
+                    "hardware", "summary"):
+        if ledger.get(section) is not None and not isinstance(ledger[section], dict):
+            raise ArzanError(f"{file}: corrupt ledger, {section} is {type(ledger[section]).__name__}, not an object")
     _check_numbers(ledger, file)
 
 
