@@ -147,14 +147,15 @@ def test_budget_stops_before_the_step_that_would_pass_the_cap(tmp_path, cap):
     assert read_ledger(tmp_path / "cost.json").status == "stopped_budget"
     done = meter.finish("finished")  # train.py says finished; the bill keeps why it stopped
     assert done.status == "stopped_budget"
-    # the resume command raises the cap to what the whole run would cost, with 10% to spare
+    # the resume command raises the cap to what the whole run would cost, the steps left with 10% to spare
     head, raised = done.resume_command.split(" --budget ")
     assert head == f"arzan train --resume {tmp_path}"
     from arzan.cli import parse_budget
 
-    full = {"max_kzt": 100 * step_kzt, "max_usd": 100 * step_usd, "max_hours": 100 / 3600}[cap]
+    unit = {"max_kzt": step_kzt, "max_usd": step_usd, "max_hours": 1 / 3600}[cap]
+    full = (expected + (100 - expected) * 1.1) * unit
     rounding = {"max_kzt": 1, "max_usd": 0.01, "max_hours": 0.01}[cap]
-    assert full * 1.1 * (1 - 1e-9) <= getattr(parse_budget(raised), cap) <= full * 1.1 + rounding
+    assert full * (1 - 1e-9) <= getattr(parse_budget(raised), cap) <= full + rounding
 
 
 def test_a_slow_step_prices_the_next_one_so_a_stall_does_not_pass_the_cap(tmp_path):

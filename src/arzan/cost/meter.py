@@ -123,19 +123,19 @@ def suggest_cap(kind: str, ledger: Ledger, step_s: float, price: Price, exchange
 
     One rule for the stop's hint and the refused resume's, so the two never name different caps:
     the steps are priced at the mean measured step time (`step_s` only before any step was measured)
-    with 10% to spare; on the estimate alone with 50%, as an estimate assumes an idle machine (a
+    and what is still to come gets 10% to spare; on the estimate alone 50%, as an estimate assumes an idle machine (a
     shared one ran the smoke recipe 60% slower), and a too-low hint costs a second paid setup."""
     measured = mean_step_seconds(ledger)
     spare = 1.1 if measured else 1.5
     left = max(ledger.progress.max_steps - ledger.progress.step, 0)
     closing = next((s.phases.eval for s in reversed(ledger.sessions) if s.phases.setup or s.phases.data), 0.0)
     more_s = left * (measured or step_s) + price.overhead_s + session_overhead_s(ledger) + closing
-    usd, kzt = money_for(more_s, price, exchange)
+    usd, kzt = money_for(more_s * spare, price, exchange)  # the spare is on what is still to come, not on the spent
     if kind == "max_kzt":
-        return f"{math.ceil((ledger.money.kzt + kzt) * spare)}KZT"
+        return f"{math.ceil(ledger.money.kzt + kzt)}KZT"
     if kind == "max_usd":
-        return f"{math.ceil((ledger.money.usd + usd) * spare * 100) / 100:g}USD"
-    return f"{math.ceil((ledger.billed_seconds + more_s) / 3600 * spare * 100) / 100:g}h"
+        return f"{math.ceil((ledger.money.usd + usd) * 100) / 100:g}USD"
+    return f"{math.ceil((ledger.billed_seconds + more_s * spare) / 3600 * 100) / 100:g}h"
 
 
 def _last_step(state: Any) -> bool:
