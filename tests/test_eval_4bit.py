@@ -89,3 +89,12 @@ def test_cli_asking_for_4bit_on_a_cpu_is_one_line(qlora_run):
     result = CliRunner().invoke(app, ["eval", str(qlora_run), "--tasks", "arzan_kkcopa", "--load-in-4bit"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "--load-in-4bit needs a CUDA GPU" in result.output
+
+
+def test_the_recipe_pins_the_bases_revision(qlora_run, tmp_path):
+    """A run pinned to a Hub revision of its base is scored on that revision, not on main."""
+    run = tmp_path / "pinned"
+    shutil.copytree(qlora_run, run)
+    text = (run / "recipe.yaml").read_text()
+    (run / "recipe.yaml").write_text(text.replace("  load_in_4bit: true\n", "  load_in_4bit: true\n  revision: 0a1b2c3\n"))
+    assert resolve_target(run).revision == "0a1b2c3" and resolve_target(qlora_run).revision is None

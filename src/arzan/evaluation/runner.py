@@ -189,7 +189,7 @@ def _four_bit_model(tgt: Target) -> tuple[Any, Any]:
     if tgt.adapter is not None:
         from arzan.export import load_for_inference
 
-        return load_for_inference(tgt.adapter, load_in_4bit=True, device="cuda", base_model=tgt.base)
+        return load_for_inference(tgt.adapter, load_in_4bit=True, device="cuda")  # the run's base and revision
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -263,7 +263,7 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
         else:
             lm = HFLM(pretrained=tgt.base, peft=str(tgt.adapter) if tgt.adapter else None,
                       tokenizer=tgt.tokenizer, device=device, dtype="auto" if on_gpu else "float32",
-                      batch_size=batch_size)
+                      batch_size=batch_size, revision=tgt.revision or "main")
     except (OSError, ValueError) as e:
         with_adapter = f" with adapter {tgt.adapter}" if tgt.adapter else ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

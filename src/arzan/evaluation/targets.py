@@ -29,6 +29,7 @@ class Target:
     tokenizer: str
     out_dir: Path
     trained_4bit: bool = False  # a QLoRA run: its recipe.yaml loaded the base in 4-bit
+    revision: str | None = None  # the base's Hub revision the run's recipe pinned
 
 
 def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Target:
@@ -46,7 +47,7 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
             base = _adapter_base(adapter, default_out / "recipe.yaml")
             tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else loadable(base)
             return Target("run" if adapter != p else "adapter", loadable(base), base, adapter,
-                          tokenizer, out_dir or default_out, _trained_4bit(default_out / "recipe.yaml"))
+                          tokenizer, out_dir or default_out, *_recipe_model(default_out / "recipe.yaml"))
         if (p / "config.json").is_file():
             return Target("model", str(p), str(p), None, str(p), out_dir or p)
         if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that never saved an adapter
@@ -96,13 +97,17 @@ def _adapter_base(adapter: Path, recipe: Path) -> str:
     return str(base)
 
 
-def _trained_4bit(recipe: Path) -> bool:
-    """model.load_in_4bit of the run's recipe.yaml; an adapter without its run folder says nothing."""
+def _recipe_model(recipe: Path) -> tuple[bool, str | None]:
+    """(model.load_in_4bit, model.revision) of the run's recipe.yaml: the base as it was trained on.
+    An adapter without its run folder says nothing."""
     try:
         model = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
     except (OSError, yaml.YAMLError, AttributeError):
-        return False
-    return isinstance(model, dict) and model.get("load_in_4bit") is True
+        return False, None
+    if not isinstance(model, dict):
+        return False, None
+    revision = model.get("revision")
+    return model.get("load_in_4bit") is True, revision if isinstance(revision, str) and revision else None
 
 
 def sha256(path: Path) -> str | None:
