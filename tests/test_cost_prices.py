@@ -164,7 +164,7 @@ def test_prices_table_sorted_filtered_and_converted():
     assert usd == sorted(usd)
     expected = sorted(e.usd_per_gpu_hour for e in rows)
     assert usd == [pytest.approx(u, abs=0.005) for u in expected]
-    kzt = [float(x.replace(" ", "")) for x in _column(t, "₸/h")]
+    kzt = [float(x.replace(",", "")) for x in _column(t, "₸/h")]
     assert kzt == [pytest.approx(u * rate, abs=0.5) for u in expected]
     notes = dict(line.split(" ", 1) for line in t.caption.splitlines())  # "[n] url" under the table
     for e, ref in zip(sorted(rows, key=lambda e: e.usd_per_gpu_hour), _column(t, "Source")):

@@ -24,7 +24,7 @@ from arzan.cost.prices import (
     resolve_price,
 )
 from arzan.errors import ArzanError
-from arzan.numbers import fixed
+from arzan.numbers import amount, fixed
 from arzan.recipe import Recipe
 from arzan.runplan import Plan, Tokens, count_tokens, plan_run
 from arzan.throughput import Table, load_table, model_shape
@@ -333,11 +333,11 @@ def check_budget(recipe: Recipe, est: Estimate, option: Option | None = None) ->
         return None
     over = []
     if b.max_kzt is not None and o.kzt > b.max_kzt:
-        over.append(f"budget.max_kzt {b.max_kzt:g} ₸")
+        over.append(f"budget.max_kzt {amount(b.max_kzt)} ₸")
     if b.max_usd is not None and o.usd > b.max_usd:
-        over.append(f"budget.max_usd {b.max_usd:g} $")
+        over.append(f"budget.max_usd {amount(b.max_usd)} $")
     if b.max_hours is not None and o.hours > b.max_hours:
-        over.append(f"budget.max_hours {b.max_hours:g} h")
+        over.append(f"budget.max_hours {amount(b.max_hours)} h")
     if not over:
         return None
     where = f"{_hms(o.billed_seconds)} on {o.device} at {o.price.provider or o.price.source} " \

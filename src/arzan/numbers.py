@@ -17,3 +17,8 @@ def fixed(v: float, digits: int) -> str:
     if v and abs(v) < 10 ** (1 - digits):
         digits = 1 - math.floor(math.log10(abs(v)))
     return f"{v:,.{digits}f}"
+
+
+def amount(v: float) -> str:
+    """A cap or a figure the user typed, as typed: 5,000 for 5000, 2.5 for 2.5 (never 5e+03)."""
+    return f"{v:,.0f}" if float(v).is_integer() else fixed(v, 2)

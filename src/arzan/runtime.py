@@ -197,11 +197,15 @@ def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
     usd, kzt = money_for(next_s, price, exchange)
     checks = (("max_kzt", b.max_kzt, ledger.money.kzt, kzt, "₸"), ("max_usd", b.max_usd, ledger.money.usd, usd, "$"),
               ("max_hours", b.max_hours, ledger.billed_seconds / 3600, next_s / 3600, "h"))
+    from arzan.numbers import amount, fixed
+
     for kind, cap, spent, step, unit in checks:
         if cap is not None and spent + step > cap:
             hint = suggest_cap(kind, ledger, step_s, price, exchange)
-            raise ArzanError(f"refusing to resume: {kind} {cap:g} {unit} is spent ({spent:.4g} {unit} so far, the "
-                             f"next session's setup and first step ~{step:.2g} {unit}); raise the cap: "
+            digits = 3 if unit == "h" else 2
+            raise ArzanError(f"refusing to resume: {kind} {amount(cap)} {unit} is spent ({fixed(spent, digits)} "
+                             f"{unit} so far, the next session's setup and first step ~{fixed(step, digits)} {unit}); "
+                             "raise the cap: "
                              f"arzan train --resume {where} --budget {hint}")
 
 

@@ -50,7 +50,7 @@ from arzan.cost.ledger import (
 )
 from arzan.cost.prices import Exchange, Price, canonical_gpu, grid_factor, load_catalog
 from arzan.errors import ArzanError
-from arzan.numbers import fixed
+from arzan.numbers import amount, fixed
 
 
 def _kzt(x: float, digits: int) -> str:
@@ -441,13 +441,13 @@ class CostMeter(TrainerCallback):
         hours = led.billed_seconds / 3600
         caps = []  # (cap, spent, what ahead_s adds, the cap and its spend in words, the addition in words)
         if b.max_kzt is not None:
-            caps.append((b.max_kzt, led.money.kzt, next_kzt, f"max_kzt {b.max_kzt:g} ₸: spent {_kzt(led.money.kzt, 2)} ₸",
+            caps.append((b.max_kzt, led.money.kzt, next_kzt, f"max_kzt {amount(b.max_kzt)} ₸: spent {_kzt(led.money.kzt, 2)} ₸",
                          f" (~{_kzt(next_kzt, 2)} ₸)"))
         if b.max_usd is not None:
-            caps.append((b.max_usd, led.money.usd, next_usd, f"max_usd {b.max_usd:g} $: spent {led.money.usd:.4f} $",
+            caps.append((b.max_usd, led.money.usd, next_usd, f"max_usd {amount(b.max_usd)} $: spent {led.money.usd:.4f} $",
                          f" (~{next_usd:.4f} $)"))
         if b.max_hours is not None:
-            caps.append((b.max_hours, hours, ahead_s / 3600, f"max_hours {b.max_hours:g} h: {hours:.3f} h billed", ""))
+            caps.append((b.max_hours, hours, ahead_s / 3600, f"max_hours {amount(b.max_hours)} h: {hours:.3f} h billed", ""))
         for cap, spent, more, words, more_words in caps:
             if ahead_s <= 0 and spent >= cap:
                 return f"{words}, so {ahead} did not start"

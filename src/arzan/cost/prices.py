@@ -238,7 +238,7 @@ def prices_table(gpu: str | None = None, currency: str = "KZT") -> Table:
                       ("As of", "left")]:
         table.add_column(col, justify=just, overflow="fold")
     for e in rows:
-        kzt, usd = f"{e.usd_per_gpu_hour * rate:,.0f}".replace(",", " "), f"{e.usd_per_gpu_hour:.2f}"
+        kzt, usd = f"{e.usd_per_gpu_hour * rate:,.0f}", f"{e.usd_per_gpu_hour:.2f}"
         first, second = (kzt, usd) if cur == "KZT" else (usd, kzt)
         variant = e.variant + (f" (min {e.min_gpus} GPUs)" if e.min_gpus > 1 else "")
         offer = " · ".join(x for x in (e.provider, variant, e.pricing) if x)
