@@ -133,8 +133,9 @@ def check_run_folder(path: Path, mode: str) -> bool:
 
 def check_writable(folder: Path, why: str) -> None:
     """A folder this command will write into (or the nearest folder that exists above it) takes a
-    file: a read-only copy, a Drive folder shared read-only or a full disk fails here, in one line,
-    before a model is loaded or a second is billed, instead of as a traceback halfway through."""
+    file: a read-only copy or a Drive folder shared read-only fails here, in one line, before a model
+    is loaded or a second is billed, instead of as a traceback halfway through. A disk that fills up
+    later is the CLI's one-line OSError, with the run resumable from what was saved."""
     import tempfile
 
     probe = Path(folder)
