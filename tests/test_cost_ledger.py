@@ -17,6 +17,7 @@ from arzan.cost.ledger import (
     money_for,
     per_million,
     read_ledger,
+    recover_killed_session,
     rewind_to_checkpoint,
     write_ledger,
 )
@@ -262,3 +263,19 @@ def test_an_adapter_save_cut_half_way_leaves_the_previous_adapter_whole(tmp_path
     fileio_mod.replace_dir(adapter, lambda d: (d.mkdir(), (d / "adapter_model.safetensors").write_text("step 20")))
     assert (adapter / "adapter_model.safetensors").read_text() == "step 20"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no partial or old copy left beside it
+
+
+def test_a_killed_trainings_time_is_recovered_though_an_eval_came_after_it():
+    """SIGKILL at 130 s billed (the ledger last written at 100 s), then `arzan eval` (allowed: the
+    process is gone) appends its session; the resume still recovers the killed session's 30 s."""
+    led = make_ledger()
+    killed = Session(index=0, started_at=T0, billed_seconds=100.0, status="running", steps=[0, 10])
+    killed.phases.train = 100.0
+    scored = Session(index=1, started_at=T0, billed_seconds=40.0, status="finished", steps=[10, 10])
+    scored.phases.eval = 40.0
+    led.sessions = [killed, scored]
+    apply_totals(led)
+    recover_killed_session(led, {"elapsed_s": 130.0, "step": 13})
+    assert led.sessions[0].recovered_s == pytest.approx(30.0) and led.sessions[0].phases.train == pytest.approx(130.0)
+    assert led.sessions[1].recovered_s is None and led.billed_seconds == pytest.approx(170.0)
+    assert led.progress.step == 13

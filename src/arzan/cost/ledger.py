@@ -239,13 +239,16 @@ def recover_killed_session(ledger: Ledger, last_row: dict[str, Any] | None) -> L
     session that never closed, the difference was paid for: it goes into that session's train phase
     and money, at its own price, and is listed as its `recovered_s`.
     """
-    last = ledger.sessions[-1] if ledger.sessions else None
-    if last is None or last.status != "running" or not last_row:
+    # the killed training's session: an `arzan eval` or `arzan merge` may have added one after it
+    at = next((i for i in range(len(ledger.sessions) - 1, -1, -1) if ledger.sessions[i].status == "running"), None)
+    if at is None or not last_row:
         return ledger
+    last = ledger.sessions[at]
+    before = sum(x.phases.total() for x in ledger.sessions[:at + 1])  # what the row's elapsed_s counts
     elapsed, step = last_row.get("elapsed_s"), last_row.get("step")
-    if not isinstance(elapsed, (int, float)) or not isinstance(step, int) or elapsed <= ledger.phases.total():
+    if not isinstance(elapsed, (int, float)) or not isinstance(step, int) or elapsed <= before:
         return ledger
-    extra = float(elapsed) - ledger.phases.total()
+    extra = float(elapsed) - before
     last.phases.train += extra
     last.billed_seconds += extra
     last.money.usd, last.money.kzt = money_for(last.billed_seconds, last.price or ledger.price, ledger.exchange)
