@@ -300,6 +300,7 @@ def test_max_length_drops_and_cuts_are_counted_not_silent(tmp_path, tiny_tokeniz
     assert Truncation.notes(json.loads(json.dumps({"train": asdict(data.truncation["train"])}))) == [note]
     full = prepare_data(section(tmp_path, rows, "alpaca"), tiny_tokenizer, 4096, tmp_path)
     assert full.truncation_notes() == [] and len(full.train) == 5
+    assert Truncation.notes({"train": {"rows": "lots", "dropped": 1, "cut": 0, "max_length": 64}}) == []  # hand-edited
 
 
 def test_truncation_is_in_the_estimate_the_ledger_and_the_card(tmp_path, write_recipe):
@@ -321,5 +322,6 @@ def test_truncation_is_in_the_estimate_the_ledger_and_the_card(tmp_path, write_r
     trained = CliRunner().invoke(app, ["train", str(path), "--out", str(out)])
     assert trained.exit_code == 0 and said in " ".join(trained.output.split()), trained.output
     ledger = json.loads((out / "cost.json").read_text("utf-8"))
-    assert ledger["summary"]["data_truncation"]["train"] == {"rows": 17, "dropped": 1, "cut": 0, "max_length": 64}
+    assert ledger["summary"]["data_truncation"]["train"] == {"rows": 17, "dropped": 1, "cut": 0, "max_length": 64,
+                                                             "empty": 0}
     assert said in (out / "adapter" / "README.md").read_text("utf-8")

@@ -234,6 +234,8 @@ def test_a_merge_is_billed_as_a_session_of_the_run(lora_run, tmp_path):
     merged = after["sessions"][-1]
     assert merged["status"] == "finished" and merged["phases"]["save"] > 0 and merged["billed_seconds"] > 0
     assert after["money"]["usd"] == pytest.approx(before["money"]["usd"] + merged["billed_seconds"] / 3600)
+    card = (tmp_path / "merged" / "README.md").read_text(encoding="utf-8")
+    assert f"| Sessions | {len(after['sessions'])} |" in card  # the merged model's card shows the bill with the merge
     assert not (run / ".arzan-eval.json").exists()  # the mark is gone with the merge
 
 

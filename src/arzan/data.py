@@ -50,28 +50,32 @@ class Truncation:
     A paying user must hear of both: the ledger's row counts would otherwise claim every row."""
 
     rows: int  # rows tokenized
-    dropped: int
+    dropped: int  # by max_length: answer tokens before it, none left inside it
     cut: int
     max_length: int
+    empty: int = 0  # rows with no answer token to train on at any length (an empty answer)
 
     @classmethod
     def notes(cls, recorded: Any) -> list[str]:
         """The ledger's summary.data_truncation as the lines the card and the report print."""
         if not isinstance(recorded, dict):
             return []
-        fields = set(cls.__dataclass_fields__)
+        fields, needed = set(cls.__dataclass_fields__), {"rows", "dropped", "cut", "max_length"}
         made = [(split, cls(**{k: v for k, v in t.items() if k in fields})) for split, t in recorded.items()
-                if isinstance(t, dict) and fields <= set(t)]
+                if isinstance(t, dict) and needed <= set(t)
+                and all(isinstance(v, int) and not isinstance(v, bool) for k, v in t.items() if k in fields)]
         return [n for split, t in made if (n := t.note(f"{split} data")) is not None]
 
     def note(self, label: str) -> str | None:
-        if not self.dropped and not self.cut:
+        if not self.dropped and not self.cut and not self.empty:
             return None
         parts = ([f"{self.dropped:,} of {self.rows:,} rows dropped (no answer token within max_length "
                   f"{self.max_length})"] if self.dropped else []) + \
                 ([f"{self.cut:,} cut short (the answer runs past max_length {self.max_length}: its end is "
-                  "never learnt)"] if self.cut else [])
-        return f"{label}: " + ", ".join(parts) + "; raise train.max_length or shorten those rows"
+                  "never learnt)"] if self.cut else []) + \
+                ([f"{self.empty:,} of {self.rows:,} rows dropped (no answer to train on)"] if self.empty else [])
+        fix = "; raise train.max_length or shorten those rows" if self.dropped or self.cut else ""
+        return f"{label}: " + ", ".join(parts) + fix
 
 
 @dataclass
@@ -370,13 +374,15 @@ def tokenize(ds: Dataset, tokenizer: Any, section: DataSection, max_length: int,
     # a row cut short: an answer token past the window (its last assistant token is beyond max_length)
     out = out.map(lambda r: {"input_ids": r["input_ids"][:max_length],
                              "assistant_masks": r["assistant_masks"][:max_length],
-                             "_cut": any(r["assistant_masks"][max_length:])})
+                             "_cut": any(r["assistant_masks"][max_length:]),
+                             "_empty": not any(r["assistant_masks"])})
     kept = out.filter(lambda r: any(r["assistant_masks"]))
     if len(kept) == 0:
         raise ArzanError(f"{label}: every label is masked: no assistant tokens survive in any row "
                          f"(max_length {max_length} may cut every answer, or the chat template hides them)")
-    cut = sum(kept["_cut"])
-    return kept.remove_columns("_cut"), Truncation(len(out), len(out) - len(kept), cut, max_length)
+    empty = sum(out["_empty"])
+    truncation = Truncation(len(out), len(out) - len(kept) - empty, sum(kept["_cut"]), max_length, empty)
+    return kept.remove_columns(["_cut", "_empty"]), truncation
 
 
 def count_tokens(ds: Dataset) -> tuple[int, int]:

@@ -162,8 +162,13 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
                                 status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise
         if billed:
-            with signals_held():  # the merged model is there: its bill goes in whole
+            with signals_held():  # the merged model is there: its bill goes in whole, and its card shows it
                 add_session(run, None, time.monotonic() - started, device, began, phase="save")
+                from arzan.fileio import write_text_atomic
+
+                compute = "float32" if device == "cpu" else dtype
+                write_text_atomic(path / "README.md", merged_card(base_model or base_model_of(adapter, run)[0],
+                                                                  adapter, dtype, compute, device, run))
     return path
 
 

@@ -93,7 +93,7 @@ def _sourced(source: Any, as_of: Any) -> str:
     return f"source: {source}" + (f", as of {as_of}" if as_of else "")
 
 
-def price_text(price: dict[str, Any]) -> str:
+def price_text(price: dict[str, Any], on_gpu: bool | None = None) -> str:
     """`1.180 USD per GPU-hour (colab, A100-40GB, on-demand; source: URL, as of DATE)`, or for a rate
     the user gave (`--price`, a CPU run): `(rate set by the user; no catalog source)`."""
     pricing = price.get("pricing")
@@ -101,7 +101,8 @@ def price_text(price: dict[str, Any]) -> str:
     what += ["rate set by the user"] if pricing in (None, "user") else [str(pricing)]
     source = price.get("source")
     where = _sourced(source, price.get("as_of")) if source and source != "user" else "no catalog source"
-    unit = "GPU-hour" if price.get("gpu") else "hour"  # a CPU at the user's own rate has no GPU to count
+    # a CPU at the user's own rate has no GPU to count; `on_gpu` says where it ran when the price is silent
+    unit = "GPU-hour" if price.get("gpu") or on_gpu else "hour"
     return f"{_fmt(price.get('usd_per_gpu_hour'), 3)} USD per {unit} ({', '.join(what)}; {where})"
 
 
@@ -112,7 +113,7 @@ def session_prices(ledger: dict[str, Any]) -> str | None:
     groups: dict[str, list[int]] = {}
     for s in ledger.get("sessions") or []:
         if isinstance(s, dict) and isinstance(s.get("price"), dict) and s.get("billed_seconds"):
-            groups.setdefault(price_text(s["price"]), []).append(s.get("index", 0))
+            groups.setdefault(price_text(s["price"], s.get("device") == "cuda"), []).append(s.get("index", 0))
     if len(groups) < 2:
         return None
     return "; ".join(f"session{'s' if len(ix) > 1 else ''} {', '.join(map(str, ix))}: {text}"
@@ -134,7 +135,7 @@ def cost_table(ledger: dict[str, Any]) -> str:
         ("Status", ledger.get("status")),
         ("Hardware", f"{hw.get('gpu_count') or 1} × {device}"),
         ("Backend", backend_text(ledger.get("model") or {})),
-        ("Price", session_prices(ledger) or price_text(price)),
+        ("Price", session_prices(ledger) or price_text(price, bool(hw.get("gpu_count")) or hw.get("device") == "cuda")),
         ("Exchange rate", f"{_fmt(fx.get('usd_kzt'))} ₸ per USD ({_sourced(fx.get('source'), fx.get('as_of'))})"
          if fx.get("source") else f"{_fmt(fx.get('usd_kzt'))} ₸ per USD (no source recorded)"),
         ("Wall time (billed)", f"{_fmt(ledger.get('billed_seconds'), 1)} s"),
