@@ -458,6 +458,7 @@ def test_seconds_spent_before_the_meter_existed_are_billed_once(tmp_path):
     ("5 000 теңге", "max_kzt", 5000.0), ("5,000KZT", "max_kzt", 5000.0), ("10USD", "max_usd", 10.0),
     ("$10", "max_usd", 10.0), ("3h", "max_hours", 3.0), ("90m", "max_hours", 1.5), ("30min", "max_hours", 0.5),
     ("1,5h", "max_hours", 1.5), ("2,5USD", "max_usd", 2.5), ("12,000.50KZT", "max_kzt", 12000.5),
+    ("0,005h", "max_hours", 0.005),
 ])
 def test_budget_is_read_the_way_people_write_it(text, field, value):
     from arzan.cli import parse_budget

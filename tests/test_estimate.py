@@ -347,3 +347,13 @@ def test_a_cpu_estimate_prices_the_commands_own_start_up():
     assert o["command_s"] > 0
     est = estimate(load_recipe(REPO / "recipes" / "smoke.yaml", ["cost.usd_per_gpu_hour=1"]))
     assert est.target.device == "cpu" and est.target.phases["setup"] >= o["setup_s"] + o["command_s"]
+
+
+def test_the_cap_as_read_is_printed_before_anything_is_paid(tmp_path):
+    """`--budget 1,500h` is 1,500 hours, not 1.5: the estimate says which it read."""
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    out = CliRunner().invoke(app, ["estimate", str(REPO / "recipes" / "smoke.yaml"), "--budget", "1,500h"])
+    assert out.exit_code == 0 and "budget cap: 1,500 h" in out.output

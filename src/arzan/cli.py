@@ -64,10 +64,11 @@ _BUDGET_FIELDS = {"KZT": "max_kzt", "USD": "max_usd", "H": "max_hours"}
 
 
 def _budget_number(text: str) -> float:
-    """5,000 is five thousand; 1,5 is one and a half, as Kazakh and Russian write decimals."""
+    """5,000 is five thousand; 1,5 and 0,005 are decimals, as Kazakh and Russian write them. The cap
+    read is printed before anything is paid (`arzan train`, `arzan estimate`), so a misreading shows."""
     import re
 
-    if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", text):
+    if re.fullmatch(r"[1-9]\d{0,2}(,\d{3})+(\.\d+)?", text):  # 0,005 is a decimal
         return float(text.replace(",", ""))
     if re.fullmatch(r"\d+,\d+", text):
         return float(text.replace(",", "."))
@@ -258,6 +259,10 @@ def estimate(
         console.print_json(json.dumps(est.to_dict(), default=str, ensure_ascii=False))
     else:
         console.print(render(est))
+        from arzan.runtime import cap_line
+
+        if (caps := cap_line(loaded)) is not None:
+            console.print(caps, highlight=False, markup=False)
     asked = [o for o in est.options if o.billed_seconds is not None] if gpu else []
     cheapest = min(asked, key=lambda o: o.kzt) if asked else None  # --gpu: the budget is for that GPU
     if (over := check_budget(loaded, est, cheapest)) is not None:

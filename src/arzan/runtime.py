@@ -59,6 +59,17 @@ def price_for(recipe: Recipe) -> tuple[Price, Exchange]:
     return price, exchange
 
 
+def cap_line(recipe: Recipe) -> str | None:
+    """The caps this session runs under, as read: `--budget 1,500h` is 1,500 hours, and a misread
+    figure must show before it costs anything."""
+    from arzan.numbers import amount
+
+    b = recipe.budget
+    caps = [f"{amount(v)} {unit}" for v, unit in ((b.max_kzt, "₸"), (b.max_usd, "$"), (b.max_hours, "h"))
+            if v is not None]
+    return f"budget cap: {', '.join(caps)}" if caps else None
+
+
 def price_line(recipe: Recipe) -> str:
     """What this session is billed at and where that figure comes from, said before it starts:
     `--gpu A100` alone takes the catalog's cheapest A100 offer, which may be a spot machine the

@@ -105,6 +105,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     raw = load_data(recipe.data, recipe.base_dir)
     if console is not None:  # the checks passed: what the session is billed at, before it costs anything
         console.print(runtime.price_line(recipe), highlight=False, markup=False)
+        if (caps := runtime.cap_line(recipe)) is not None:
+            console.print(caps, highlight=False, markup=False)
     data_seconds = tick() - t0  # billed in the data phase once the meter starts
     from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists
         EvaluationCut,
