@@ -252,6 +252,8 @@ def test_base_named_explicitly(tmp_path):
     assert "gain" not in by["/models/llama"]
     with pytest.raises(ArzanError, match="--base needs an evaluated model"):
         compare([run], base=cost_only_run(tmp_path, "unevaluated", 10.0))
+    with pytest.raises(ArzanError, match="a fine-tune of meta-llama/Llama-3.1-8B-Instruct, not a base model"):
+        compare([kazllm], base=run)
 
 
 def test_cli_compare_with_base(tmp_path):

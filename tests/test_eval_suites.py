@@ -134,3 +134,19 @@ def test_every_arzan_task_builds_from_local_files(tmp_path):
             assert 2 <= len(choices) and 0 <= target < len(choices), name
         else:
             assert target == "5", name
+
+
+def test_two_task_files_of_one_name_in_a_folder_are_refused(tmp_path):
+    """lm-eval keeps the first of two YAMLs with one task name in the folder it reads: the other's
+    questions would be scored under the file the user named, with no sign of it."""
+    from arzan.evaluation import suites
+    from arzan.errors import ArzanError
+
+    task = "task: my_kk_quiz\ndataset_path: json\ndataset_kwargs:\n  data_files: {f}\ntest_split: train\n" \
+           "output_type: multiple_choice\ndoc_to_text: '{{{{question}}}}'\ndoc_to_choice: '{{{{choices}}}}'\n" \
+           "doc_to_target: answer\n"
+    (tmp_path / "a.jsonl").write_text('{"question": "?", "choices": ["a", "b"], "answer": 0}\n')
+    (tmp_path / "mine.yaml").write_text(task.format(f="a.jsonl"))
+    (tmp_path / "theirs.yaml").write_text(task.format(f="a.jsonl"))
+    with pytest.raises(ArzanError, match=r"mine\.yaml: task 'my_kk_quiz' is also the task of .*theirs\.yaml"):
+        suites.resolve([str(tmp_path / "mine.yaml")])

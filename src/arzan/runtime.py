@@ -214,10 +214,9 @@ def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
         if cap is not None and spent + step > cap:
             hint = suggest_cap(kind, ledger, step_s, price, exchange)
             digits = 3 if unit == "h" else 2
-            raise ArzanError(f"refusing to resume: {kind} {amount(cap)} {unit} is spent ({fixed(spent, digits)} "
-                             f"{unit} so far, the next session's setup and first step ~{fixed(step, digits)} {unit}); "
-                             "raise the cap: "
-                             f"arzan train --resume {where} --budget {hint}")
+            raise ArzanError(f"refusing to resume: {kind} {amount(cap)} {unit}: {fixed(spent, digits)} {unit} spent so "
+                             f"far, and the next session's setup and first step (~{fixed(step, digits)} {unit}) would "
+                             f"pass it; raise the cap: arzan train --resume {where} --budget {hint}")
 
 
 CHECKPOINTED = {"interrupted", "stopped_budget"}  # statuses whose stop saved a checkpoint of its last step

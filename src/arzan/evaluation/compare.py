@@ -151,6 +151,9 @@ def compare(sources: list[str | Path], references: bool | str | Path = True,
     base_rows = [r for r in rows if r["source"] == rows[0]["source"]] if base is not None else None
     if base_rows is not None and not any(r["task"] for r in base_rows):
         raise ArzanError(f"{base}: --base needs an evaluated model (an eval.json), and this has no scores")
+    if base_rows is not None and base_rows[0].get("base"):
+        raise ArzanError(f"{base}: a fine-tune of {base_rows[0]['base']}, not a base model; --base takes the folder "
+                         "`arzan eval` wrote for a plain model (evals/NAME)")
     against_base(rows, base_rows)
     if references:
         tasks = {r["task"] for r in rows if r["task"] is not None}

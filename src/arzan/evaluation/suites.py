@@ -87,6 +87,21 @@ def index_yamls(folder: Path) -> dict[str, tuple[Path, dict]]:
     return out
 
 
+def _one_file_per_name(path: Path, name: str) -> None:
+    """lm-eval reads every task YAML in the folder of the one named and keeps the first of two with
+    one task name: another file's questions would be scored under this file's name."""
+    for other in sorted(path.parent.glob("*.yaml")):
+        if other.resolve() == path.resolve():
+            continue
+        try:
+            clash = task_name(read_task_yaml(other)) == name
+        except ArzanError:
+            continue
+        if clash:
+            raise ArzanError(f"{path}: task '{name}' is also the task of {other} in the same folder, and lm-eval "
+                             "would score only one of them; rename one task or move one file")
+
+
 @dataclass
 class Plan:
     """What to hand lm-eval: task names, extra include paths, and where each task's data is."""
@@ -111,6 +126,7 @@ def resolve(tasks: list[str] | str, data_dir: str | os.PathLike | None = None) -
             if not path.is_file():
                 raise ArzanError(f"{item}: task YAML not found")
             cfg = read_task_yaml(path)
+            _one_file_per_name(path, task_name(cfg))
             known.update(index_yamls(path.parent))
             include.append(path.parent)
             names.append(task_name(cfg))

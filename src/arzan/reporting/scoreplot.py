@@ -51,8 +51,12 @@ def score_vs_cost(runs: list[Run], refs: list[Reference], usd_kzt: float | None,
         side = fig.add_subplot(grid[1], sharey=ax)
     else:
         ax, side = fig.add_subplot(), None
+    if any(sc.stale for r in scored for sc in r.scores.values()):
+        caption += " Scores of an earlier adapter (a resume trained on after them) are left out; the table shows them."
     for run in scored:
         for task, sc in run.scores.items():
+            if sc.stale:
+                continue
             ax.scatter([run.get("money.kzt", 0.0)], [points(sc.value)], s=64, marker=marker[task],
                        color=run.color, edgecolors="white", linewidths=0.8, zorder=3)
     for ref in costed:
