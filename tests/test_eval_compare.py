@@ -385,3 +385,16 @@ def test_a_stderr_that_is_not_a_number_is_named(tmp_path):
     (run / "eval.json").write_text(json.dumps(doc))
     with pytest.raises(ArzanError, match="acc_stderr is 'N/A', not a number"):
         compare([run])
+
+
+def test_points_gained_are_priced_at_the_training_bill_not_later_evals(tmp_path):
+    """A full-suite eval after the first one adds to the run's bill; the points the training bought
+    do not get dearer for it. The cost column keeps the whole bill."""
+    base = fake_run(tmp_path, "base", 0.30, None, model=THE_BASE, stderr=0.02)
+    run = fake_run(tmp_path, "lora", 0.40, None, model=RUN_ON, stderr=0.02)
+    trained = {"phases": {"setup": 10.0, "train": 90.0}, "tokens": {"trained": 1000}, "money": {"kzt": 4000.0}}
+    scored = {"phases": {"eval": 30.0}, "tokens": {"trained": 0}, "money": {"kzt": 1000.0}}
+    (run / "cost.json").write_text(json.dumps({"run_id": "lora", "money": {"kzt": 5000.0},
+                                               "sessions": [trained, scored]}))
+    tuned = next(r for r in compare([base, run], references=False) if r["model"] == "lora")
+    assert tuned["kzt"] == 5000.0 and tuned["kzt_per_point_gained"] == pytest.approx(4000.0 / 10.0)

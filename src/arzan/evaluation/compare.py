@@ -20,7 +20,7 @@ import yaml
 from arzan.errors import ArzanError
 from arzan.evaluation.results import earlier_adapter
 from arzan.runfolder import unique_folders
-from arzan.reporting.runs import check_ledger
+from arzan.reporting.runs import check_ledger, training_kzt
 from arzan.reporting.scores import points
 from arzan.reporting.table import kzt as kzt_text
 
@@ -112,7 +112,8 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         value = r.get("value")
         rows.append({"model": str(label), "basis": "measured", "task": r["task"], "metric": r["metric"],
                      "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
-                     "limit": r.get("limit", doc.get("limit")), "kzt": kzt, **scored,
+                     "limit": r.get("limit", doc.get("limit")), "kzt": kzt,
+                     "kzt_train": training_kzt(ledger) if ledger else None, **scored,
                      # evals before 4-bit scoring existed all loaded the base in 16/32-bit
                      "base_4bit": bool(r.get("base_4bit", model.get("load_in_4bit"))),
                      **({"stale": True} if stale else {}),
@@ -232,7 +233,7 @@ def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
         se = math.hypot(se_r, se_b) if se_r is not None and se_b is not None else None
         beyond = se is not None and gain > NOISE_Z * se
         r.update(base_model=b["model"], gain=gain, gain_stderr=se,
-                 kzt_per_point_gained=r["kzt"] / gain if beyond and r.get("kzt") is not None else None)
+                 kzt_per_point_gained=r["kzt_train"] / gain if beyond and r.get("kzt_train") is not None else None)
 
 
 def _tell_apart(rows: list[dict]) -> None:
@@ -306,8 +307,9 @@ def _legend(rows: list[dict]) -> list[str]:
     if gained:
         bases = ", ".join(dict.fromkeys(r["base_model"] for r in gained))
         lines.append(f"vs base: points above the base model ({bases}) on the same items, ± both standard errors "
-                     f"combined. ₸/pt gained: the run's whole bill per point above the base, given only where "
-                     f"the gain is over {NOISE_Z} × its ± (about 95% sure it is not noise).")
+                     f"combined. ₸/pt gained: the run's training bill (its later evals and merges left out) per "
+                     f"point above the base, given only where the gain is over {NOISE_Z} × its ± (about 95% sure "
+                     "it is not noise).")
     if any(r.get("stale") for r in rows):
         lines.append("An earlier adapter's score: eval.json scored an adapter this run folder no longer holds "
                      "(a resume trained on and saved a new one); kept, but not the run's score now.")

@@ -140,6 +140,20 @@ def load_model_eval(path: Path) -> Run:
     return model
 
 
+def training_kzt(ledger: dict[str, Any]) -> float | None:
+    """The bill of the sessions that trained: what making the fine-tune cost, without the evals
+    that measured it or the merge after it (those sessions only add eval or save time). The ₸ per
+    point gained divides this, so a later eval does not raise the price of points already bought.
+    A ledger without sessions has only its total."""
+    sessions = ledger.get("sessions") if isinstance(ledger, dict) else None
+    total = (ledger.get("money") or {}).get("kzt") if isinstance(ledger, dict) else None
+    if not isinstance(sessions, list) or not sessions:
+        return total
+    trained = [x for x in sessions if isinstance(x, dict) and (
+        any((x.get("phases") or {}).get(p) for p in ("setup", "data", "train")) or (x.get("tokens") or {}).get("trained"))]
+    return sum(float((x.get("money") or {}).get("kzt") or 0.0) for x in trained)
+
+
 def check_ledger(ledger: Any, file: Path) -> None:
     """cost.json as arzan writes it, before a report or `arzan compare` shows any of it: another
     tool's cost.json would otherwise become a row of invented facts (a CPU, 0:00:00, 0 ₸)."""

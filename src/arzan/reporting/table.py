@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from arzan import numbers
-from arzan.reporting.runs import Run
+from arzan.reporting.runs import Run, training_kzt
 from arzan.reporting.scores import points
 
 DASH = "—"
@@ -147,6 +147,7 @@ def score_gains(runs: list[Run]) -> dict[tuple[str, str], dict]:
 
     rows = [{"model": r.label, "task": task, "metric": sc.metric, "value": sc.value, "stderr": sc.stderr,
              "n": sc.n, "base_4bit": sc.base_4bit, "kzt": r.get("money.kzt"),
+             "kzt_train": training_kzt(r.ledger) if r.kind == "run" else None,
              ("of_model" if r.kind == "model" else "base"): r.base, **({"stale": True} if sc.stale else {})}
             for r in runs for task, sc in r.scores.items()]
     against_base(rows, None)
