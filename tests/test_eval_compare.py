@@ -232,8 +232,23 @@ def test_base_of_another_model_is_not_used(tmp_path):
     rows = compare([other, run], references=False)
     assert not any("gain" in r for r in rows)
     md = scores_markdown(rows)  # says how to get the missing base score
-    assert ("No score of the base model (meta-llama/Llama-3.1-8B-Instruct) to set the fine-tune against: "
+    assert ("No score of the base model on the same items to set the fine-tune against: "
             "`arzan eval meta-llama/Llama-3.1-8B-Instruct --tasks arzan_mmlu_translated_kk --limit 100`") in md
+
+
+def test_the_hint_repeats_how_the_fine_tune_was_scored(tmp_path):
+    """The command printed for the base is the fine-tune's own: every task asked for (a suite, a
+    task file), its --limit and --data-dir; for other items it re-scores the fine-tune instead."""
+    run = fake_run(tmp_path, "lora", 0.60, 5000.0, model=RUN_ON)
+    doc = json.loads((run / "eval.json").read_text())
+    doc["tasks"]["arzan_mmlu_translated_kk"].update(requested="kazakh_local,/my quiz/q.yaml", data_dir="/data/kk eval")
+    (run / "eval.json").write_text(json.dumps(doc))
+    md = scores_markdown(compare([run], references=False))
+    assert ("`arzan eval meta-llama/Llama-3.1-8B-Instruct --tasks 'kazakh_local,/my quiz/q.yaml' --limit 100 "
+            "--data-dir '/data/kk eval'`") in md
+    base = fake_run(tmp_path, "base", 0.30, None, model=THE_BASE, n=50)
+    md = scores_markdown(compare([base, run], references=False))
+    assert f"`arzan eval {run} --tasks 'kazakh_local,/my quiz/q.yaml' --limit 50 --data-dir '/data/kk eval'`" in md
 
 
 def test_base_named_explicitly(tmp_path):

@@ -105,7 +105,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     else:
         picked = [{"task": t, "metric": h["metric"], "value": h.get(h["metric"]),
                    "stderr": h.get(f"{h['metric']}_stderr"), "n": h.get("n"), "limit": h.get("limit"),
-                   "base_4bit": h.get("base_4bit")}
+                   "base_4bit": h.get("base_4bit"), "requested": h.get("requested"), "data_dir": h.get("data_dir")}
                   for t, h in (doc.get("tasks") or {}).items()]
     rows = []
     for r in picked:
@@ -114,6 +114,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
                      "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
                      "limit": r.get("limit", doc.get("limit")), "kzt": kzt,
                      "kzt_train": training_kzt(ledger) if ledger else None, **scored,
+                     "requested": r.get("requested", doc.get("tasks_requested")), "data_dir": r.get("data_dir"),
                      # evals before 4-bit scoring existed all loaded the base in 16/32-bit
                      "base_4bit": bool(r.get("base_4bit", model.get("load_in_4bit"))),
                      **({"stale": True} if stale else {}),
@@ -223,7 +224,7 @@ def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
         if b is None or b.get("value") is None:
             continue
         if b.get("n") != r.get("n"):
-            r["base_mismatch"] = f"base scored on n={b.get('n')}"
+            r["base_mismatch"], r["base_limit"] = f"base scored on n={b.get('n')}", b.get("limit")
             continue
         if b["base_4bit"] != r["base_4bit"]:  # a 4-bit base scores differently from its 16-bit self
             r["base_mismatch"] = f"base scored in {_bits(b)}, this in {_bits(r)}"
@@ -314,14 +315,33 @@ def _legend(rows: list[dict]) -> list[str]:
         lines.append("An earlier adapter's score: eval.json scored an adapter this run folder no longer holds "
                      "(a resume trained on and saved a new one); kept, but not the run's score now.")
     unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None and not r.get("stale")]
-    if unmatched:
-        r = unmatched[0]
-        how = (f" --limit {r['limit']}" if r.get("limit") else "") + (" --load-in-4bit" if r["base_4bit"] else "")
-        lead = (f"The base model ({r['base']}) was scored on other items or weights" if r.get("base_mismatch")
-                else f"No score of the base model ({r['base']}) to set the fine-tune against")
-        lines.append(f"{lead}: `arzan eval {shlex.quote(r['base'])} --tasks {shlex.quote(r['task'])}{how}`, then name "
-                     "its folder here too (or with --base) to see what each point gained cost.")
+    missing = [r for r in unmatched if not r.get("base_mismatch")]
+    for command in dict.fromkeys(_eval_command(r["base"], r, four_bit=r["base_4bit"]) for r in missing):
+        lines.append(f"No score of the base model on the same items to set the fine-tune against: `{command}`, "
+                     "then name its folder here too (or with --base) to see what each point gained cost.")
+    for r in unmatched:
+        if r.get("base_limit") is not None:  # other items: score the fine-tune on the base's, not the reverse
+            lines.append(f"{r['model']} and its base were scored on other items ({r['task']}): "
+                         f"`{_eval_command(str(Path(r['source']).parent), r, limit=r['base_limit'])}` scores the "
+                         "fine-tune on the base's (re-scoring the base would break what is set against it now).")
+        elif r.get("base_mismatch") and "bit" in r["base_mismatch"]:
+            lines.append(f"The base of {r['model']} was scored in other bits ({r['task']}): "
+                         f"`{_eval_command(r['base'], r, four_bit=r['base_4bit'])}` scores it as the fine-tune was "
+                         "(a 4-bit base goes to evals/NAME-4bit, beside the 16-bit one).")
     return lines
+
+
+def _eval_command(target: str, r: dict, limit: int | None = None, four_bit: bool = False) -> str:
+    """The `arzan eval` that scores `target` as row `r` was scored: the same --tasks as asked then
+    (a suite, task files), the same --limit and --data-dir, quoted for a shell."""
+    asked = r.get("requested") or r["task"]
+    tasks = asked if isinstance(asked, str) else ",".join(asked)
+    parts = ["arzan eval", shlex.quote(target), "--tasks", shlex.quote(tasks)]
+    if (limit := limit if limit is not None else r.get("limit")):
+        parts += ["--limit", str(limit)]
+    if r.get("data_dir"):
+        parts += ["--data-dir", shlex.quote(str(r["data_dir"]))]
+    return " ".join(parts + (["--load-in-4bit"] if four_bit else []))
 
 
 def _money(kzt: float | None) -> str:

@@ -96,7 +96,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
                 results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard,
                                              four_bit)
                 doc = _document(target, tgt, tasks, plan, limit, results, {**lm_info, "load_in_4bit": four_bit},
-                                started)
+                                started, data_dir)
         except KeyboardInterrupt:
             if not update_ledger:  # the caller (a training) owns the ledger and its signals
                 raise
@@ -153,8 +153,10 @@ def _default_device() -> str:
 
 
 def _document(target, tgt: Target, tasks, plan: suites.Plan, limit, results: dict, lm_info: dict,
-              started: float) -> dict:
-    """eval.json's content: this eval's rows and headlines, merged into the earlier ones."""
+              started: float, data_dir: Path | None = None) -> dict:
+    """eval.json's content: this eval's rows and headlines, merged into the earlier ones. Each
+    headline keeps how it was asked for (`requested`, `data_dir`), so `arzan compare` can say the
+    exact command that scores the base on the same items."""
     import lm_eval
 
     from arzan import __version__
@@ -173,7 +175,9 @@ def _document(target, tgt: Target, tasks, plan: suites.Plan, limit, results: dic
         "limit": limit, "seconds": round(time.monotonic() - started, 2),
         "versions": {"lm_eval": getattr(lm_eval, "__version__", None), "arzan": __version__},
         "rows": rows,
-        "tasks": {t: {**h, "limit": limit, "base_4bit": lm_info["load_in_4bit"], "evaluated_at": created}
+        "tasks": {t: {**h, "limit": limit, "base_4bit": lm_info["load_in_4bit"], "evaluated_at": created,
+                      "requested": tasks if isinstance(tasks, str) else list(tasks),
+                      "data_dir": str(Path(data_dir).resolve()) if data_dir else None}
                   for t, h in headline(rows, plan.tasks).items()},
     }
     doc = merge_with_previous(read_previous(tgt.out_dir / EVAL_FILE), doc)
