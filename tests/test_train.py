@@ -374,6 +374,8 @@ def test_save_merged_writes_a_plain_transformers_model(tmp_path, write_recipe):
     ledger = json.loads((tmp_path / "run" / "cost.json").read_text(encoding="utf-8"))
     assert ledger["status"] == "finished" and len(ledger["sessions"]) == 1  # the merge is the session's save phase
     assert ledger["phases"]["save"] > 0
+    card = (tmp_path / "run" / "merged" / "README.md").read_text(encoding="utf-8")
+    assert "| Status | finished |" in card  # rewritten from the final ledger, not the one mid-session
 
 
 def test_over_budget_is_refused_before_renting_and_capped_when_allowed(tmp_path, write_recipe):

@@ -164,11 +164,7 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
         if billed:
             with signals_held():  # the merged model is there: its bill goes in whole, and its card shows it
                 add_session(run, None, time.monotonic() - started, device, began, phase="save")
-                from arzan.fileio import write_text_atomic
-
-                compute = "float32" if device == "cpu" else dtype
-                write_text_atomic(path / "README.md", merged_card(base_model or base_model_of(adapter, run)[0],
-                                                                  adapter, dtype, compute, device, run))
+                write_merged_card(path, adapter, run, dtype, device, base_model)
     return path
 
 
@@ -186,11 +182,22 @@ def _merge(adapter: Path, run: Path | None, out: Path, dtype: str, device: str, 
     partial.mkdir(parents=True)
     merged.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    (partial / "README.md").write_text(merged_card(name, adapter, dtype, compute, device, run), encoding="utf-8")
+    write_merged_card(partial, adapter, run, dtype, device, name)
     if out.exists():
         out.rmdir()  # empty (checked above)
     partial.rename(out)
     return out
+
+
+def write_merged_card(out: Path, adapter: Path, run: Path | None, dtype: str, device: str,
+                      base_model: str | None = None) -> None:
+    """merged/README.md, from the ledger as it stands: written with the model, and again once the
+    bill has the merge in it (a standalone merge's session, a training's final ledger)."""
+    from arzan.fileio import write_text_atomic
+
+    name = base_model or base_model_of(adapter, run)[0]
+    compute = "float32" if device == "cpu" else dtype
+    write_text_atomic(out / "README.md", merged_card(name, adapter, dtype, compute, device, run))
 
 
 def merged_card(base: str, adapter: Path, dtype: str, compute: str, device: str, run: Path | None) -> str:

@@ -423,6 +423,12 @@ def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, rea
         from arzan.modelcard import write_card
 
         write_card(folder.adapter / "README.md", recipe, ledger)
+        if (folder.merged / "README.md").is_file() and recipe.output.save_merged:  # merged this session
+            from arzan.export import write_merged_card
+
+            device = (ledger.get("hardware") or {}).get("device") or "cpu"
+            write_merged_card(folder.merged, folder.adapter, folder.root,
+                              "bfloat16" if device == "cuda" else "float32", device)
     return ledger
 
 
