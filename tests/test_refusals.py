@@ -9,6 +9,7 @@ from the probe where it cannot (a read-only Drive folder, a full disk).
 from __future__ import annotations
 
 import importlib.util
+import json
 import tempfile
 from pathlib import Path
 
@@ -107,3 +108,16 @@ def test_resume_refuses_flags_it_would_ignore(stopped_run, tmp_path):
     over = runner.invoke(app, ["train", "--resume", str(stopped_run), "--allow-over-budget"])
     assert over.exit_code == 2 and "raise the cap with --budget" in " ".join(over.output.split())
     assert (stopped_run / "cost.json").read_text("utf-8") == before and not (tmp_path / "zz").exists()
+
+
+def test_a_run_that_failed_before_any_checkpoint_says_why_and_is_not_offered_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out), "--set", "train.max_length=2"]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 2 and "every label is masked" in failed.output
+    ledger = json.loads((out / "cost.json").read_text("utf-8"))
+    assert ledger["status"] == "failed" and "every label is masked" in ledger["status_reason"]
+    again = runner.invoke(app, args)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2 and "it saved no checkpoint" in said and "--overwrite" in said
+    assert "continue it with --resume" not in said

@@ -126,6 +126,10 @@ def check_run_folder(path: Path, mode: str) -> bool:
         if _status_of(path)[0] == "finished":  # nothing to resume: only a new folder or --overwrite helps
             raise ArzanError(f"{path}: run folder already exists (its run is finished); give --out a new folder, "
                              "or start again with --overwrite (the old folder is kept aside, never deleted)")
+        if _status_of(path)[0] == "failed" and not any((path / "checkpoints").glob("checkpoint-*")):
+            # no step was saved: a resume would pay its setup again to fail the same way
+            raise ArzanError(f"{path}: run folder already exists{_what_is_there(path)}; it saved no checkpoint, so "
+                             "fix what failed and start again with --overwrite (the old folder is kept aside)")
         raise ArzanError(f"{path}: run folder already exists{_what_is_there(path)}; continue it with --resume, "
                          "or start again with --overwrite (the old folder is kept aside, never deleted)")
     return occupied

@@ -196,8 +196,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         status, reason = runtime.final_status(meter, stopper, after, folder.last_checkpoint())
     except Interrupted as exc:
         status, reason = "interrupted", f"{exc}; {_resumes_from(folder)}"
-    except ArzanError:
-        reason = "stopped by an error before training finished"
+    except ArzanError as exc:  # the ledger says why, so the folder explains itself later
+        reason = f"stopped by an error before training finished: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise
     except KeyboardInterrupt:
         status, reason = "interrupted", f"interrupted by a second signal; {_resumes_from(folder)}"
