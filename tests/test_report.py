@@ -734,3 +734,13 @@ def test_a_file_given_for_a_run_folder_is_named_as_a_file(runs, tmp_path):
 def test_a_runs_eval_json_names_its_run(runs, tmp_path):
     page = parse(build_report([runs[0] / "eval.json"], tmp_path / "r.html"))
     assert page.cells[("qwen-kk-a100", "score:kkCOPA")]["text"] == "61.3 (n=500)"
+
+
+def test_provenance_gives_each_tasks_own_limit_and_the_span_of_eval_dates(runs, tmp_path):
+    doc = json.loads((runs[0] / "eval.json").read_text(encoding="utf-8"))
+    doc["tasks"]["kkCOPA"].update(limit=20, evaluated_at="2026-12-03T06:58:00+00:00")
+    doc["tasks"]["Belebele"].update(limit=40, evaluated_at="2026-12-03T07:13:00+00:00")
+    (runs[0] / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
+    html = build_report([runs[0]], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "limit 20 to 40 examples per task on 2 of 3 tasks" in html
+    assert "run 2026-12-03 06:58 UTC to 2026-12-03 07:13 UTC" in html

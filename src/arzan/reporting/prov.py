@@ -89,13 +89,18 @@ def _eval(run: Run) -> list[Part]:
         return [("text", "scores from the ledger's summary.eval (no eval.json in the folder)")]
     versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
     text = f"lm-eval {versions.get('lm_eval', '?')}, {len(run.scores)} task{'s' if len(run.scores) != 1 else ''}"
-    text += f", run {when(meta['created_at'])}" if meta.get("created_at") else ""
     tasks = meta.get("tasks") if isinstance(meta.get("tasks"), dict) else {}
+    dates = sorted(str(h["evaluated_at"]) for h in tasks.values() if isinstance(h, dict) and h.get("evaluated_at"))
+    if len(set(dates)) > 1:
+        text += f", run {when(dates[0])} to {when(dates[-1])}"
+    elif dates or meta.get("created_at"):
+        text += f", run {when(dates[0] if dates else meta['created_at'])}"
     limits = [h.get("limit", meta.get("limit")) for h in tasks.values() if isinstance(h, dict)] or [meta.get("limit")]
     if any(limits):
         some = "" if all(limits) else f" on {sum(1 for x in limits if x)} of {len(limits)} tasks"
-        text += (f"; limit {max(x for x in limits if x)} examples per task{some}, a sample: not comparable "
-                 "to full-set scores")
+        shown = sorted({x for x in limits if isinstance(x, int)})
+        per = f"{shown[0]}" if len(shown) == 1 else f"{shown[0]} to {shown[-1]}"
+        text += f"; limit {per} examples per task{some}, a sample: not comparable to full-set scores"
     return [("text", text)]
 
 

@@ -252,6 +252,10 @@ def _read_scores(file: Path, run: Run) -> dict[str, Score]:
         scores.update(parse_scores(data))
         if isinstance(data, dict):
             run.eval_meta = {k: v for k, v in data.items() if k not in ("rows", "tasks", "summary")}
+            heads = data.get("tasks") if isinstance(data.get("tasks"), dict) else {}
+            # each task's own limit and date: a later `arzan eval` of some tasks leaves the others as they were
+            run.eval_meta["tasks"] = {t: {k: h[k] for k in ("limit", "evaluated_at") if k in h}
+                                      for t, h in heads.items() if isinstance(h, dict)}
     from arzan.evaluation.results import earlier_adapter
 
     if scores and run.kind == "run" and earlier_adapter(run.eval_meta or run.get("summary.eval"), run.path):
