@@ -357,3 +357,20 @@ def test_the_cap_as_read_is_printed_before_anything_is_paid(tmp_path):
 
     out = CliRunner().invoke(app, ["estimate", str(REPO / "recipes" / "smoke.yaml"), "--budget", "1,500h"])
     assert out.exit_code == 0 and "budget cap: 1,500 h" in out.output
+
+
+def test_estimate_prices_this_machine_at_the_users_own_rate(tmp_path):
+    """`arzan train --price 1` bills 1 USD per hour of this machine; the estimate can say it first."""
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    runner = CliRunner()
+    free = runner.invoke(app, ["estimate", str(REPO / "recipes" / "smoke.yaml"), "--json"])
+    paid = runner.invoke(app, ["estimate", str(REPO / "recipes" / "smoke.yaml"), "--json", "--price", "1"])
+    assert free.exit_code == 0 and paid.exit_code == 0, paid.output
+    doc = lambda out: json.loads(out[out.index("{"):])  # noqa: E731 - past a progress bar on stderr
+    free_t, paid_t = doc(free.output)["target"], doc(paid.output)["target"]
+    assert free_t["usd"] == 0 and paid_t["usd"] == pytest.approx(paid_t["billed_seconds"] / 3600, rel=1e-6)
+    bad = runner.invoke(app, ["estimate", str(REPO / "recipes" / "smoke.yaml"), "--price", "-1"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output

@@ -524,3 +524,11 @@ def test_a_later_eval_of_the_same_adapter_keeps_the_earlier_tasks_whatever_its_b
     assert set(retrained["tasks"]) == {"B"}  # other weights: another model
     base16, base4 = doc("m", "A", sha=None), doc("m", "B", sha=None, four_bit=True)
     assert set(merge_with_previous(base16, base4)["tasks"]) == {"B"}  # a plain model in other bits
+
+
+@needs_shared
+def test_a_data_dir_one_level_too_high_is_named(tmp_path):
+    """--data-dir ../shared/data when the files are in ../shared/data/kazakh-eval: the message says
+    where they are, not only that the hub is out of reach."""
+    with pytest.raises(ArzanError, match=r"it is in .*kazakh-eval: give that folder"):
+        run_eval(TINY_MODEL_NAME, tasks="arzan_kkcopa", limit=2, data_dir=SHARED.parent, out_dir=tmp_path)

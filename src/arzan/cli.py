@@ -229,6 +229,8 @@ def estimate(
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A local copy of the model's tokenizer."),
     sample_rows: int = typer.Option(20_000, "--sample-rows", min=1, help="Above this many rows, tokenize a sample."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+    price: Optional[float] = typer.Option(None, "--price", help="Your own price, USD per GPU-hour (as arzan train "
+                                          "--price): the row for this machine is priced at it."),
 ) -> None:
     """What a run will cost on every catalog GPU, in tenge and dollars, before you rent one.
 
@@ -245,9 +247,12 @@ def estimate(
             from arzan.cost.prices import check_provider
 
             check_provider(provider)
+        _check_price(price)
         loaded = load_recipe(recipe, set_)
         if (cap := parse_budget(budget)) is not None:
             loaded.budget = cap
+        if price is not None:  # as `arzan train --price` bills it
+            loaded.cost = loaded.cost.model_copy(update={"usd_per_gpu_hour": price, "kzt_per_gpu_hour": None})
         est = run_estimate(loaded, gpu=gpu, provider=provider, sample_rows=sample_rows, size_hint=size,
                            tokenizer=tokenizer)
     except ArzanError as exc:

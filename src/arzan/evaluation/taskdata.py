@@ -126,6 +126,13 @@ def local_path(local_file: str | None, data_dir: str | os.PathLike | None,
     return None
 
 
+def _found_below(local_file: str | None, data_dir: str | None) -> Path | None:
+    """--data-dir ../shared/data when the file is in ../shared/data/kazakh-eval: say so."""
+    if not local_file or not data_dir or not Path(data_dir).is_dir():
+        return None
+    return next((p.parent for p in sorted(Path(data_dir).glob(f"*/{local_file}"))), None)
+
+
 def load(schema: str, local_file: str | None = None, hub_path: str | None = None,
          hub_name: str | None = None, hub_data_files: str | None = None, hub_split: str = "test",
          hub_configs_matching: str | None = None, arzan_data_dir: str | None = None,
@@ -148,9 +155,11 @@ def load(schema: str, local_file: str | None = None, hub_path: str | None = None
                 parts = [(hub_name, datasets.load_dataset(hub_path, hub_name, split=split, **kw))]
         except Exception as e:  # offline, gated, renamed: the hub raises many types
             first = str(e).splitlines()[0] if str(e) else ""
+            below = _found_below(local_file, arzan_data_dir)
             raise ArzanError(f"{config_source or 'task'}: cannot load hub:{hub_path} ({type(e).__name__}: "
                              f"{first}); offline or gated? put {local_file or 'its file'} in the folder given "
-                             f"by --data-dir (or {DATA_DIR_ENV})") from None
+                             f"by --data-dir (or {DATA_DIR_ENV})" + (f"; it is in {below}: give that folder" if below
+                                                                      else "")) from None
         docs = []
         for name, ds in parts:
             where = f"hub:{hub_path}" + (f"[{name}]" if name else "")
