@@ -200,7 +200,7 @@ def test_points_gained_over_the_base_are_what_is_priced(tmp_path):
     (0.33, "+3.0 ±2.8 vs base (within noise)"),  # 3 points with ±2.8: could be luck, so no price
     (0.30, "+0.0 ±2.8 vs base (within noise)"),  # a run that learnt nothing
     (0.27, "−3.0 ±2.8 vs base (within noise)"),
-    (0.22, "−8.0 ±2.8 vs base"),                 # worse than where it started
+    (0.22, "−8.0 ±2.8 vs base (a loss beyond noise)"),  # worse than where it started
 ])
 def test_no_price_per_point_for_a_gain_within_noise(tmp_path, tuned_acc, words):
     base = fake_run(tmp_path, "base", 0.30, None, model=THE_BASE, stderr=0.02)

@@ -121,3 +121,16 @@ def test_a_run_that_failed_before_any_checkpoint_says_why_and_is_not_offered_res
     said = " ".join(again.output.split())
     assert again.exit_code == 2 and "it saved no checkpoint" in said and "--overwrite" in said
     assert "continue it with --resume" not in said
+
+
+def test_scoring_an_unfinished_run_says_whose_scores_they_are(tmp_path):
+    from arzan.cli import _unfinished_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: x\n")
+    (run / "cost.json").write_text(json.dumps({"status": "interrupted", "progress": {"step": 507, "max_steps": 1000}}))
+    note = _unfinished_run(run)
+    assert note.startswith("this run is interrupted at step 507/1000: these are the scores of its adapter so far")
+    (run / "cost.json").write_text(json.dumps({"status": "finished", "progress": {"step": 1000, "max_steps": 1000}}))
+    assert _unfinished_run(run) is None and _unfinished_run(tmp_path / "evals") is None

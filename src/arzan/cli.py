@@ -32,6 +32,20 @@ def _os_error(exc: OSError, kept: str) -> ArzanError:
     return ArzanError(f"{exc.filename or 'a file'}: {exc.strerror or type(exc).__name__}; {kept}")
 
 
+def _unfinished_run(folder: Path) -> str | None:
+    """An adapter a stop left mid-training scores what it is: said, so it is not read as the run's."""
+    from arzan.runfolder import is_run_folder, ledger_doc
+
+    if not is_run_folder(folder):
+        return None
+    led = ledger_doc(folder)
+    progress = led.get("progress") if isinstance(led.get("progress"), dict) else {}
+    if led.get("status") in (None, "finished"):
+        return None
+    return (f"this run is {led.get('status')} at step {progress.get('step', '?')}/{progress.get('max_steps', '?')}: "
+            f"these are the scores of its adapter so far, not of the finished run (arzan train --resume {folder})")
+
+
 def _fail(exc: ArzanError) -> None:
     from rich.markup import escape
 
@@ -310,6 +324,8 @@ def eval_(
                           load_in_4bit=load_in_4bit)
         console.print(scores_table(compare([result["path"]], references=False)))
         console.print(f"scores written to {result['path']}")
+        if (unfinished := _unfinished_run(Path(result["path"]).parent)) is not None:
+            console.print(f"note: {unfinished}", highlight=False, markup=False)
         if result.get("note"):
             console.print(f"note: {result['note']}", highlight=False, markup=False)
     except ArzanError as exc:

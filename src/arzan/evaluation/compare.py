@@ -281,7 +281,9 @@ def gain_text(r: dict) -> str:
         return s + f" · {kzt_text(r['kzt_per_point_gained'])} ₸/pt gained"
     if r.get("gain_stderr") is None:
         return s + " (no ±: noise unknown)"
-    return s + (" (within noise)" if abs(r["gain"]) <= NOISE_Z * r["gain_stderr"] else "")
+    if abs(r["gain"]) <= NOISE_Z * r["gain_stderr"]:
+        return s + " (within noise)"
+    return s + (" (a loss beyond noise)" if r["gain"] < 0 else "")
 
 
 def _cells(model: str, basis: str, tasks: list[str], cells: dict) -> list[str]:
