@@ -64,7 +64,7 @@ class Truncation:
         made = [(split, cls(**{k: v for k, v in t.items() if k in fields})) for split, t in recorded.items()
                 if isinstance(t, dict) and needed <= set(t)
                 and all(isinstance(v, int) and not isinstance(v, bool) for k, v in t.items() if k in fields)]
-        return [n for split, t in made if (n := t.note(f"{split} data")) is not None]
+        return truncation_lines(dict(made))
 
     def note(self, label: str) -> str | None:
         if not self.dropped and not self.cut and not self.empty:
@@ -78,6 +78,11 @@ class Truncation:
         return f"{label}: " + ", ".join(parts) + fix
 
 
+def truncation_lines(by_split: dict[str, Truncation]) -> list[str]:
+    """One line per split max_length did something to: the terminal, the card and the report say the same."""
+    return [n for split, t in by_split.items() if (n := t.note(f"{split} data")) is not None]
+
+
 @dataclass
 class PreparedData:
     train: Dataset
@@ -86,7 +91,7 @@ class PreparedData:
     truncation: dict[str, Truncation] = field(default_factory=dict)  # "train" / "eval"
 
     def truncation_notes(self) -> list[str]:
-        return [n for split, t in self.truncation.items() if (n := t.note(f"{split} data")) is not None]
+        return truncation_lines(self.truncation)
 
     @property
     def trained_tokens(self) -> int:

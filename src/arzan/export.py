@@ -189,6 +189,11 @@ def _merge(adapter: Path, run: Path | None, out: Path, dtype: str, device: str, 
     return out
 
 
+def training_merge_dtype(device: str) -> str:
+    """What a training's `output.save_merged` saves in: bf16 on a GPU, float32 on a CPU (exact there)."""
+    return "bfloat16" if device == "cuda" else "float32"
+
+
 def write_merged_card(out: Path, adapter: Path, run: Path | None, dtype: str, device: str,
                       base_model: str | None = None) -> None:
     """merged/README.md, from the ledger as it stands: written with the model, and again once the

@@ -123,10 +123,11 @@ def check_run_folder(path: Path, mode: str) -> bool:
         if not is_run_folder(path):  # someone's own files: --resume cannot work there, and is not offered
             raise ArzanError(f"{path}: a folder that is not empty and not an arzan run; give --out a new folder "
                              "(or --overwrite, which moves this one aside, never deletes it)")
-        if _status_of(path)[0] == "finished":  # nothing to resume: only a new folder or --overwrite helps
+        status = _status_of(path)[0]
+        if status == "finished":  # nothing to resume: only a new folder or --overwrite helps
             raise ArzanError(f"{path}: run folder already exists (its run is finished); give --out a new folder, "
                              "or start again with --overwrite (the old folder is kept aside, never deleted)")
-        if _status_of(path)[0] == "failed" and not any((path / "checkpoints").glob("checkpoint-*")):
+        if status == "failed" and not any((path / "checkpoints").glob("checkpoint-*")):
             # no step was saved: a resume would pay its setup again to fail the same way
             raise ArzanError(f"{path}: run folder already exists{_what_is_there(path)}; it saved no checkpoint, so "
                              "fix what failed and start again with --overwrite (the old folder is kept aside)")

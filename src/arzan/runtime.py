@@ -404,15 +404,9 @@ def redo_hint(where: str, run_dir: Path, recipe: Recipe) -> str:
     if where == "the merge":
         return f"merge it with: arzan merge {run_dir}"
     if where == "the evaluation after training":
-        from shlex import quote  # a task file or data folder under "My Drive" has a space in its path
+        from arzan.evaluation.targets import eval_command
 
-        tasks = recipe.eval_tasks()
-        args = [f"--tasks {quote(tasks if isinstance(tasks, str) else ','.join(tasks))}"]
-        if recipe.eval.limit:
-            args.append(f"--limit {recipe.eval.limit}")
-        if recipe.eval_data_dir() is not None:
-            args.append(f"--data-dir {quote(str(recipe.eval_data_dir()))}")
-        return f"score it with: arzan eval {run_dir} {' '.join(args)}"
+        return "score it with: " + eval_command(run_dir, recipe.eval_tasks(), recipe.eval.limit, recipe.eval_data_dir())
     return f"the adapter is saved in {run_dir / 'adapter'}"
 
 
@@ -424,11 +418,10 @@ def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, rea
 
         write_card(folder.adapter / "README.md", recipe, ledger)
         if (folder.merged / "README.md").is_file() and recipe.output.save_merged:  # merged this session
-            from arzan.export import write_merged_card
+            from arzan.export import training_merge_dtype, write_merged_card
 
             device = (ledger.get("hardware") or {}).get("device") or "cpu"
-            write_merged_card(folder.merged, folder.adapter, folder.root,
-                              "bfloat16" if device == "cuda" else "float32", device)
+            write_merged_card(folder.merged, folder.adapter, folder.root, training_merge_dtype(device), device)
     return ledger
 
 

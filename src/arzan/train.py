@@ -243,9 +243,9 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
         stopper.phase = "the merge"
         meter.check_cap(0.0, "the merge")  # not cut half-way: half a merged model is worth nothing
         with meter.phase("save"):  # merged into the 16-bit base, never into 4-bit weights
-            from arzan.export import merge_adapter
+            from arzan.export import merge_adapter, training_merge_dtype
 
-            merge_adapter(folder.root, folder.merged, dtype="bfloat16" if device == "cuda" else "float32",
+            merge_adapter(folder.root, folder.merged, dtype=training_merge_dtype(device),
                           bill=False)  # the meter times it as this session's save phase
 
 

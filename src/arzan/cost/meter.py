@@ -53,10 +53,6 @@ from arzan.errors import ArzanError
 from arzan.numbers import amount, fixed
 
 
-def _kzt(x: float, digits: int) -> str:
-    return fixed(x, digits)
-
-
 class BudgetCut(Exception):
     """The cap would pass during the work after training (the generation check, lm-eval, the merge).
 
@@ -441,8 +437,8 @@ class CostMeter(TrainerCallback):
         hours = led.billed_seconds / 3600
         caps = []  # (cap, spent, what ahead_s adds, the cap and its spend in words, the addition in words)
         if b.max_kzt is not None:
-            caps.append((b.max_kzt, led.money.kzt, next_kzt, f"max_kzt {amount(b.max_kzt)} ₸: spent {_kzt(led.money.kzt, 2)} ₸",
-                         f" (~{_kzt(next_kzt, 2)} ₸)"))
+            caps.append((b.max_kzt, led.money.kzt, next_kzt, f"max_kzt {amount(b.max_kzt)} ₸: spent {fixed(led.money.kzt, 2)} ₸",
+                         f" (~{fixed(next_kzt, 2)} ₸)"))
         if b.max_usd is not None:
             caps.append((b.max_usd, led.money.usd, next_usd, f"max_usd {amount(b.max_usd)} $: spent {led.money.usd:.4f} $",
                          f" (~{next_usd:.4f} $)"))
@@ -541,7 +537,7 @@ class CostMeter(TrainerCallback):
         led = self.ledger
         p = led.progress
         parts = [f"step {p.step}/{p.max_steps}" if p.max_steps else f"step {p.step}",
-                 f"{_kzt(led.money.kzt, 1)} ₸ spent"]
+                 f"{fixed(led.money.kzt, 1)} ₸ spent"]
         if led.budget.projected_kzt is not None:
-            parts.append(f"~{_kzt(led.budget.projected_kzt, 0)} ₸ at end")
+            parts.append(f"~{fixed(led.budget.projected_kzt, 0)} ₸ at end")
         return " · ".join(parts)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import yaml
 
 from arzan.errors import ArzanError
 from arzan.evaluation.results import earlier_adapter
+from arzan.evaluation.targets import eval_command
 from arzan.runfolder import unique_folders
 from arzan.reporting.runs import check_ledger, training_kzt
 from arzan.reporting.scores import points
@@ -100,6 +100,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     # what the scores are of: a plain model (a base someone may have fine-tuned) or an adapter on a base
     scored = {"of_model": model.get("base")} if model.get("kind") == "model" else {"base": model.get("base")}
     stale = earlier_adapter(doc, eval_file.parent)  # a resume trained on after these were scored
+    kzt_train = training_kzt(ledger) if ledger else None
     if detail:
         picked = [r for r in doc.get("rows", []) if r.get("primary")]
     else:
@@ -113,7 +114,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
         rows.append({"model": str(label), "basis": "measured", "task": r["task"], "metric": r["metric"],
                      "value": value, "stderr": r.get("stderr"), "n": r.get("n"),
                      "limit": r.get("limit", doc.get("limit")), "kzt": kzt,
-                     "kzt_train": training_kzt(ledger) if ledger else None, **scored,
+                     "kzt_train": kzt_train, **scored,
                      "requested": r.get("requested", doc.get("tasks_requested")), "data_dir": r.get("data_dir"),
                      # evals before 4-bit scoring existed all loaded the base in 16/32-bit
                      "base_4bit": bool(r.get("base_4bit", model.get("load_in_4bit"))),
@@ -335,15 +336,9 @@ def _legend(rows: list[dict]) -> list[str]:
 
 def _eval_command(target: str, r: dict, limit: int | None = None, four_bit: bool = False) -> str:
     """The `arzan eval` that scores `target` as row `r` was scored: the same --tasks as asked then
-    (a suite, task files), the same --limit and --data-dir, quoted for a shell."""
-    asked = r.get("requested") or r["task"]
-    tasks = asked if isinstance(asked, str) else ",".join(asked)
-    parts = ["arzan eval", shlex.quote(target), "--tasks", shlex.quote(tasks)]
-    if (limit := limit if limit is not None else r.get("limit")):
-        parts += ["--limit", str(limit)]
-    if r.get("data_dir"):
-        parts += ["--data-dir", shlex.quote(str(r["data_dir"]))]
-    return " ".join(parts + (["--load-in-4bit"] if four_bit else []))
+    (a suite, task files), the same --limit and --data-dir."""
+    return eval_command(target, r.get("requested") or r["task"], limit if limit is not None else r.get("limit"),
+                        r.get("data_dir"), four_bit)
 
 
 def _money(kzt: float | None) -> str:

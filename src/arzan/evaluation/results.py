@@ -8,6 +8,7 @@ of it (task, metric, value, stderr, n, version, few-shot count, where the data c
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +103,6 @@ def earlier_adapter(doc: Any, folder: Path) -> bool:
     """eval.json scored an adapter the folder no longer holds: a resume trained on and saved a new
     one. Its scores are kept (they were paid for) but must not stand for the run as it is now."""
     from arzan.evaluation.targets import sha256
-
-    from datetime import datetime
 
     model = doc.get("model") if isinstance(doc, dict) else None
     scored = model.get("adapter_sha256") if isinstance(model, dict) else None

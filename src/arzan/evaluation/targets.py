@@ -44,10 +44,13 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
         adapter = p / "adapter" if (p / "adapter" / "adapter_config.json").is_file() else p
         if (adapter / "adapter_config.json").is_file():
             default_out = p.parent if adapter == p and p.name == "adapter" else p
-            base = _adapter_base(adapter, default_out / "recipe.yaml")
+            trained = _recipe_model(default_out / "recipe.yaml")
+            base = _adapter_base(adapter, trained, default_out / "recipe.yaml")
             tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else loadable(base)
+            revision = trained.get("revision")
             return Target("run" if adapter != p else "adapter", loadable(base), base, adapter,
-                          tokenizer, out_dir or default_out, *_recipe_model(default_out / "recipe.yaml"))
+                          tokenizer, out_dir or default_out, trained.get("load_in_4bit") is True,
+                          revision if isinstance(revision, str) and revision else None)
         if (p / "config.json").is_file():
             return Target("model", str(p), str(p), None, str(p), out_dir or p)
         if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that never saved an adapter
@@ -75,18 +78,13 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
     raise ArzanError(f"{target}: no such run folder or model folder, and not a Hub id (org/name)")
 
 
-def _adapter_base(adapter: Path, recipe: Path) -> str:
-    """The run's recipe first, as `arzan merge` (export.base_model_of) decides: it holds the name the
-    user chose, where the adapter's config may hold a machine's cache folder (the tiny model) or
-    unsloth's renaming; that name is what a base model's own eval records, so `arzan compare` can
-    pair them. An adapter without its run folder has only its config."""
-    if recipe.is_file():
-        try:
-            model = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
-        except (OSError, yaml.YAMLError, AttributeError):
-            model = {}
-        if isinstance(model, dict) and isinstance(model.get("name"), str) and model["name"]:
-            return model["name"]
+def _adapter_base(adapter: Path, trained: dict, recipe: Path) -> str:
+    """The run's recipe first (`trained`: its model section), as `arzan merge` (export.base_model_of)
+    decides: it holds the name the user chose, where the adapter's config may hold a machine's cache
+    folder (the tiny model) or unsloth's renaming; that name is what a base model's own eval records,
+    so `arzan compare` can pair them. An adapter without its run folder has only its config."""
+    if isinstance(trained.get("name"), str) and trained["name"]:
+        return trained["name"]
     cfg_file = adapter / "adapter_config.json"
     try:
         base = json.loads(cfg_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
@@ -97,17 +95,29 @@ def _adapter_base(adapter: Path, recipe: Path) -> str:
     return str(base)
 
 
-def _recipe_model(recipe: Path) -> tuple[bool, str | None]:
-    """(model.load_in_4bit, model.revision) of the run's recipe.yaml: the base as it was trained on.
-    An adapter without its run folder says nothing."""
+def _recipe_model(recipe: Path) -> dict:
+    """The `model:` section of the run's recipe.yaml: the base as it was trained on (name, 4-bit,
+    revision). An adapter without its run folder, or an unreadable recipe, says nothing."""
     try:
         model = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
     except (OSError, yaml.YAMLError, AttributeError):
-        return False, None
-    if not isinstance(model, dict):
-        return False, None
-    revision = model.get("revision")
-    return model.get("load_in_4bit") is True, revision if isinstance(revision, str) and revision else None
+        return {}
+    return model if isinstance(model, dict) else {}
+
+
+def eval_command(target: str | Path, tasks: str | list[str], limit: int | None = None,
+                 data_dir: str | Path | None = None, four_bit: bool = False) -> str:
+    """The `arzan eval` command line that scores `target` on `tasks` (a suite, task names or task
+    files), quoted for a shell: a task file or data folder under "My Drive" has a space in its path."""
+    import shlex
+
+    parts = ["arzan eval", shlex.quote(str(target)), "--tasks",
+             shlex.quote(tasks if isinstance(tasks, str) else ",".join(tasks))]
+    if limit:
+        parts += ["--limit", str(limit)]
+    if data_dir:
+        parts += ["--data-dir", shlex.quote(str(data_dir))]
+    return " ".join(parts + (["--load-in-4bit"] if four_bit else []))
 
 
 def sha256(path: Path) -> str | None:

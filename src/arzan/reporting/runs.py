@@ -258,7 +258,7 @@ def _read_scores(file: Path, run: Run) -> dict[str, Score]:
                                       for t, h in heads.items() if isinstance(h, dict)}
     from arzan.evaluation.results import earlier_adapter
 
-    if scores and run.kind == "run" and earlier_adapter(run.eval_meta or run.get("summary.eval"), run.path):
+    if scores and run.kind == "run" and earlier_adapter(run.eval_meta, run.path):  # summary.eval names no adapter
         for sc in scores.values():
             sc.stale = True
         run.warnings.append(f"{file}: scores of an earlier adapter (a resume trained on and saved a new one); "
