@@ -294,13 +294,36 @@ def test_max_length_drops_and_cuts_are_counted_not_silent(tmp_path, tiny_tokeniz
         {"instruction": "Айт", "output": LONG}]
     data = prepare_data(section(tmp_path, rows, "alpaca"), tiny_tokenizer, 64, tmp_path)
     assert len(data.train) == 3  # the two normal rows and the cut one
-    assert data.truncation["train"] == Truncation(rows=5, dropped=2, cut=1, max_length=64)
+    src = str(tmp_path / "d.jsonl")
+    assert data.truncation["train"] == Truncation(rows=5, dropped=2, cut=1, max_length=64,
+                                                  dropped_rows=[[src, 3], [src, 4]], cut_rows=[[src, 5]])
+    assert set(data.train.column_names) == {"input_ids", "assistant_masks"}  # the row origins stay out
     [note] = data.truncation_notes()
-    assert note.startswith("train data: 2 of 5 rows dropped (no answer token within max_length 64), 1 cut short")
+    assert note.startswith(f"train data: 2 of 5 rows dropped (no answer token within max_length 64; {src} rows 3, 4), "
+                           f"1 cut short (the answer runs past max_length 64: its end is never learnt; {src} row 5)")
     assert Truncation.notes(json.loads(json.dumps({"train": asdict(data.truncation["train"])}))) == [note]
     full = prepare_data(section(tmp_path, rows, "alpaca"), tiny_tokenizer, 4096, tmp_path)
     assert full.truncation_notes() == [] and len(full.train) == 5
     assert Truncation.notes({"train": {"rows": "lots", "dropped": 1, "cut": 0, "max_length": 64}}) == []  # hand-edited
+    assert Truncation.notes({"train": {"rows": 9, "dropped": 1, "cut": 0, "max_length": 64,
+                                       "dropped_rows": "row 3"}}) == []
+
+
+def test_truncation_names_the_first_rows_of_each_source_and_how_many_more(tmp_path, tiny_tokenizer):
+    """Two mixed sources, more cut rows than are named: each source's rows are listed under its name,
+    in row order (not the shuffle's), and the rest are counted."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"instruction": "Айт", "output": LONG if i % 2 else "Иә"}, ensure_ascii=False)
+                         + "\n" for i in range(12)), "utf-8")
+    b.write_text(json.dumps({"instruction": "Айт", "output": LONG}, ensure_ascii=False) + "\n"
+                 + json.dumps({"instruction": "Сана", "output": "Жоқ"}, ensure_ascii=False) + "\n", "utf-8")
+    data = prepare_data(DataSection(sources=[{"path": "a.jsonl", "format": "alpaca"},
+                                             {"path": "b.jsonl", "format": "alpaca"}]),
+                        tiny_tokenizer, 64, tmp_path)
+    t = data.truncation["train"]
+    assert (t.rows, t.cut, t.dropped) == (14, 7, 0)
+    assert t.cut_rows == [["a.jsonl", 2], ["a.jsonl", 4], ["a.jsonl", 6], ["a.jsonl", 8], ["a.jsonl", 10]]
+    assert "its end is never learnt; a.jsonl rows 2, 4, 6, 8, 10 and 2 more)" in t.note("train data")
 
 
 def test_truncation_is_in_the_estimate_the_ledger_and_the_card(tmp_path, write_recipe):
@@ -315,13 +338,14 @@ def test_truncation_is_in_the_estimate_the_ledger_and_the_card(tmp_path, write_r
                                 "logging_steps": 1, "save_steps": 2})
     recipe["data"] = {"sources": [{"path": str(tmp_path / "d.jsonl"), "format": "alpaca"}]}
     path = write_recipe(recipe)
-    said = "train data: 1 of 17 rows dropped (no answer token within max_length 64)"
+    said = f"train data: 1 of 17 rows dropped (no answer token within max_length 64; {tmp_path / 'd.jsonl'} row 17)"
     estimate = CliRunner().invoke(app, ["estimate", str(path)])
     assert estimate.exit_code == 0 and said in " ".join(estimate.output.split()), estimate.output
     out = tmp_path / "run"
     trained = CliRunner().invoke(app, ["train", str(path), "--out", str(out)])
     assert trained.exit_code == 0 and said in " ".join(trained.output.split()), trained.output
     ledger = json.loads((out / "cost.json").read_text("utf-8"))
-    assert ledger["summary"]["data_truncation"]["train"] == {"rows": 17, "dropped": 1, "cut": 0, "max_length": 64,
-                                                             "empty": 0}
+    assert ledger["summary"]["data_truncation"]["train"] == {
+        "rows": 17, "dropped": 1, "cut": 0, "max_length": 64, "empty": 0,
+        "dropped_rows": [[str(tmp_path / "d.jsonl"), 17]], "cut_rows": [], "empty_rows": []}
     assert said in (out / "adapter" / "README.md").read_text("utf-8")

@@ -29,6 +29,9 @@ FORMAT_FIELDS: dict[str, tuple[list[str], list[str]]] = {
     "text": (["text"], []),
 }
 ROLES = {"system", "user", "assistant"}
+# each row's source and row number, carried through mixing and tokenizing so that a row max_length
+# drops or cuts can be named; removed before the trainer sees the set
+ORIGIN = ("_source", "_row")
 
 
 @dataclass
@@ -47,35 +50,63 @@ class SourceInfo:
 class Truncation:
     """What max_length did to one split: rows it dropped (no answer token left inside the window)
     and rows it cut short (the answer runs past the window, so its end-of-turn is never learnt).
-    A paying user must hear of both: the ledger's row counts would otherwise claim every row."""
+    A paying user must hear of both: the ledger's row counts would otherwise claim every row.
+    The first few rows of each kind are named by source and row, so they can be found and fixed."""
 
     rows: int  # rows tokenized
     dropped: int  # by max_length: answer tokens before it, none left inside it
     cut: int
     max_length: int
     empty: int = 0  # rows with no answer token to train on at any length (an empty answer)
+    # [source, row] of the first EXAMPLES rows of each kind, in source order
+    dropped_rows: list[list] = field(default_factory=list)
+    cut_rows: list[list] = field(default_factory=list)
+    empty_rows: list[list] = field(default_factory=list)
+
+    EXAMPLES = 5
 
     @classmethod
     def notes(cls, recorded: Any) -> list[str]:
         """The ledger's summary.data_truncation as the lines the card and the report print."""
         if not isinstance(recorded, dict):
             return []
-        fields, needed = set(cls.__dataclass_fields__), {"rows", "dropped", "cut", "max_length"}
-        made = [(split, cls(**{k: v for k, v in t.items() if k in fields})) for split, t in recorded.items()
-                if isinstance(t, dict) and needed <= set(t)
-                and all(isinstance(v, int) and not isinstance(v, bool) for k, v in t.items() if k in fields)]
+        counts, lists = {"rows", "dropped", "cut", "max_length", "empty"}, {"dropped_rows", "cut_rows", "empty_rows"}
+        made = [(split, cls(**{k: v for k, v in t.items() if k in counts | lists}))
+                for split, t in recorded.items()
+                if isinstance(t, dict) and counts - {"empty"} <= set(t)
+                and all(isinstance(v, int) and not isinstance(v, bool) for k, v in t.items() if k in counts)
+                and all(_is_row_list(v) for k, v in t.items() if k in lists)]
         return truncation_lines(dict(made))
 
     def note(self, label: str) -> str | None:
         if not self.dropped and not self.cut and not self.empty:
             return None
         parts = ([f"{self.dropped:,} of {self.rows:,} rows dropped (no answer token within max_length "
-                  f"{self.max_length})"] if self.dropped else []) + \
+                  f"{self.max_length}{_where(self.dropped_rows, self.dropped)})"] if self.dropped else []) + \
                 ([f"{self.cut:,} cut short (the answer runs past max_length {self.max_length}: its end is "
-                  "never learnt)"] if self.cut else []) + \
-                ([f"{self.empty:,} of {self.rows:,} rows dropped (no answer to train on)"] if self.empty else [])
+                  f"never learnt{_where(self.cut_rows, self.cut)})"] if self.cut else []) + \
+                ([f"{self.empty:,} of {self.rows:,} rows dropped (no answer to train "
+                  f"on{_where(self.empty_rows, self.empty)})"] if self.empty else [])
         fix = "; raise train.max_length or shorten those rows" if self.dropped or self.cut else ""
         return f"{label}: " + ", ".join(parts) + fix
+
+
+def _is_row_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int) for p in value)
+
+
+def _where(at: list[list], count: int) -> str:
+    """'; d.jsonl rows 6, 7 and 3 more': where the first rows of one kind are."""
+    if not at:
+        return ""
+    by_source: dict[str, list[int]] = {}
+    for source, row in at:
+        by_source.setdefault(source, []).append(row)
+    named = "; ".join(f"{src} row{'s' if len(rows) > 1 else ''} {', '.join(f'{r:,}' for r in rows)}"
+                      for src, rows in by_source.items())
+    more = count - len(at)
+    return f"; {named}" + (f" and {more:,} more" if more > 0 else "")
 
 
 def truncation_lines(by_split: dict[str, Truncation]) -> list[str]:
@@ -252,7 +283,10 @@ def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | No
             msgs = [{"role": "system", "content": sys_text}, *msgs]
         return {**empty, "messages": json.dumps(msgs, ensure_ascii=False)}
 
-    return ds.map(to_row, with_indices=True, remove_columns=ds.column_names)
+    def with_origin(row: dict[str, Any], idx: int) -> dict[str, Any]:
+        return {**to_row(row, idx), ORIGIN[0]: label, ORIGIN[1]: idx + 1}
+
+    return ds.map(with_origin, with_indices=True, remove_columns=ds.column_names)
 
 
 def _text(value: Any, where: str, name: str) -> str:
@@ -375,19 +409,30 @@ def tokenize(ds: Dataset, tokenizer: Any, section: DataSection, max_length: int,
     template = training_chat_template(tokenizer) if needs_template else None
     out = ds.map(_tokenize_row, fn_kwargs={"tokenizer": tokenizer, "template": template,
                                            "assistant_only": section.assistant_only_loss},
-                 remove_columns=ds.column_names, desc=f"Tokenizing {label}")
+                 remove_columns=[c for c in ds.column_names if c not in ORIGIN], desc=f"Tokenizing {label}")
     # a row cut short: an answer token past the window (its last assistant token is beyond max_length)
     out = out.map(lambda r: {"input_ids": r["input_ids"][:max_length],
                              "assistant_masks": r["assistant_masks"][:max_length],
                              "_cut": any(r["assistant_masks"][max_length:]),
-                             "_empty": not any(r["assistant_masks"])})
-    kept = out.filter(lambda r: any(r["assistant_masks"]))
+                             "_empty": not any(r["assistant_masks"]),
+                             "_lost": not any(r["assistant_masks"][:max_length])})
+    kept = out.filter(lambda r: not r["_lost"])
     if len(kept) == 0:
         raise ArzanError(f"{label}: every label is masked: no assistant tokens survive in any row "
                          f"(max_length {max_length} may cut every answer, or the chat template hides them)")
-    empty = sum(out["_empty"])
-    truncation = Truncation(len(out), len(out) - len(kept) - empty, sum(kept["_cut"]), max_length, empty)
-    return kept.remove_columns(["_cut", "_empty"]), truncation
+    cut, empty, lost = kept["_cut"], out["_empty"], out["_lost"]
+    dropped = [x and not e for x, e in zip(lost, empty, strict=True)]
+    truncation = Truncation(len(out), sum(dropped), sum(cut), max_length, sum(empty),
+                            _first(out, dropped), _first(kept, cut), _first(out, empty))
+    return kept.remove_columns(["_cut", "_empty", "_lost", *(c for c in ORIGIN if c in kept.column_names)]), truncation
+
+
+def _first(ds: Dataset, picked: list[bool]) -> list[list]:
+    """[source, row] of the first Truncation.EXAMPLES picked rows, in source order."""
+    if not any(picked) or ORIGIN[0] not in ds.column_names:
+        return []
+    where = sorted((s, r) for s, r, p in zip(ds[ORIGIN[0]], ds[ORIGIN[1]], picked, strict=True) if p)
+    return [list(w) for w in where[:Truncation.EXAMPLES]]
 
 
 def count_tokens(ds: Dataset) -> tuple[int, int]:
