@@ -256,3 +256,37 @@ def test_a_merge_refuses_a_run_a_training_still_writes(lora_run, tmp_path):
     with pytest.raises(ArzanError, match="a training is still running into this folder"):
         merge_adapter(run, tmp_path / "merged", dtype="float32", device="cpu")
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_push_without_a_token_is_refused_before_training(write_recipe, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+    from tests.conftest import base_recipe
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    path = write_recipe(base_recipe(output={"push_to_hub": True, "hub_model_id": "someone/kk"}))
+    out = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "run")])
+    assert out.exit_code == 2 and "output.push_to_hub: HF_TOKEN is not set" in out.output, out.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_push_after_training_is_billed_as_a_save_session(write_recipe, fake_hub, tmp_path):
+    """The upload is paid GPU time too: it joins the bill as its own session, after the training's,
+    and the card in the run folder shows it; the hub gets the bill as it stood before the upload."""
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+    from tests.conftest import base_recipe
+
+    path = write_recipe(base_recipe(train={"max_steps": 2, "logging_steps": 1, "save_steps": 2},
+                                    output={"push_to_hub": True, "hub_model_id": "someone/kk"}))
+    out = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "run")])
+    assert out.exit_code == 0, out.output
+    ledger = json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))
+    push = ledger["sessions"][1]
+    assert push["status"] == "finished" and push["phases"]["save"] > 0 and push["phases"]["train"] == 0
+    assert ledger["status"] == "finished" and ledger["billed_seconds"] >= sum(push["phases"].values())
+    assert [c[1] for c in fake_hub.calls if c[0] == "commit"] == ["someone/kk"]
+    card = (tmp_path / "run" / "adapter" / "README.md").read_text("utf-8")
+    assert "| Sessions | 2 |" in card

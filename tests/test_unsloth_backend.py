@@ -30,8 +30,6 @@ class StandInFastLanguageModel:
 
         cls.calls["from_pretrained"] = kw
         tokenizer = AutoTokenizer.from_pretrained(kw["model_name"])
-        if cls.calls.get("drop_template"):
-            tokenizer.chat_template = None
         return AutoModelForCausalLM.from_pretrained(kw["model_name"]), tokenizer
 
     @classmethod
@@ -50,17 +48,7 @@ def stand_in_unsloth(monkeypatch):
     unsloth = types.ModuleType("unsloth")
     unsloth.__spec__ = importlib.machinery.ModuleSpec("unsloth", None)
     unsloth.FastLanguageModel = StandInFastLanguageModel
-    templates = types.ModuleType("unsloth.chat_templates")
-    templates.__spec__ = importlib.machinery.ModuleSpec("unsloth.chat_templates", None)
-
-    def get_chat_template(tokenizer, chat_template):
-        StandInFastLanguageModel.calls["get_chat_template"] = chat_template
-        tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-        return tokenizer
-
-    templates.get_chat_template = get_chat_template
     monkeypatch.setitem(sys.modules, "unsloth", unsloth)
-    monkeypatch.setitem(sys.modules, "unsloth.chat_templates", templates)
     monkeypatch.setattr(arzan_model, "cuda_available", lambda: True)
     monkeypatch.setattr(arzan_model, "_UNSLOTH_IMPORT_ERROR", [])
     return StandInFastLanguageModel.calls
@@ -90,7 +78,6 @@ def test_recipe_fields_reach_unsloth_under_its_own_argument_names(stand_in_unslo
     assert (peft["r"], peft["lora_alpha"], peft["lora_dropout"]) == (16, 32, 0.0)
     assert peft["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert peft["use_gradient_checkpointing"] == "unsloth" and peft["random_state"] == 7
-    assert "get_chat_template" not in stand_in_unsloth  # the tokenizer's own template is kept
     assert (info.name, info.method, info.device, info.requested) == ("unsloth", "qlora", "cuda", "unsloth")
     assert info.version.startswith("unsloth ") and info.trainable_params > 0
     assert tokenizer.pad_token is not None
@@ -120,10 +107,33 @@ def test_unsloths_load_errors_are_one_line_naming_the_field(stand_in_unsloth, wr
     assert "\n" not in str(err.value)
 
 
-def test_a_tokenizer_without_a_template_gets_llama31s(stand_in_unsloth, write_recipe):
-    stand_in_unsloth["drop_template"] = True
-    _, tokenizer, _ = arzan_model.load_model(_recipe(write_recipe, backend="unsloth"))
-    assert stand_in_unsloth["get_chat_template"] == "llama-3.1" and tokenizer.chat_template
+def test_a_model_without_a_chat_template_is_refused_before_a_folder_for_chat_data(write_recipe, tiny_dir, tmp_path):
+    """A base model (Llama-3.1-8B, not -Instruct) has no chat template: alpaca data would fail after
+    the download and a billed setup (hf) or get a template unsloth chose (unsloth). Refused on the
+    tokenizer alone, by train and estimate; text data needs no template and passes."""
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    bare = tmp_path / "base-model"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    (bare / "config.json").write_text((tiny_dir / "config.json").read_text("utf-8"), "utf-8")
+    r = base_recipe()
+    r["model"] = {**r["model"], "name": str(bare)}
+    path = write_recipe(r)
+    for args in (["train", str(path), "--out", str(tmp_path / "run")], ["estimate", str(path)]):
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+        assert "has no chat template, which data format 'alpaca' needs" in " ".join(out.output.split()), out.output
+    assert not (tmp_path / "run").exists()
+    from arzan.runplan import load_tokenizer
+
+    r["data"]["sources"] = [{**r["data"]["sources"][0], "format": "text"}]
+    assert load_tokenizer(load_recipe(write_recipe(r))).chat_template is None
 
 
 def test_ledger_and_model_card_name_the_unsloth_backend_and_version(stand_in_unsloth, write_recipe, tmp_path):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,13 +47,21 @@ def unquantised_name(name: str) -> str:
     return name
 
 
+def _run_model(run: Path | None) -> dict[str, Any]:
+    """The `model:` section of the run's recipe.yaml ({} without a run folder)."""
+    if run is None:
+        return {}
+    model = (yaml.safe_load((run / "recipe.yaml").read_text("utf-8")) or {}).get("model") or {}
+    return model if isinstance(model, dict) else {}
+
+
 def base_model_of(adapter: Path, run: Path | None) -> tuple[str, str | None]:
     """The base the adapter was trained on: the run's recipe first (the name the user chose, which
     survives unsloth's renaming), else the adapter's own config."""
     from arzan.model import resolve_model_name
 
     if run is not None:
-        model = (yaml.safe_load((run / "recipe.yaml").read_text("utf-8")) or {}).get("model") or {}
+        model = _run_model(run)
         if model.get("name"):  # a pre-quantised repo (…-bnb-4bit) is merged into its 16-bit original
             name = unquantised_name(model["name"])
             return resolve_model_name(name), model.get("revision") if name == model["name"] else None
@@ -80,23 +87,28 @@ def _dtype(name: str, device: str) -> Any:
     if name == "auto":
         if device == "cpu":
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        from arzan.model import gpu_dtype
+
+        return gpu_dtype()
     if name not in DTYPES:
         raise ArzanError(f"dtype '{name}': use one of {', '.join(DTYPES)}")
     return getattr(torch, name)
 
 
 def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool = False,
-                       device: str | None = None, base_model: str | None = None) -> tuple[Any, Any]:
+                       device: str | None = None, base_model: str | None = None,
+                       trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Base + adapter as the fine-tune is used: (PeftModel in eval mode, tokenizer)."""
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     adapter, run = _locate(path)
     name, revision = (base_model, None) if base_model else base_model_of(adapter, run)
+    trust_remote_code = trust_remote_code or _run_model(run).get("trust_remote_code") is True  # as trained
     device = _device(device)
-    kwargs: dict[str, Any] = {"revision": revision, "dtype": _dtype(dtype, device)}
-    if getattr(AutoConfig.from_pretrained(name, revision=revision), "quantization_config", None) and not load_in_4bit:
+    kwargs: dict[str, Any] = {"revision": revision, "dtype": _dtype(dtype, device), "trust_remote_code": trust_remote_code}
+    config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    if getattr(config, "quantization_config", None) and not load_in_4bit:
         raise ArzanError(f"{name}: a quantised checkpoint; give the unquantised base with base_model=")
     if load_in_4bit:
         if device != "cuda":
@@ -111,7 +123,7 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
     except (OSError, ValueError) as exc:
         raise ArzanError(f"cannot load base model '{name}': {str(exc).splitlines()[0]}") from None
     tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else name
-    tokenizer = AutoTokenizer.from_pretrained(tok_src)
+    tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
     try:
         model = PeftModel.from_pretrained(base, adapter)
     except Exception as exc:  # safetensors, json and peft each raise their own kind for a damaged file
@@ -148,23 +160,14 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
 
         _refuse_while_training(run, "arzan merge")
         check_writable(run, "arzan merge adds its session to cost.json there")
-    from arzan.cost.ledger import utcnow
-    from arzan.evaluation.session import bill as add_session, signals_held
+    from arzan.evaluation.session import billed_session
 
-    started, began = time.monotonic(), utcnow()
+    # Ctrl-C, an OOM, a full disk: the minutes it ran are paid for all the same; once the merged model
+    # is there, its bill goes in whole and its card shows it
     with evaluating(run, "arzan merge is merging") if billed else nullcontext():
-        try:
+        with billed_session(run, device, then=lambda: write_merged_card(out, adapter, run, dtype, device,
+                                                                          base_model)) if billed else nullcontext():
             path = _merge(adapter, run, out, dtype, device, base_model)
-        except BaseException as exc:  # Ctrl-C, an OOM, a full disk: the minutes it ran are paid for all the same
-            if billed:
-                with signals_held():
-                    add_session(run, None, time.monotonic() - started, device, began, phase="save",
-                                status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-            raise
-        if billed:
-            with signals_held():  # the merged model is there: its bill goes in whole, and its card shows it
-                add_session(run, None, time.monotonic() - started, device, began, phase="save")
-                write_merged_card(path, adapter, run, dtype, device, base_model)
     return path
 
 
@@ -225,6 +228,16 @@ def merged_card(base: str, adapter: Path, dtype: str, compute: str, device: str,
     return f"---\n{front}---\n\n" + "\n".join(body)
 
 
+def hub_token() -> str:
+    """$HF_TOKEN, or the one-line refusal; `arzan train` asks before a run with push_to_hub starts,
+    not after hours of paid training."""
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise ArzanError("output.push_to_hub: HF_TOKEN is not set: create a write token at "
+                         "https://huggingface.co/settings/tokens and export HF_TOKEN=... (arzan never stores it)")
+    return token
+
+
 def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = True, merged: bool = False) -> str:
     """Upload the adapter (or merged/) with the run's cost.json and recipe.yaml, in one commit.
 
@@ -238,10 +251,7 @@ def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = True, merged:
     if not folder.is_dir() or not any(folder.iterdir()):
         hint = "run merge_adapter first" if merged else "train first"
         raise ArzanError(f"{folder}: nothing to upload ({hint})")
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        raise ArzanError("HF_TOKEN is not set: create a write token at https://huggingface.co/settings/tokens "
-                         "and export HF_TOKEN=... (arzan never stores it)")
+    token = hub_token()
     ops = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
            for p in sorted(folder.rglob("*")) if p.is_file()]
     ops += [CommitOperationAdd(path_in_repo=f"arzan/{n}", path_or_fileobj=str(run / n))

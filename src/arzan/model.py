@@ -92,18 +92,41 @@ def check_machine(recipe: Recipe) -> list[str]:
     Returns warnings for settings this machine will not honour (and says which it uses instead)."""
     m = recipe.model
     on_cuda = cuda_available()
-    choose_backend(m.backend)  # raises for backend: unsloth without CUDA or without unsloth
+    backend, _ = choose_backend(m.backend)  # raises for backend: unsloth without CUDA or without unsloth
     _torch_dtype(m.dtype, on_cuda)  # raises for bfloat16/float16 on a CPU
     if m.load_in_4bit and (not on_cuda or importlib.util.find_spec("bitsandbytes") is None):
         raise ArzanError(_NO_4BIT)
+    if on_cuda:
+        _check_precision(recipe)
+        if backend == "hf":
+            _check_flash_attention(m.attn_implementation)
     _check_trackers(recipe.train.report_to)
     _check_optimizer(recipe.train.optim)
     warnings = []
+    if backend == "unsloth" and m.attn_implementation:
+        warnings.append(f"model.attn_implementation: {m.attn_implementation} is not used: unsloth runs its own "
+                        "attention kernels")
     if not on_cuda:
         for flag in ("bf16", "fp16"):
             if getattr(recipe.train, flag, None):
                 warnings.append(f"train.{flag}: true needs a GPU; this CPU trains in float32")
     return warnings
+
+
+def _check_flash_attention(impl: str | None) -> None:
+    """transformers raises an ImportError for flash attention without the flash_attn package or on a
+    card older than compute capability 8 (a T4): after the model download and a billed setup."""
+    if not impl or "flash_attention" not in impl:
+        return
+    import torch
+
+    package = "flash_attn_3" if impl == "flash_attention_3" else "flash_attn"
+    if importlib.util.find_spec(package) is None:
+        raise ArzanError(f"model.attn_implementation: {impl} needs the {package} package, not installed here; "
+                         "pip install it, or set attn_implementation: sdpa")
+    if torch.cuda.get_device_capability()[0] < 8:
+        raise ArzanError(f"model.attn_implementation: {impl} needs compute capability 8+; {_gpu_name()[5:]} "
+                         "is older: set attn_implementation: sdpa")
 
 
 def _check_trackers(report_to: list[str] | str) -> None:
@@ -155,16 +178,68 @@ def resolve_model_name(name: str) -> str:
     return str(tiny_model_dir()) if is_tiny(name) else name
 
 
+def native_bf16() -> bool:
+    """bf16 in the GPU's hardware (compute capability 8+: A100, L4, H100). torch's plain
+    `is_bf16_supported()` also says yes on a T4 or V100, where bf16 is emulated far slower than the
+    fp16 those cards have, and unsloth swaps in a strict check when imported: without
+    `including_emulation=False` the answer would depend on what the process had imported."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def gpu_dtype() -> Any:
+    """The 16-bit dtype a GPU computes in when the recipe says `auto`: bf16 where the hardware has
+    it, else fp16 (a T4). Training, `arzan eval` and `arzan merge` ask this one place, so a QLoRA
+    adapter is scored on the compute dtype it was trained in."""
+    import torch
+
+    return torch.bfloat16 if native_bf16() else torch.float16
+
+
 def _torch_dtype(requested: str, on_cuda: bool) -> Any:
     import torch
 
     if requested != "auto":
         if not on_cuda and requested != "float32":
             raise ArzanError(f"model.dtype: '{requested}' training needs a GPU; on a CPU use float32 or auto")
+        if requested == "bfloat16" and not native_bf16():
+            raise ArzanError(f"model.dtype: bfloat16 needs a GPU with bf16 in hardware (A100, L4, H100); {_gpu_name()} "
+                             "emulates it far slower than fp16: use float16 or auto")
         return getattr(torch, requested)
-    if not on_cuda:
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return gpu_dtype() if on_cuda else torch.float32
+
+
+def _gpu_name() -> str:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return f"this {torch.cuda.get_device_name()} (compute capability {major}.{minor})"
+
+
+def _check_precision(recipe: Recipe) -> None:
+    """train.bf16 / train.fp16 against the dtype the weights load in, on this GPU. unsloth's trainer
+    raises a TypeError on a mismatch (fp16 weights, bf16 training) and transformers refuses bf16 the
+    card cannot do: both after the model download and a billed setup, with a traceback."""
+    loaded = str(_torch_dtype(recipe.model.dtype, True)).split(".")[-1]
+    bf16, fp16 = getattr(recipe.train, "bf16", None), getattr(recipe.train, "fp16", None)
+    if bf16 and fp16:
+        raise ArzanError("train.bf16 and train.fp16: both true; set one (or neither: arzan follows model.dtype)")
+    if bf16 and not native_bf16():
+        raise ArzanError(f"train.bf16: true needs a GPU with bf16 in hardware; {_gpu_name()} has none: remove it "
+                         "(arzan trains in fp16 there) or set fp16: true")
+    if (bf16 and loaded == "float16") or (fp16 and loaded == "bfloat16"):
+        raise ArzanError(f"train.{'bf16' if bf16 else 'fp16'}: true contradicts the {loaded} weights "
+                         f"(model.dtype: {recipe.model.dtype}); remove it, arzan follows the weights' dtype")
+
+
+def mixed_precision(loaded: str, requested_bf16: bool | None, requested_fp16: bool | None) -> tuple[bool, bool]:
+    """(bf16, fp16) for the Trainer on a GPU: what the recipe says, else the dtype the weights loaded
+    in (float32 weights: the card's own 16-bit type)."""
+    half = loaded if loaded in ("bfloat16", "float16") else ("bfloat16" if native_bf16() else "float16")
+    bf16 = requested_bf16 if requested_bf16 is not None else (half == "bfloat16" and not requested_fp16)
+    fp16 = requested_fp16 if requested_fp16 is not None else (half == "float16" and not requested_bf16)
+    return bool(bf16), bool(fp16)
 
 
 def nf4_config(compute_dtype: Any) -> Any:
@@ -254,11 +329,7 @@ def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
             use_gradient_checkpointing=checkpointing, random_state=recipe.train.seed)
     except (TypeError, ValueError) as exc:  # e.g. a modules_to_save entry unsloth cannot train
         raise ArzanError(f"lora: unsloth's get_peft_model refused the recipe: {first_line(exc)}") from None
-    if not tokenizer.chat_template:
-        from unsloth.chat_templates import get_chat_template
-
-        tokenizer = get_chat_template(tokenizer, chat_template="llama-3.1")
-    return model, tokenizer
+    return model, tokenizer  # no template of unsloth's own choosing: runplan.load_tokenizer refuses a missing one
 
 
 def load_model(recipe: Recipe) -> tuple[Any, Any, BackendInfo]:

@@ -136,12 +136,25 @@ def load_tokenizer(recipe: Recipe, path: str | Path | None = None, purpose: str 
                          "tokenizer_config.json); give a model folder saved with save_pretrained, or a Hub id")
     try:
         if path is not None:
-            return AutoTokenizer.from_pretrained(name)
-        return AutoTokenizer.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name, revision=m.revision, trust_remote_code=m.trust_remote_code)
     except Exception as exc:  # OSError/ValueError from the hub, the tokenizers backend or a bad folder
         first = first_line(exc)
         hint = " (it needs the hub once, or --tokenizer DIR with a local copy)" if purpose == "to count tokens" else ""
         raise ArzanError(f"{field}: cannot load the tokenizer of '{shown}' {purpose}: {first}{hint}") from None
+    _check_chat_template(recipe, tokenizer, field, shown)
+    return tokenizer
+
+
+def _check_chat_template(recipe: Recipe, tokenizer: Any, field: str, shown: str) -> None:
+    """Chat-format data without a chat template (a base model such as Llama-3.1-8B, not -Instruct)
+    would fail at the data step, after the model download and a billed setup. Refused here, on the
+    kilobytes of the tokenizer; arzan never picks a template for a model (both backends alike)."""
+    chat = sorted({s.format for s in [*recipe.data.sources, *recipe.data.eval_sources]} & {"alpaca", "messages"})
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ArzanError(f"{field}: '{shown}' has no chat template, which data format '{chat[0]}' needs; use "
+                         "the model's instruct version, or data format text or prompt_completion")
 
 
 # --- the run: steps, rows, evaluations, checkpoints, as transformers' Trainer schedules them ----

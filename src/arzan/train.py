@@ -27,9 +27,12 @@ class RunResult:
     signal: int | None = None  # the stop signal this session received, if any
 
 
-def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool, backend: str = "hf") -> Any:
-    import torch
+def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool, backend: str = "hf",
+               dtype: str = "float32") -> Any:
+    """`dtype`: what the base was loaded in (BackendInfo.dtype), which sets bf16/fp16 on a GPU."""
     from trl import SFTConfig
+
+    from arzan.model import mixed_precision
 
     kw = recipe.train.sft_kwargs()
     if kw.get("padding_free") and not kw.get("packing"):
@@ -42,9 +45,9 @@ def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool,
             # TRL 1.14 refuses padding_free without packing while max_length is set, because it
             # would not truncate; arzan's data step has already cut every row to train.max_length
             kw["max_length"] = None
-    bf16_ok = on_cuda and torch.cuda.is_bf16_supported()
-    kw["bf16"] = kw.get("bf16", bf16_ok) and on_cuda  # SFTConfig defaults bf16=True, which a CPU cannot do
-    kw["fp16"] = kw.get("fp16", on_cuda and not bf16_ok) and on_cuda
+    # SFTConfig defaults bf16=True, which a CPU cannot do; on a GPU the weights' dtype decides (fp16
+    # weights with bf16 training is a TypeError in unsloth's trainer, bf16 on a T4 is emulated)
+    kw["bf16"], kw["fp16"] = mixed_precision(dtype, kw.get("bf16"), kw.get("fp16")) if on_cuda else (False, False)
     kw.setdefault("gradient_checkpointing", on_cuda)  # SFTConfig defaults to True; on a CPU it only costs time
     if has_eval:
         kw.setdefault("eval_strategy", "steps" if kw.get("eval_steps") else "epoch")
@@ -132,7 +135,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     if started is not None and clock is None:
         meter.add_seconds("setup", t0 - started)
     meter.start_flusher()
-    status, reason = "failed", None
+    status, reason, after = "failed", None, None
     try:
         from arzan.data import tokenize_data
         from arzan.model import load_model
@@ -148,7 +151,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             console.print(f"note: {line}", style="yellow", highlight=False, markup=False)
         stopper.phase = "building the trainer"  # in the training loop a signal waits for the micro-batch
         trainer = metered_trainer_class()(
-            model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None, info.name),
+            model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None, info.name,
+                                                info.dtype),
             train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
             callbacks=[meter, SaveOnClock(recipe.train.save_every_minutes), stopper, PrintProgress(meter, console),
                        *(callbacks or [])])
@@ -210,19 +214,39 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             ledger = runtime.finish(meter, folder, recipe, status, reason)
         stopper.uninstall()
     if status == "finished" and recipe.output.push_to_hub:  # after finish, so the card shows the final bill
-        from arzan.export import push_to_hub
-
-        push_to_hub(folder.root, recipe.output.hub_model_id, private=recipe.output.hub_private,
-                    merged=recipe.output.save_merged)
+        if after is None and stopper.received is None:
+            ledger = _push(folder, recipe, info.device)
+        elif console is not None:  # a cut merge has no merged/ to send; a preempted machine has seconds left
+            console.print(f"[yellow]not pushed:[/] the work after training did not finish; push it with "
+                          f"arzan.export.push_to_hub({str(folder.root)!r}, {recipe.output.hub_model_id!r})",
+                          highlight=False)
     return RunResult(folder.root, status, ledger, note, signal=stopper.received)
 
 
 def _check_machine(recipe: Recipe, console: Any) -> None:
     from arzan.model import check_machine
 
+    if recipe.output.push_to_hub:
+        from arzan.export import hub_token
+
+        hub_token()  # a push that cannot happen is refused before the training it would follow
+
     for warning in check_machine(recipe):
         if console is not None:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _push(folder: RunFolder, recipe: Recipe, device: str) -> dict[str, Any]:
+    """The upload, billed as a save session of the run (a merged 8B model is minutes of a rented
+    GPU). The hub gets cost.json as it stood before the upload; the run folder's has the upload."""
+    from arzan.evaluation.session import billed_session
+    from arzan.export import push_to_hub
+    from arzan.runfolder import ledger_doc
+
+    with billed_session(folder.root, device):
+        push_to_hub(folder.root, recipe.output.hub_model_id, private=recipe.output.hub_private,
+                    merged=recipe.output.save_merged)
+    return ledger_doc(folder.root)
 
 
 def _resumes_from(folder: RunFolder) -> str:

@@ -187,22 +187,32 @@ def _document(target, tgt: Target, tasks, plan: suites.Plan, limit, results: dic
     return doc
 
 
+def _gpu_dtype_name(tgt: Target) -> str:
+    """The dtype the run trained its base in (the recipe's, else the GPU's 16-bit type, as `auto`
+    chose in training): HFLM's own `auto` takes the checkpoint's bf16, emulated on a T4."""
+    from arzan.model import gpu_dtype
+
+    return tgt.dtype or str(gpu_dtype()).split(".")[-1]
+
+
 def _four_bit_model(tgt: Target) -> tuple[Any, Any]:
     """lm-eval's HFLM takes a quantisation config only from the checkpoint's own config, so a 4-bit
     base is loaded here, as inference loads it (arzan.export), and handed to HFLM as a model."""
     if tgt.adapter is not None:
         from arzan.export import load_for_inference
 
-        return load_for_inference(tgt.adapter, load_in_4bit=True, device="cuda")  # the run's base and revision
-    import torch
+        return load_for_inference(tgt.adapter, dtype=tgt.dtype or "auto", load_in_4bit=True, device="cuda",
+                                  trust_remote_code=tgt.trust_remote_code)  # the run's base and revision
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from arzan.model import nf4_config
+    from arzan.model import gpu_dtype, nf4_config
 
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = gpu_dtype()
     model = AutoModelForCausalLM.from_pretrained(tgt.base, dtype=dtype, quantization_config=nf4_config(dtype),
-                                                 device_map={"": 0})
-    return model.eval(), AutoTokenizer.from_pretrained(tgt.tokenizer)
+                                                 device_map={"": 0}, revision=tgt.revision,
+                                                 trust_remote_code=tgt.trust_remote_code)
+    return model.eval(), AutoTokenizer.from_pretrained(tgt.tokenizer, revision=tgt.revision,
+                                                       trust_remote_code=tgt.trust_remote_code)
 
 
 def _load_tasks_first(tm, tasks: list[str]) -> None:
@@ -266,8 +276,9 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         else:
             lm = HFLM(pretrained=tgt.base, peft=str(tgt.adapter) if tgt.adapter else None,
-                      tokenizer=tgt.tokenizer, device=device, dtype="auto" if on_gpu else "float32",
-                      batch_size=batch_size, revision=tgt.revision or "main")
+                      tokenizer=tgt.tokenizer, device=device, dtype=_gpu_dtype_name(tgt) if on_gpu else "float32",
+                      batch_size=batch_size, revision=tgt.revision or "main",
+                      trust_remote_code=tgt.trust_remote_code)
     except (OSError, ValueError) as e:
         with_adapter = f" with adapter {tgt.adapter}" if tgt.adapter else ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -278,7 +289,8 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
     results = simple_evaluate(model=lm, tasks=plan.tasks, task_manager=tm, limit=limit,
                               num_fewshot=num_fewshot, log_samples=False)
     cfg = results.get("config", {})
-    info = {"revision": cfg.get("model_revision"), "sha": cfg.get("model_sha") or None,
+    # HFLM records its own default revision for a model it was handed: the 4-bit base's is the recipe's
+    info = {"revision": (tgt.revision or "main") if four_bit else cfg.get("model_revision"), "sha": cfg.get("model_sha") or None,
             "dtype": str(cfg.get("model_dtype")), "num_parameters": cfg.get("model_num_parameters"),
             "device": device}
     return results, info

@@ -1,8 +1,10 @@
-"""A standalone `arzan eval` as a session of the run's ledger: its time and money, finished or cut.
+"""A standalone `arzan eval` (or merge, or push) as a session of the run's ledger: its time and
+money, finished or cut.
 
 Why this exists: scoring is paid time too (on a rented GPU an lm-eval suite can cost as much as a
-short fine-tune), so it joins the bill whether it ends with scores or with a Ctrl-C, and the model
-card, which shows the bill, is rewritten from the ledger it lands in.
+short fine-tune; a merge or a 16 GB upload takes minutes), so it joins the bill whether it ends
+with a result or with a Ctrl-C, and the model card, which shows the bill, is rewritten from the
+ledger it lands in.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +117,28 @@ def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, start
     except ArzanError as exc:
         return ledger, f"the model card {run_dir / 'adapter' / 'README.md'} still shows the old bill: {exc}"
     return ledger, None
+
+
+@contextmanager
+def billed_session(run_dir: Path, device: str, phase: str = "save",
+                   then: Callable[[], None] | None = None) -> Iterator[None]:
+    """The work inside, timed as one session of `run_dir`'s ledger: finished, failed or Ctrl-C'd, the
+    minutes it ran are paid for all the same. `then` runs with the bill, under the same held signals
+    (a merged model's card, which shows the bill)."""
+    from arzan.cost.ledger import utcnow
+
+    started, began = time.monotonic(), utcnow()
+    try:
+        yield
+    except BaseException as exc:
+        with signals_held():
+            bill(run_dir, None, time.monotonic() - started, device, began, phase=phase,
+                 status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        raise
+    with signals_held():
+        bill(run_dir, None, time.monotonic() - started, device, began, phase=phase)
+        if then is not None:
+            then()
 
 
 def interrupted(run_dir: Path, seconds: float, device: str, started_at: datetime,

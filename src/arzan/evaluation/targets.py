@@ -30,6 +30,10 @@ class Target:
     out_dir: Path
     trained_4bit: bool = False  # a QLoRA run: its recipe.yaml loaded the base in 4-bit
     revision: str | None = None  # the base's Hub revision the run's recipe pinned
+    # the run's recipe, so the base is loaded as training loaded it: its dtype (None: `auto`, the
+    # GPU's own 16-bit type) and whether its code comes from the Hub repo
+    dtype: str | None = None
+    trust_remote_code: bool = False
 
 
 def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Target:
@@ -47,10 +51,12 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
             trained = _recipe_model(default_out / "recipe.yaml")
             base = _adapter_base(adapter, trained, default_out / "recipe.yaml")
             tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else loadable(base)
-            revision = trained.get("revision")
+            revision, dtype = trained.get("revision"), trained.get("dtype")
             return Target("run" if adapter != p else "adapter", loadable(base), base, adapter,
                           tokenizer, out_dir or default_out, trained.get("load_in_4bit") is True,
-                          revision if isinstance(revision, str) and revision else None)
+                          revision if isinstance(revision, str) and revision else None,
+                          dtype if dtype in ("bfloat16", "float16", "float32") else None,
+                          trained.get("trust_remote_code") is True)
         if (p / "config.json").is_file():
             return Target("model", str(p), str(p), None, str(p), out_dir or p)
         if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that never saved an adapter
