@@ -312,7 +312,7 @@ def test_signal_during_setup_closes_the_ledger_at_once(tmp_path, write_recipe, m
     real = arzan.model.load_model
 
     def load_then_preempted(recipe):
-        loaded = real(recipe)
+        real(recipe)  # the load is paid for, then the signal comes
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler interrupts this sleep
         raise AssertionError("the signal should have stopped the setup")
