@@ -279,3 +279,23 @@ def test_a_killed_trainings_time_is_recovered_though_an_eval_came_after_it():
     assert led.sessions[0].recovered_s == pytest.approx(30.0) and led.sessions[0].phases.train == pytest.approx(130.0)
     assert led.sessions[1].recovered_s is None and led.billed_seconds == pytest.approx(170.0)
     assert led.progress.step == 13
+
+
+def test_the_energy_total_is_labelled_by_its_weakest_session():
+    """A TDP-estimated session resumed where NVML reads is not "measured" in total; a billed session
+    with no reading (a later `arzan eval`) makes the sum partial; an older ledger keeps its label."""
+    led = make_ledger()
+    led.sessions = [Session(index=0, started_at=T0, billed_seconds=60, kwh=0.2, energy_method="tdp"),
+                    Session(index=1, started_at=T0, billed_seconds=60, kwh=0.1, energy_method="nvml")]
+    apply_totals(led)
+    assert (led.energy.basis, led.energy.method, led.energy.kwh) == ("estimated", "mixed", pytest.approx(0.3))
+    led.sessions[0].energy_method = "nvml"
+    apply_totals(led)
+    assert (led.energy.basis, led.energy.method) == ("measured", "nvml")
+    led.sessions.append(Session(index=2, started_at=T0, billed_seconds=30, energy_method="none"))
+    apply_totals(led)
+    assert (led.energy.basis, led.energy.method, led.energy.kwh) == ("partial", "mixed", pytest.approx(0.3))
+    old = make_ledger()
+    old.energy.basis, old.energy.method = "measured", "nvml"
+    old.sessions = [Session(index=0, started_at=T0, billed_seconds=60, kwh=0.2)]  # written before energy_method
+    assert (apply_totals(old).energy.basis, old.energy.method) == ("measured", "nvml")

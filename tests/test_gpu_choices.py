@@ -112,3 +112,25 @@ def test_unsloth_says_it_ignores_attn_implementation(gpu, write_recipe, monkeypa
     monkeypatch.setattr(arzan_model, "_UNSLOTH_IMPORT_ERROR", [])
     [warning] = arzan_model.check_machine(recipe)  # flash_attn missing is no refusal: unsloth never uses it
     assert warning == "model.attn_implementation: flash_attention_2 is not used: unsloth runs its own attention kernels"
+
+
+def test_a_machine_with_more_gpus_trains_and_bills_one_and_says_so(gpu, write_recipe, monkeypatch):
+    recipe = _recipe(write_recipe)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    [warning] = arzan_model.check_machine(recipe)
+    assert warning == ("this machine has 2 GPUs; arzan trains on one (cuda:0) and bills cost.gpu_count: 1: if you "
+                       "pay for all 2, set cost.gpu_count: 2, or rent one")
+
+
+def test_energy_is_read_from_the_gpu_it_trains_on_found_by_uuid(monkeypatch):
+    """CUDA_VISIBLE_DEVICES=3: torch's cuda:0 is NVML's GPU 3; the handle is found by UUID, and only
+    that GPU's counter is read (the host's other GPUs are someone else's energy)."""
+    from types import SimpleNamespace
+
+    from arzan.cost.meter import nvml_handles
+
+    asked = []
+    pynvml = SimpleNamespace(nvmlDeviceGetHandleByUUID=lambda u: asked.append(u) or f"handle {u}")
+    fake_torch = SimpleNamespace(cuda=SimpleNamespace(
+        device_count=lambda: 2, get_device_properties=lambda i: SimpleNamespace(uuid=f"uuid-of-visible-{i}")))
+    assert nvml_handles(pynvml, fake_torch) == ["handle GPU-uuid-of-visible-0"] and asked == ["GPU-uuid-of-visible-0"]

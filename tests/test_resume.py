@@ -921,3 +921,26 @@ def test_a_resume_waits_for_an_eval_that_is_billing_into_the_run(tmp_path, write
     with evaluating(run):
         assert (run / EVAL_LOCK).is_file()
     assert not (run / EVAL_LOCK).exists()
+
+
+def test_a_checkpoint_has_its_ledger_copy_before_it_counts_as_complete(tmp_path, write_recipe, monkeypatch):
+    """trainer_state.json makes a checkpoint complete (runfolder.last_checkpoint), and the Trainer
+    deletes older checkpoints right after it, before any callback runs: a kill there must still
+    leave the copy a resume rewinds the bill by. So the copy is already there when it is written."""
+    from transformers.trainer_callback import TrainerState
+
+    seen = []
+    real = TrainerState.save_to_json
+
+    def save_to_json(self, json_path):
+        folder = Path(json_path).parent
+        if folder.name.startswith("checkpoint-"):
+            seen.append((folder.name, (folder / "arzan_ledger.json").is_file()))
+        return real(self, json_path)
+
+    monkeypatch.setattr(TrainerState, "save_to_json", save_to_json)
+    path = write_recipe(base_recipe(train={"max_steps": 4, "max_length": 64, "save_steps": 2, "logging_steps": 1}))
+    train(load_recipe(path), out=tmp_path / "run")
+    assert seen == [("checkpoint-2", True), ("checkpoint-4", True)]
+    copy = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-4" / "arzan_ledger.json").read_text("utf-8"))
+    assert copy["progress"]["step"] == 4  # rewritten once the save is done (on_save), not the early copy

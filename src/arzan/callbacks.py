@@ -77,6 +77,9 @@ def metered_trainer_class() -> type:
 
             done = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             if not (done / "trainer_state.json").is_file():
+                if getattr(self, "ledger_copy", None) is not None:  # the meter's copy before the checkpoint
+                    done.mkdir(parents=True, exist_ok=True)  # is complete (see CostMeter.copy_into)
+                    self.ledger_copy(done)
                 super()._save_checkpoint(model, trial)
 
     return MeteredSFTTrainer

@@ -103,6 +103,10 @@ def check_machine(recipe: Recipe) -> list[str]:
     _check_trackers(recipe.train.report_to)
     _check_optimizer(recipe.train.optim)
     warnings = []
+    if on_cuda and (count := _visible_gpus()) > 1:
+        warnings.append(f"this machine has {count} GPUs; arzan trains on one (cuda:0) and bills "
+                        f"cost.gpu_count: {recipe.cost.gpu_count}: if you pay for all {count}, set cost.gpu_count: "
+                        f"{count}, or rent one")
     if backend == "unsloth" and m.attn_implementation:
         warnings.append(f"model.attn_implementation: {m.attn_implementation} is not used: unsloth runs its own "
                         "attention kernels")
@@ -111,6 +115,12 @@ def check_machine(recipe: Recipe) -> list[str]:
             if getattr(recipe.train, flag, None):
                 warnings.append(f"train.{flag}: true needs a GPU; this CPU trains in float32")
     return warnings
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _check_flash_attention(impl: str | None) -> None:

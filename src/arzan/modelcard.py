@@ -145,7 +145,8 @@ def cost_table(ledger: dict[str, Any]) -> str:
             "this machine)" if not ledger.get("gpu_hours") and ledger.get("billed_seconds") else "")),
         ("Tokens trained on / seen", f"{_fmt(tokens.get('trained'))} / {_fmt(tokens.get('seen'))}"),
         ("Throughput", f"{_fmt(tokens.get('per_second'), 1)} tokens/s"),
-        ("Energy", f"{_fmt(energy.get('kwh'), 4)} kWh ({energy.get('basis', 'unavailable')})"),
+        ("Energy", f"{_fmt(energy.get('kwh'), 4)} kWh ({energy.get('basis', 'unavailable')}"
+                   + (": sessions without a reading are left out)" if energy.get("basis") == "partial" else ")")),
         ("CO2", f"{_fmt(energy.get('co2_kg'), 4)} kg"),
         ("Cost", f"{_fmt(money.get('kzt'))} ₸ = {_fmt(money.get('usd'), 4)} $ ({money.get('basis', 'measured')})"),
         ("Cost per 1M trained tokens", f"{_fmt(money.get('kzt_per_1m_tokens'))} ₸ = "

@@ -52,8 +52,12 @@ def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool,
     if has_eval:
         kw.setdefault("eval_strategy", "steps" if kw.get("eval_steps") else "epoch")
     # TensorBoard (report_to) writes under checkpoints/runs/ unless TENSORBOARD_LOGGING_DIR is set
-    return SFTConfig(output_dir=str(folder.checkpoints), use_cpu=not on_cuda, disable_tqdm=True,
-                     dataloader_pin_memory=on_cuda, save_strategy="steps", **kw)
+    config = SFTConfig(output_dir=str(folder.checkpoints), use_cpu=not on_cuda, disable_tqdm=True,
+                       dataloader_pin_memory=on_cuda, save_strategy="steps", **kw)
+    if on_cuda:  # one GPU: the Trainer would wrap a 16-bit hf model in DataParallel over every visible GPU,
+        _ = config.device  # doubling the batch the estimate planned while the bill counts one (the device set up,
+        config._n_gpu = 1  # then the count the Trainer reads); the meter measures and bills cuda:0 alone
+    return config
 
 
 def varlen_attention(recipe: Recipe, backend: str) -> bool:

@@ -83,8 +83,10 @@ class Energy(BaseModel):
     kwh: float | None = None
     co2_kg: float | None = None
     grid_kg_co2_per_kwh: float = 0.0
-    basis: Literal["measured", "estimated", "unavailable"] = "unavailable"
-    method: Literal["nvml", "rapl", "tdp", "none"] = "none"
+    # of the total: its weakest session's ("partial": some billed sessions had no reading, e.g. a
+    # later `arzan eval`, so kwh is theirs left out); method "mixed" when sessions differ
+    basis: Literal["measured", "estimated", "partial", "unavailable"] = "unavailable"
+    method: Literal["nvml", "rapl", "tdp", "none", "mixed"] = "none"
 
 
 class Money(BaseModel):
@@ -131,6 +133,7 @@ class Session(BaseModel):
     tokens: SessionTokens = Field(default_factory=SessionTokens)
     money: SessionMoney = Field(default_factory=SessionMoney)
     kwh: float | None = None  # this session's energy, so the total can be a sum too
+    energy_method: Literal["nvml", "rapl", "tdp", "none"] | None = None  # how kwh was had (None: older ledgers)
     steps: list[int] = Field(default_factory=lambda: [0, 0])
     # steps this session trained that no checkpoint kept (a hard kill, a crash): paid for, so still
     # in its money, trained again after the resume, so no longer in its tokens
@@ -220,6 +223,7 @@ def apply_totals(ledger: Ledger) -> Ledger:
                            per_second=seen / ledger.phases.train if ledger.phases.train > 0 else 0.0)
     kwhs = [x.kwh for x in s if x.kwh is not None]
     ledger.energy.kwh = sum(kwhs) if kwhs else None
+    _energy_label(ledger)
     ledger.energy.co2_kg = co2_kg(ledger.energy.kwh, ledger.energy.grid_kg_co2_per_kwh)
     usd, kzt = sum(x.money.usd for x in s), sum(x.money.kzt for x in s)
     # per trained token: the sessions that trained; a later `arzan eval` or `arzan merge` is no training cost
@@ -229,6 +233,25 @@ def apply_totals(ledger: Ledger) -> Ledger:
                          basis="measured")
     ledger.budget.spent_kzt = kzt
     return ledger
+
+
+ENERGY_BASIS = {"nvml": "measured", "rapl": "measured", "tdp": "estimated", "none": "unavailable"}
+
+
+def _energy_label(ledger: Ledger) -> None:
+    """The total's basis and method from every billed session's, not the last one's: a TDP-estimated
+    first session resumed where NVML reads must not make the sum "measured"."""
+    methods = {x.energy_method for x in ledger.sessions if x.energy_method is not None and x.billed_seconds > 0}
+    if not methods:
+        return  # an older ledger, or nothing billed yet: the label the meter set stands
+    bases = {ENERGY_BASIS[m] for m in methods}
+    ledger.energy.method = methods.pop() if len(methods) == 1 else "mixed"
+    if len(bases) == 1:
+        ledger.energy.basis = bases.pop()
+    elif ledger.energy.kwh is None:
+        ledger.energy.basis = "unavailable"
+    else:
+        ledger.energy.basis = "partial" if "unavailable" in bases else "estimated"
 
 
 def recover_killed_session(ledger: Ledger, last_row: dict[str, Any] | None) -> Ledger:
@@ -349,7 +372,7 @@ def detect_hardware() -> Hardware:
         import torch
 
         if torch.cuda.is_available():
-            hw.device, hw.gpu_count = "cuda", torch.cuda.device_count()
+            hw.device, hw.gpu_count = "cuda", 1  # the one arzan trains on (cuda:0), however many are visible
             hw.gpu_name, hw.cuda = torch.cuda.get_device_name(0), torch.version.cuda
             try:
                 import pynvml

@@ -62,15 +62,13 @@ class BudgetCut(Exception):
 
 
 def nvml_handles(pynvml: Any, torch: Any) -> list[Any]:
-    """The NVML handles of the GPUs this process uses. NVML numbers every GPU on the host, torch
-    only the visible ones (CUDA_VISIBLE_DEVICES=3 is torch's 0 and NVML's 3), so match by UUID:
-    by index, a shared host's measured energy would be another GPU's. One that cannot be matched
-    (a MIG slice) raises, and the meter falls back to its TDP estimate."""
-    handles = []
-    for i in range(torch.cuda.device_count()):
-        uuid = str(torch.cuda.get_device_properties(i).uuid)
-        handles.append(pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"))
-    return handles
+    """The NVML handle of the GPU arzan trains on (torch's cuda:0; train.sft_config keeps the Trainer
+    on it): on a machine with more, the others' energy is not this run's. NVML numbers every GPU on
+    the host, torch only the visible ones (CUDA_VISIBLE_DEVICES=3 is torch's 0 and NVML's 3), so
+    match by UUID: by index, a shared host's measured energy would be another GPU's. One that cannot
+    be matched (a MIG slice) raises, and the meter falls back to its TDP estimate."""
+    uuid = str(torch.cuda.get_device_properties(0).uuid)
+    return [pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")]
 
 
 RAPL_ROOT = Path("/sys/class/powercap")
@@ -245,7 +243,7 @@ class CostMeter(TrainerCallback):
         s.billed_seconds = s.phases.total() + led.price.overhead_s  # overhead: once per session (pod start)
         s.money.usd, s.money.kzt = money_for(s.billed_seconds, led.price, led.exchange)
         led.energy.basis, led.energy.method, kwh = self._energy
-        s.kwh = kwh()
+        s.kwh, s.energy_method = kwh(), led.energy.method
         apply_totals(led)
 
     @_locked
@@ -313,11 +311,13 @@ class CostMeter(TrainerCallback):
             self.flush()
 
     def attach(self, trainer: Any) -> Any:
-        """Put the meter first in the trainer's callbacks (see the module docstring for why)."""
+        """Put the meter first in the trainer's callbacks (see the module docstring for why), and
+        give the trainer the ledger copy it writes into a checkpoint before the checkpoint is complete."""
         callbacks = trainer.callback_handler.callbacks
         if self in callbacks:
             callbacks.remove(self)
         callbacks.insert(0, self)
+        trainer.ledger_copy = self.copy_into
         return trainer
 
     # --- Trainer events ---
@@ -498,13 +498,20 @@ class CostMeter(TrainerCallback):
         self._maybe_flush()
 
     @_locked
-    def on_save(self, args, state, control, **kwargs):
-        """A copy inside the checkpoint, so resuming from it continues the bill from that point."""
+    def copy_into(self, ckpt: Path) -> None:
+        """The ledger as of this checkpoint, inside it, so resuming from it continues the bill from
+        that point. Written first (the trainer's _save_checkpoint) and again once the save is done
+        (on_save): the Trainer writes trainer_state.json, which makes a checkpoint complete, and
+        deletes older checkpoints before on_save runs; a kill in between must not leave a complete
+        checkpoint whose steps the resume cannot rewind."""
         self._tick()
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.ledger.updated_at = self.now()  # the copy says when it was taken, as cost.json does
         if ckpt.is_dir():
             write_ledger(ckpt / "arzan_ledger.json", self.ledger)
+
+    @_locked
+    def on_save(self, args, state, control, **kwargs):
+        self.copy_into(Path(args.output_dir) / f"checkpoint-{state.global_step}")
         self.flush()
 
     # --- end of a session ---

@@ -91,7 +91,7 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     if kind == ledger.hardware.device:
         s.phases, s.billed_seconds = Phases(**{phase: seconds}), seconds
         s.money.usd, s.money.kzt = money_for(seconds, ledger.price, ledger.exchange)
-        s.price = ledger.price
+        s.price, s.energy_method = ledger.price, "none"  # billed, its energy not read: the total says partial
     else:
         s.unbilled_s = seconds
     ledger.sessions.append(s)

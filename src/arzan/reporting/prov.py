@@ -20,7 +20,9 @@ ENERGY_METHODS = {"nvml": "GPU power read through NVML",
                   "rapl": "CPU energy read from the RAPL package counters (Linux powercap); memory and "
                           "the rest of the machine not counted",
                   "tdp": "GPU TDP × time (an upper bound)",
-                  "none": "not measurable on this machine", None: "not recorded"}
+                  "none": "not measurable on this machine",
+                  "mixed": "measured differently in different sessions (sessions[].energy_method in cost.json)",
+                  None: "not recorded"}
 Row = tuple[str, list[Part]]
 
 

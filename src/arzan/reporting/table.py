@@ -83,7 +83,8 @@ def _energy(run: Run, key: str) -> Cell:
     if basis == "unavailable":
         return Cell(DASH, None, True, False, "energy not measurable on this machine")
     method = run.get("energy.method")
-    return _num(run.get(key), lambda v: fixed(v, 3), basis == "estimated", f"{basis}, {method}" if basis else None)
+    return _num(run.get(key), lambda v: fixed(v, 3), basis in ("estimated", "partial"),
+                f"{basis}, {method}" if basis else None)
 
 
 def _method(run: Run) -> Cell:
