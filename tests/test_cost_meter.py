@@ -405,13 +405,13 @@ def test_real_trainer_stops_on_budget_and_saves_a_checkpoint(tmp_path):
 
 
 def test_cpu_energy_measured_from_rapl_counters_with_wraparound(tmp_path, monkeypatch):
-    import arzan.cost.meter as meter_mod
+    import arzan.cost.energy as energy_mod
 
     zone = tmp_path / "intel-rapl:0"
     zone.mkdir()
     (zone / "max_energy_range_uj").write_text("1000000000\n")
     (zone / "energy_uj").write_text("999000000\n")
-    monkeypatch.setattr(meter_mod, "RAPL_ROOT", tmp_path)
+    monkeypatch.setattr(energy_mod, "RAPL_ROOT", tmp_path)
     meter, clock = make_meter(tmp_path, Price(usd_per_gpu_hour=0.0))
     (zone / "energy_uj").write_text("2600000\n")  # wrapped: 1,000,000 + 2,600,000 uJ used
     with meter.phase("train"):

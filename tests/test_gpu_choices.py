@@ -127,7 +127,7 @@ def test_energy_is_read_from_the_gpu_it_trains_on_found_by_uuid(monkeypatch):
     that GPU's counter is read (the host's other GPUs are someone else's energy)."""
     from types import SimpleNamespace
 
-    from arzan.cost.meter import nvml_handles
+    from arzan.cost.energy import nvml_handles
 
     asked = []
     pynvml = SimpleNamespace(nvmlDeviceGetHandleByUUID=lambda u: asked.append(u) or f"handle {u}")

@@ -22,7 +22,8 @@ from arzan.cost.ledger import (
     new_ledger,
     read_ledger,
 )
-from arzan.cost.meter import CostMeter, mean_step_seconds, session_overhead_s, suggest_cap
+from arzan.cost.budget import mean_step_seconds, session_overhead_s, suggest_cap
+from arzan.cost.meter import CostMeter
 from arzan.cost.prices import Exchange, Price, resolve_exchange, resolve_price
 from arzan.errors import ArzanError
 from arzan.recipe import BudgetSection, Recipe, load_recipe

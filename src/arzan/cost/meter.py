@@ -2,13 +2,13 @@
 
 Wiring (train.py)::
 
-    meter = CostMeter(run / "cost.json", ledger, price, exchange, max_kzt=..., token_counter=collator,
-                      metrics_path=run / "metrics.jsonl")
-    with meter.phase("setup"): model, tok = load(...)
-    with meter.phase("data"):  ds = build(...)
-    trainer = SFTTrainer(...); meter.attach(trainer)
+    meter = CostMeter(run / "cost.json", ledger, price, exchange, max_kzt=..., token_counter=counter,
+                      metrics_path=run / "metrics.jsonl")   # counter: fed by the trainer's compute_loss
+    with meter.phase("setup"): model, tok, info = load_model(recipe)
+    with meter.phase("data"):  data = tokenize_data(...)
+    trainer = MeteredSFTTrainer(..., callbacks=[meter, ...]); meter.attach(trainer)
     with meter.phase("train"): trainer.train(resume_from_checkpoint=...)
-    with meter.phase("save"):  trainer.save_model(...)
+    with meter.phase("save"):  replace_dir(run / "adapter", save)
     meter.finish("finished")
 
 Time is counted only inside phases, and phases cannot nest, so no second is billed twice. If the
@@ -25,7 +25,6 @@ them to the ``log_history`` row that was just written.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import threading
@@ -48,8 +47,9 @@ from arzan.cost.ledger import (
     utcnow,
     write_ledger,
 )
-from arzan.cost.prices import Exchange, Price, canonical_gpu, grid_factor, load_catalog
-from arzan.errors import ArzanError
+from arzan.cost.budget import mean_step_seconds, suggest_cap
+from arzan.cost.energy import energy_reader
+from arzan.cost.prices import Exchange, Price, grid_factor
 from arzan.numbers import amount, fixed
 
 
@@ -59,77 +59,6 @@ class BudgetCut(Exception):
     The training is complete and its adapter saved by then, so the run is finished, not stopped: the
     work that did not run is named with the command that redoes it, and nothing is billed past the cap.
     """
-
-
-def nvml_handles(pynvml: Any, torch: Any) -> list[Any]:
-    """The NVML handle of the GPU arzan trains on (torch's cuda:0; train.sft_config keeps the Trainer
-    on it): on a machine with more, the others' energy is not this run's. NVML numbers every GPU on
-    the host, torch only the visible ones (CUDA_VISIBLE_DEVICES=3 is torch's 0 and NVML's 3), so
-    match by UUID: by index, a shared host's measured energy would be another GPU's. One that cannot
-    be matched (a MIG slice) raises, and the meter falls back to its TDP estimate."""
-    uuid = str(torch.cuda.get_device_properties(0).uuid)
-    return [pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")]
-
-
-RAPL_ROOT = Path("/sys/class/powercap")
-
-
-def _rapl_reader() -> Callable[[], float | None] | None:
-    """kWh since now from the CPU packages' RAPL counters (they wrap at max_energy_range_uj)."""
-    zones = [z for z in sorted(RAPL_ROOT.glob("intel-rapl:*")) if z.name.count(":") == 1]
-    try:
-        counters = [(z / "energy_uj", int((z / "max_energy_range_uj").read_text())) for z in zones]
-        last = [int(f.read_text()) for f, _ in counters]
-    except (OSError, ValueError):  # absent, or readable by root only
-        return None
-    if not counters:
-        return None
-    total = [0]
-
-    def kwh() -> float:
-        for i, (f, wrap) in enumerate(counters):
-            now = int(f.read_text())
-            total[0] += now - last[i] if now >= last[i] else now + wrap - last[i]
-            last[i] = now
-        return total[0] / 3.6e12
-
-    return kwh
-
-
-def mean_step_seconds(ledger: Ledger) -> float:
-    """Train seconds per optimizer step over every session so far (evaluations in training included)."""
-    done = sum(max(s.steps[1] - s.steps[0], 0) for s in ledger.sessions)
-    return ledger.phases.train / done if done else 0.0
-
-
-def session_overhead_s(ledger: Ledger) -> float:
-    """What another session pays besides its steps: loading the model, tokenizing, saving, as the
-    latest session that got that far paid for them."""
-    for s in reversed(ledger.sessions):
-        if s.phases.setup or s.phases.data:
-            return s.phases.setup + s.phases.data + s.phases.save
-    return 0.0
-
-
-def suggest_cap(kind: str, ledger: Ledger, step_s: float, price: Price, exchange: Exchange) -> str:
-    """A `--budget` value that would let a capped run finish: spent so far plus the steps left and
-    one more session's setup, overhead and closing work (saving, the after-training checks).
-
-    One rule for the stop's hint and the refused resume's, so the two never name different caps:
-    the steps are priced at the mean measured step time (`step_s` only before any step was measured)
-    and what is still to come gets 10% to spare; on the estimate alone 50%, as an estimate assumes an idle machine (a
-    shared one ran the smoke recipe 60% slower), and a too-low hint costs a second paid setup."""
-    measured = mean_step_seconds(ledger)
-    spare = 1.1 if measured else 1.5
-    left = max(ledger.progress.max_steps - ledger.progress.step, 0)
-    closing = next((s.phases.eval for s in reversed(ledger.sessions) if s.phases.setup or s.phases.data), 0.0)
-    more_s = left * (measured or step_s) + price.overhead_s + session_overhead_s(ledger) + closing
-    usd, kzt = money_for(more_s * spare, price, exchange)  # the spare is on what is still to come, not on the spent
-    if kind == "max_kzt":
-        return f"{math.ceil(ledger.money.kzt + kzt)}KZT"
-    if kind == "max_usd":
-        return f"{math.ceil((ledger.money.usd + usd) * 100) / 100:g}USD"
-    return f"{math.ceil((ledger.billed_seconds + more_s * spare) / 3600 * 100) / 100:g}h"
 
 
 def _last_step(state: Any) -> bool:
@@ -194,39 +123,8 @@ class CostMeter(TrainerCallback):
         self._step_s = 0.0  # billed seconds of one optimizer step so far, eval included: the next step's price
         self._step_begin: float | None = None  # clock at the current step's begin (or the training's start)
         self._last_event = 0.0  # clock at the last step end or evaluation batch
-        self._energy = self._pick_energy()
+        self._energy = energy_reader(self.ledger, lambda: self.session.phases.total())
         self.flush()
-
-    # --- energy: measured if NVML can, else TDP x time for the priced GPU, else unknown ---
-    def _pick_energy(self) -> tuple[str, str, Callable[[], float | None]]:
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                import pynvml
-
-                pynvml.nvmlInit()
-                handles = nvml_handles(pynvml, torch)
-
-                def millijoules() -> float:
-                    return sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in handles)
-
-                start = millijoules()
-                return "measured", "nvml", lambda: (millijoules() - start) / 3.6e9
-        except Exception:  # no pynvml, no driver, or a GPU without an energy counter
-            pass
-        gpu = self.ledger.price.gpu or self.ledger.hardware.gpu_name
-        try:
-            tdp = load_catalog().gpus[canonical_gpu(gpu)]["tdp_watts"] if gpu else None
-        except ArzanError:
-            tdp = None
-        if tdp:
-            count = self.ledger.price.gpu_count
-            return "estimated", "tdp", lambda: tdp * count * self.session.phases.total() / 3.6e6
-        rapl = _rapl_reader()
-        if rapl is not None:  # a CPU run: the package energy counters, where the kernel exposes them
-            return "measured", "rapl", rapl
-        return "unavailable", "none", lambda: None
 
     # --- time ---
     @_locked
