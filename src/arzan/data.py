@@ -170,7 +170,7 @@ def _read_local(path: Path, label: str) -> list[dict[str, Any]]:
             try:
                 return Dataset.from_parquet(str(path)).to_list()
             except (pa.ArrowException, ValueError) as exc:
-                raise ArzanError(f"{label}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+                raise ArzanError(f"{label}: not a readable parquet file ({first_line(exc)})") from None
     except json.JSONDecodeError as exc:
         raise ArzanError(f"{label}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except UnicodeDecodeError:

@@ -121,13 +121,13 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
     try:
         base = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ArzanError(f"cannot load base model '{name}': {str(exc).splitlines()[0]}") from None
+        raise ArzanError(f"cannot load base model '{name}': {first_line(exc)}") from None
     tok_src = adapter if (adapter / "tokenizer_config.json").is_file() else name
     tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
     try:
         model = PeftModel.from_pretrained(base, adapter)
     except Exception as exc:  # safetensors, json and peft each raise their own kind for a damaged file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         raise ArzanError(f"{adapter}: the adapter cannot be read ({type(exc).__name__}: {first}); "
                          "a copy cut short? the run's last checkpoint holds another") from None
     model.eval()

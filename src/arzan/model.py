@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from arzan.cost.ledger import package_version
 from arzan.errors import ArzanError, first_line
 from arzan.recipe import Recipe
 
@@ -28,13 +28,6 @@ class BackendInfo:
     trainable_params: int = 0
     total_params: int = 0
     fallback_reason: str | None = None
-
-
-def _pkg_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def cuda_available() -> bool:
@@ -59,7 +52,7 @@ def import_unsloth_early(requested: str) -> None:
     try:
         import unsloth  # noqa: F401
     except Exception as exc:  # unsloth raises many kinds on a bad driver or version mix
-        _UNSLOTH_IMPORT_ERROR.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        _UNSLOTH_IMPORT_ERROR.append(f"{type(exc).__name__}: {first_line(exc)}")
 
 
 def choose_backend(requested: str) -> tuple[str, str | None]:
@@ -314,7 +307,7 @@ def _with_lora(model: Any, recipe: Recipe) -> Any:
     try:
         return get_peft_model(model, lora_config(recipe))
     except ValueError as exc:  # peft's NoMatchingPeftModuleError and friends
-        raise ArzanError(f"lora.target_modules: {str(exc).splitlines()[0]}") from None
+        raise ArzanError(f"lora.target_modules: {first_line(exc)}") from None
 
 
 def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
@@ -349,10 +342,10 @@ def load_model(recipe: Recipe) -> tuple[Any, Any, BackendInfo]:
     name = resolve_model_name(recipe.model.name)
     if backend == "unsloth":
         model, tokenizer = _load_unsloth(recipe, name)
-        ver = f"unsloth {_pkg_version('unsloth')}"
+        ver = f"unsloth {package_version('unsloth')}"
     else:
         model, tokenizer = _load_hf(recipe, name, on_cuda)
-        ver = f"transformers {_pkg_version('transformers')} + peft {_pkg_version('peft')}"
+        ver = f"transformers {package_version('transformers')} + peft {package_version('peft')}"
     _ensure_pad(tokenizer)
     trainable, total = model.get_nb_trainable_parameters()
     info = BackendInfo(name=backend, version=ver, requested=recipe.model.backend,

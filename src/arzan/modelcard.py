@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.md_escape import md_cell
 from arzan.recipe import Recipe
 
@@ -260,7 +260,7 @@ def refresh_card(run_dir: Path, ledger: dict[str, Any]) -> Path | None:
     try:
         raw = yaml.safe_load(recipe_file.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ArzanError(f"{recipe_file}: unreadable recipe ({str(exc).splitlines()[0]})") from None
+        raise ArzanError(f"{recipe_file}: unreadable recipe ({first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise ArzanError(f"{recipe_file}: not a recipe (a YAML mapping)")
     recipe = recipe_from_dict(raw, source=str(recipe_file))

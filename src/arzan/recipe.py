@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PACKAGE_SCHEME = "arzan://"  # files shipped inside the package, e.g. arzan://sample/kk_arith.jsonl
@@ -582,7 +582,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
         try:
             value = yaml.safe_load(m.group(2)) if m.group(2) else None
         except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            problem = getattr(exc, "problem", None) or first_line(exc)
             raise RecipeError(f"{source}: '{item}': the value is not valid YAML ({problem}); "
                               "quote text, write lists as [a, b] and mappings as {k: v}") from None
         node: Any = raw
@@ -638,7 +638,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise RecipeError(f"{path}:{where}: malformed YAML: {problem}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not UTF-8 text") from None

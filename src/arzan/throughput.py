@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.recipe import Recipe
 from arzan.runplan import Plan, Tokens
 from arzan.vram import (
@@ -190,7 +190,7 @@ def model_shape(recipe: Recipe, size_hint: str | None = None, table: Table | Non
                 raise ArzanError(f"--size: '{size_hint}' is not a size like 8B, 3B or 1.5B") from None
             near = nearest_by_size(table.models, want)
             return replace(table.models[near], source=f"size hint {size_hint}: shipped {near} config")
-        raise ArzanError(f"model.name: cannot read the config of '{recipe.model.name}' ({str(exc).splitlines()[0]}); "
+        raise ArzanError(f"model.name: cannot read the config of '{recipe.model.name}' ({first_line(exc)}); "
                          f"give its size, e.g. --size 8B (shipped: {', '.join(table.models)})") from None
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.fileio import replace_dir
 from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import RunFolder, check_run_folder, check_writable, open_run_folder
@@ -205,13 +205,13 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     except Interrupted as exc:
         status, reason = "interrupted", f"{exc}; {_resumes_from(folder)}"
     except ArzanError as exc:  # the ledger says why, so the folder explains itself later
-        reason = f"stopped by an error before training finished: {str(exc).splitlines()[0] if str(exc) else ''}"
+        reason = f"stopped by an error before training finished: {first_line(exc)}"
         raise
     except KeyboardInterrupt:
         status, reason = "interrupted", f"interrupted by a second signal; {_resumes_from(folder)}"
         raise
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         raise
     finally:
         with stopper.protect("closing the ledger"):  # a signal now waits for the ledger and the card

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from arzan.cost.ledger import utcnow
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.evaluation import suites
 from arzan.evaluation.results import (
     extract_rows,
@@ -234,19 +234,15 @@ def _load_tasks_first(tm, tasks: list[str]) -> None:
         except Exception as e:
             failed[task] = e
     if not failed:  # each loads alone: together they clash, e.g. "Duplicate task" for a group and its subtask
-        raise ArzanError(f"lm-eval refused the tasks {', '.join(tasks)}: {_first_line(together)}") from None
+        raise ArzanError(f"lm-eval refused the tasks {', '.join(tasks)}: {first_line(together)}") from None
     raise ArzanError(_cannot_load(failed, [t for t in tasks if t not in failed])) from None
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else ""
 
 
 def _cannot_load(failed: dict[str, Exception], loaded: list[str]) -> str:
     """Which tasks cannot load and why (the first reason; offline, they are all the hub's), and
     which did, so the user can run those alone."""
     name, e = next(iter(failed.items()))
-    why = _first_line(e) if isinstance(e, ArzanError) else f"{type(e).__name__}: {_first_line(e)}"
+    why = first_line(e) if isinstance(e, ArzanError) else f"{type(e).__name__}: {first_line(e)}"
     text = f"cannot load the data of {', '.join(failed)} ({name}: {why}); offline? arzan's own tasks read local " \
            "files from --data-dir"
     if loaded:
@@ -281,7 +277,7 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
                       trust_remote_code=tgt.trust_remote_code)
     except (OSError, ValueError) as e:
         with_adapter = f" with adapter {tgt.adapter}" if tgt.adapter else ""
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ArzanError(f"cannot load {tgt.base_name}{with_adapter}: {first}") from None
     if guard is not None:  # every loglikelihood and generation batch passes one of these two
         for name in ("_model_call", "_model_generate"):

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.evaluation.schemas import SCHEMAS
 
 DATA_DIR_ENV = "ARZAN_KK_EVAL_DIR"
@@ -98,7 +98,7 @@ def _dataset(docs: list[dict], where: str) -> Any:
     try:
         return datasets.Dataset.from_list(docs)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
-        raise ArzanError(f"{where}: the rows do not form one table ({str(e).splitlines()[0]}); "
+        raise ArzanError(f"{where}: the rows do not form one table ({first_line(e)}); "
                          "give each column one type in every row") from None
 
 
@@ -154,7 +154,7 @@ def load(schema: str, local_file: str | None = None, hub_path: str | None = None
                 split = "train" if hub_data_files else hub_split
                 parts = [(hub_name, datasets.load_dataset(hub_path, hub_name, split=split, **kw))]
         except Exception as e:  # offline, gated, renamed: the hub raises many types
-            first = str(e).splitlines()[0] if str(e) else ""
+            first = first_line(e)
             below = _found_below(local_file, arzan_data_dir)
             raise ArzanError(f"{config_source or 'task'}: cannot load hub:{hub_path} ({type(e).__name__}: "
                              f"{first}); offline or gated? put {local_file or 'its file'} in the folder given "

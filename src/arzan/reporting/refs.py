@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from arzan.errors import first_line
+
 
 @dataclass
 class Reference:
@@ -44,7 +46,7 @@ def load_references(path: Path | None, warnings: list[str]) -> list[Reference]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        warnings.append(f"{path}: unreadable YAML ({str(exc).splitlines()[0]}); references left out")
+        warnings.append(f"{path}: unreadable YAML ({first_line(exc)}); references left out")
         return []
     if isinstance(data, dict):
         for key in ("references", "scores", "models"):

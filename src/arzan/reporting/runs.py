@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.reporting.scores import Score, parse_scores
 
 STOPPED = {"stopped_budget", "interrupted", "failed"}
@@ -236,7 +236,7 @@ def _read_recipe(file: Path, warnings: list[str]) -> dict[str, Any] | None:
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        warnings.append(f"{file}: unreadable YAML ({str(exc).splitlines()[0]}), data sources not shown")
+        warnings.append(f"{file}: unreadable YAML ({first_line(exc)}), data sources not shown")
         return None
     return data if isinstance(data, dict) else None
 
