@@ -166,6 +166,30 @@ def summarize(run_dir: Path, recipe: Recipe, tokens: Any, shape: ModelShape, dev
     return out
 
 
+def matmul_tflops(device: str = "cuda", n: int = 8192, repeats: int = 20) -> float:
+    """This device's 16-bit matrix-product rate, measured here (bf16 where the GPU has it, fp16 on a
+    T4, float32 on a CPU): the result file then carries the peak its MFU could be checked against,
+    beside the table's `measured_peaks`, which come from the project's device notes."""
+    import torch
+
+    if device == "cuda":
+        from arzan.model import gpu_dtype
+
+        dtype = gpu_dtype()
+    else:
+        dtype = torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up: kernel choice, clocks
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e12
+
+
 def _measured_peak_tflops(device: str) -> float | None:
     peaks = raw_table().get("measured_peaks", {})
     return peaks.get(device, {}).get("tflops")
@@ -211,6 +235,7 @@ def measure(recipe: Recipe, device: str, workdir: Path, run_dir: Path | None = N
         out["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
         out["peak_memory_kind"] = "torch.cuda.max_memory_allocated"
         out["peak_memory_reserved_gb"] = torch.cuda.max_memory_reserved() / 1e9
+        out["matmul_tflops_here"] = matmul_tflops("cuda")  # after the run: its memory is free again
     else:
         out["peak_memory_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
         out["peak_memory_kind"] = "process peak RSS (ru_maxrss): includes Python, torch and earlier repeats"
@@ -247,7 +272,7 @@ def synthetic_text(tokenizer: Any, path: Path, rows: int, length: int) -> Path:
     return path
 
 
-# What the published Llama 3.1/3.2 configs add to throughput.yaml's shapes (/work/shared/device/README.md):
+# What the published Llama 3.1/3.2 configs add to throughput.yaml's shapes (the project's device notes, shared/device/README.md):
 # they do not change FLOPs or memory, but the random model should be the real architecture.
 LLAMA3_ARCH = {"rms_norm_eps": 1e-5, "max_position_embeddings": 131072,
                "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,

@@ -246,3 +246,11 @@ def test_gpu_benchmark_path_runs_on_a_cpu_with_a_tiny_model(bench, tmp_path, tin
     assert len(doc["loss"]["per_step"]) == 4  # logging_steps 1
     assert doc["loss"]["final"] == doc["ledger"]["summary"]["final_loss"] is not None
     assert doc["peak_memory_gb"] > 0 and doc["ledger"]["tokens"]["seen"] == doc["run"]["tokens"]["seen"]
+
+
+def test_the_matmul_rate_is_measured_and_scales_with_the_work(bench):
+    """The peak a GPU result records beside the table's; on a CPU, float32 at a small size. Twice the
+    repeats takes about twice the time, so the rate (not the time) is what comes back."""
+    one = bench.matmul_tflops("cpu", n=256, repeats=4)
+    assert one > 0
+    assert 0.2 < bench.matmul_tflops("cpu", n=256, repeats=16) / one < 5  # a rate, not a duration
