@@ -17,6 +17,7 @@ from rich.console import Console
 
 from arzan import __version__
 from arzan.errors import ArzanError
+from arzan.hub import COMMANDS, offline_if_unreachable
 
 STARTED = time.monotonic()  # the command's start: a rented GPU bills its imports and checks too
 
@@ -390,6 +391,9 @@ def run() -> None:
         from click.exceptions import NoArgsIsHelpError, UsageError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS and "--help" not in sys.argv:
+        if note := offline_if_unreachable():
+            err_console.print(note, style="yellow", highlight=False, markup=False)
     try:
         code = app(prog_name="arzan", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # `arzan` alone: the help is already printed
