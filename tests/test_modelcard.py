@@ -200,3 +200,13 @@ def test_a_cpu_run_at_a_user_rate_says_its_hours_are_no_gpu_hours():
     _, body = parse_card(render_card(recipe(), led))
     assert "| GPU-hours | 0.0000 (no GPU ran or was priced; 0.0100 billed hours of this machine) |" in body
     assert "| Price | 1.000 USD per hour (rate set by the user; no catalog source) |" in body
+
+
+def test_money_in_the_card_follows_the_reports_rule():
+    """Whole tenge from 1,000 up, two decimals below, $ with two (tiny figures two significant
+    digits): a figure copied from the card is found in the report and the terminal."""
+    doc = ledger()
+    doc["money"].update(kzt=31.684, usd=0.0024, kzt_per_1m_tokens=1991.64, usd_per_1m_tokens=3.8301)
+    _, body = parse_card(render_card(recipe(), doc))
+    assert "| Cost | 31.68 ₸ = 0.0024 $ (measured) |" in body
+    assert "| Cost per 1M trained tokens | 1,992 ₸ = 3.83 $ |" in body

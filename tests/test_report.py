@@ -255,7 +255,7 @@ def test_stopped_and_running_runs_say_why_and_how_to_resume(runs, tmp_path):
     assert "SIGTERM from the provider (spot preemption) at step 130" in text
     assert "arzan train --resume runs/qwen-kk-l4-spot" in text
     assert "Still running: step 90 of 400" in text
-    assert "₸301.20" in text
+    assert "301.20 ₸" in text
 
 
 def test_a_running_ledger_nobody_has_written_for_long_says_so_and_how_to_resume(runs, tmp_path):
@@ -617,7 +617,7 @@ def test_small_money_keeps_significant_digits_in_the_provenance(runs, tmp_path):
     ledger_file.write_text(json.dumps(ledger))
     out = build_report([runs[1]], tmp_path / "r.html")
     for text in (out.read_text(encoding="utf-8"), out.with_suffix(".md").read_text(encoding="utf-8")):
-        assert "cap ₸0.50; spent ₸0.0031; projected at end ₸0.048" in text
+        assert "cap 0.50 ₸; spent 0.0031 ₸; projected at end 0.048 ₸" in text
     assert parse(out).cells[("qwen-kk-l4-spot", "kzt")]["text"] == "0.0031"
 
 

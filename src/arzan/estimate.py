@@ -24,6 +24,7 @@ from arzan.cost.prices import (
     resolve_price,
 )
 from arzan.errors import ArzanError
+from arzan import numbers
 from arzan.numbers import amount, fixed
 from arzan.recipe import Recipe
 from arzan.runplan import Plan, Tokens, count_tokens, plan_run
@@ -254,8 +255,8 @@ def _tokenizer_mismatch(tokenizer: Any, shape: ModelShape) -> str | None:
 
 
 def kzt_text(x: float | None) -> str:
-    """Tenge as printed everywhere: whole tenge from 100 up, kopecks below (a CPU demo costs 0.25 ₸)."""
-    return "?" if x is None else _money(x, 0 if x >= 100 else 2) + " ₸"
+    """Tenge as printed everywhere (arzan.numbers.kzt): whole tenge from 1,000 up, kopecks below."""
+    return "?" if x is None else f"{numbers.kzt(x)} ₸"
 
 
 def _ckpt_words(v: Vram) -> str:
@@ -313,7 +314,8 @@ def render(est: Estimate) -> Any:
     for mine, o in rows:
         table.add_row(f"▸ {o.device}" if mine else o.device, _price_cell(o.price), f"{o.vram_gb:g} GB"
                       if o.vram_gb else "", yes_no(o.fits), yes_no(o.fits_other), _money(o.tokens_per_s, 0),
-                      o.basis, _hms(o.billed_seconds), kzt_text(o.kzt).removesuffix(" ₸"), _money(o.usd, 2),
+                      o.basis, _hms(o.billed_seconds), kzt_text(o.kzt).removesuffix(" ₸"),
+                      "?" if o.usd is None else numbers.usd(o.usd),
                       style="bold" if mine else None)
     if est.target and est.target.billed_seconds is not None:
         ph = est.target.phases
@@ -342,7 +344,7 @@ def check_budget(recipe: Recipe, est: Estimate, option: Option | None = None) ->
         return None
     where = f"{_hms(o.billed_seconds)} on {o.device} at {o.price.provider or o.price.source} " \
             f"{o.price.usd_per_gpu_hour:g} $/h"
-    return (f"the estimate for '{recipe.name}' is {kzt_text(o.kzt)} ({o.usd:.2f} $, {where}; "
+    return (f"the estimate for '{recipe.name}' is {kzt_text(o.kzt)} ({numbers.usd(o.usd)} $, {where}; "
             f"{o.basis} throughput) and it is over {' and '.join(over)}. Shorten the run (train.max_steps, a data "
             f"sample), choose a cheaper GPU (`arzan estimate` lists them), raise the cap, or start anyway with "
             f"--allow-over-budget (the meter still stops the run at the cap)")

@@ -14,10 +14,17 @@ import yaml
 
 from arzan.errors import ArzanError, first_line
 from arzan.md_escape import md_cell
+from arzan.numbers import kzt, usd
 from arzan.recipe import Recipe
 
 # what the Hub accepts as a model id: `name` or `namespace/name`, no path syntax
 _HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+
+
+def _money(value: Any, rule: Any) -> str:
+    """₸ and $ by the report's rule (arzan.numbers.kzt / usd), so a figure copied from the card is
+    found in the report and the terminal."""
+    return rule(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -148,9 +155,10 @@ def cost_table(ledger: dict[str, Any]) -> str:
         ("Energy", f"{_fmt(energy.get('kwh'), 4)} kWh ({energy.get('basis', 'unavailable')}"
                    + (": sessions without a reading are left out)" if energy.get("basis") == "partial" else ")")),
         ("CO2", f"{_fmt(energy.get('co2_kg'), 4)} kg"),
-        ("Cost", f"{_fmt(money.get('kzt'))} ₸ = {_fmt(money.get('usd'), 4)} $ ({money.get('basis', 'measured')})"),
-        ("Cost per 1M trained tokens", f"{_fmt(money.get('kzt_per_1m_tokens'))} ₸ = "
-                                       f"{_fmt(money.get('usd_per_1m_tokens'), 4)} $"),
+        ("Cost", f"{_money(money.get('kzt'), kzt)} ₸ = {_money(money.get('usd'), usd)} $ "
+                 f"({money.get('basis', 'measured')})"),
+        ("Cost per 1M trained tokens", f"{_money(money.get('kzt_per_1m_tokens'), kzt)} ₸ = "
+                                       f"{_money(money.get('usd_per_1m_tokens'), usd)} $"),
         ("Sessions", str(len(ledger.get("sessions", [])) or 1)),
     ]
     lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

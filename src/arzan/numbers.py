@@ -22,3 +22,13 @@ def fixed(v: float, digits: int) -> str:
 def amount(v: float) -> str:
     """A cap or a figure the user typed, as typed: 5,000 for 5000, 2.5 for 2.5 (never 5e+03)."""
     return f"{v:,.0f}" if float(v).is_integer() else fixed(v, 2)
+
+
+def kzt(v: float) -> str:
+    """Tenge: two decimals below 1,000, none from there up (5,300 ₸; 412.37 ₸; 0.0031 ₸)."""
+    return fixed(v, 0 if abs(v) >= 1000 else 2)
+
+
+def usd(v: float) -> str:
+    """Dollars: two decimals (0.0024 $ keeps two significant digits)."""
+    return fixed(v, 2)

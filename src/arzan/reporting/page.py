@@ -46,7 +46,7 @@ def _headline(runs: list[Run]) -> str:
     usd = sum(float(r.get("money.usd", 0.0)) for r in runs)
     hours = sum(float(r.get("gpu_hours", 0.0)) for r in runs)
     tokens = sum(int(r.get("tokens.trained", 0)) for r in runs)
-    stats = [(f"₸{table.kzt(kzt)}", f"${table.usd(usd)} in all"), (table.fixed(hours, 2), "GPU-hours"),
+    stats = [(f"{table.kzt(kzt)} ₸", f"{table.usd(usd)} $ in all"), (table.fixed(hours, 2), "GPU-hours"),
              (f"{tokens:,}", "tokens trained"), (str(len(runs)), "runs" if len(runs) != 1 else "run")]
     return '<div class="headline">' + "".join(
         f'<div class="stat"><b>{escape(a)}</b><span>{escape(b)}</span></div>' for a, b in stats) + "</div>"

@@ -12,7 +12,7 @@ from typing import Any
 
 from arzan.modelcard import session_prices
 from arzan.reporting.runs import STOPPED, Run, parse_time
-from arzan.reporting.table import kzt
+from arzan.reporting.table import kzt, usd
 
 Part = tuple[str, str]
 # one entry per value the ledger allows for energy.method (cost/ledger.py: nvml | rapl | tdp | none)
@@ -121,8 +121,8 @@ def rows(run: Run) -> list[Row]:
     if g("price.overhead_s"):
         price += f", plus {g('price.overhead_s') / 60:,.1f} min billed overhead"
     energy = g("energy.basis", "unavailable")
-    budget_caps = [f"₸{kzt(g('budget.max_kzt'))}" if g("budget.max_kzt") else "",
-                   f"${g('budget.max_usd'):,.2f}" if g("budget.max_usd") else "",
+    budget_caps = [f"{kzt(g('budget.max_kzt'))} ₸" if g("budget.max_kzt") else "",
+                   f"{usd(g('budget.max_usd'))} $" if g("budget.max_usd") else "",
                    f"{g('budget.max_hours'):g} h" if g("budget.max_hours") else ""]
     caps = "cap " + " / ".join(c for c in budget_caps if c) if any(budget_caps) else "no cap"
     sessions = g("sessions") or []
@@ -146,8 +146,8 @@ def rows(run: Run) -> list[Row]:
         ("Energy", [("text", ENERGY_METHODS.get(g("energy.method"), str(g("energy.method")))
                      + (f"; grid {g('energy.grid_kg_co2_per_kwh', 0):g} kg CO₂/kWh" if energy != "unavailable"
                         else "")), ("tag", str(energy))]),
-        ("Budget", [("text", f"{caps}; spent ₸{kzt(g('budget.spent_kzt', 0))}"
-                             + (f"; projected at end ₸{kzt(projected)}" if projected is not None else ""))]
+        ("Budget", [("text", f"{caps}; spent {kzt(g('budget.spent_kzt', 0))} ₸"
+                             + (f"; projected at end {kzt(projected)} ₸" if projected is not None else ""))]
          + ([("tag", str(g("budget.projected_basis", "estimated")))] if projected is not None else [])),
         ("Timeline", [("text", f"started {when(g('started_at'))}; "
                                + (f"{'finished' if run.status == 'finished' else 'stopped (' + run.status + ')'} "
@@ -187,7 +187,7 @@ def state(run: Run) -> dict[str, str] | None:
         text = (f"Still running: step {step:,} of {max_steps:,}" if max_steps else f"Still running: step {step:,}")
         text += f", figures as of {when(run.get('updated_at'))}."
         if projected is not None:
-            text += f" Projected at the end: ₸{kzt(projected)} ({run.get('budget.projected_basis', 'estimated')})."
+            text += f" Projected at the end: {kzt(projected)} ₸ ({run.get('budget.projected_basis', 'estimated')})."
         return {"kind": "running", "title": text, "why": "", "command": ""}
     if run.status not in STOPPED:
         return None

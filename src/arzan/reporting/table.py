@@ -45,11 +45,11 @@ def fixed(v: float | None, digits: int) -> str:
 
 
 def kzt(v: float | None) -> str:
-    return fixed(v, 0 if v is not None and abs(v) >= 1000 else 2)
+    return DASH if v is None else numbers.kzt(v)
 
 
 def usd(v: float | None) -> str:
-    return fixed(v, 2)
+    return DASH if v is None else numbers.usd(v)
 
 
 def duration(seconds: float | None) -> str:
