@@ -221,6 +221,14 @@ def test_no_cap_runs_to_the_end_and_projects_the_final_cost(tmp_path):
     projected = spent + (300 - 40) * money_for(2.0, price, FX)[1]
     assert meter2.ledger.budget.projected_kzt == pytest.approx(projected)
     assert meter2.progress_line() == f"step 40/300 · {spent:.1f} ₸ spent · ~{projected:.0f} ₸ at end"
+    # after the last step the save is still to pay: the line never says less than is spent, and the
+    # finished ledger keeps what it cost, not the projection made at the last step
+    meter.on_train_end(None, state, control)
+    with meter.phase("save"):
+        clock.t += 30
+    assert "~" + meter.progress_line().split("~")[1] == f"~{meter.ledger.money.kzt:.0f} ₸ at end"
+    led = meter.finish("finished")
+    assert (led.budget.projected_kzt, led.budget.projected_basis) == (led.money.kzt, "measured")
 
 
 def test_resume_appends_a_session_and_counts_nothing_twice(tmp_path):

@@ -429,6 +429,8 @@ class CostMeter(TrainerCallback):
             status, reason = "stopped_budget", reason or led.budget.stop_reason
         s.status = led.status = status
         s.finished_at = led.finished_at = self.now()
+        if status == "finished":  # the end is here: what it cost, not the projection made at the last step
+            led.budget.projected_kzt, led.budget.projected_basis = led.money.kzt, "measured"
         led.status_reason = reason
         if status == "interrupted":
             led.resume_command = f"arzan train --resume {self.path.parent}"
@@ -443,6 +445,6 @@ class CostMeter(TrainerCallback):
         p = led.progress
         parts = [f"step {p.step}/{p.max_steps}" if p.max_steps else f"step {p.step}",
                  f"{fixed(led.money.kzt, 1)} ₸ spent"]
-        if led.budget.projected_kzt is not None:
-            parts.append(f"~{fixed(led.budget.projected_kzt, 0)} ₸ at end")
+        if led.budget.projected_kzt is not None:  # the steps left; the save after them can only add
+            parts.append(f"~{fixed(max(led.budget.projected_kzt, led.money.kzt), 0)} ₸ at end")
         return " · ".join(parts)
