@@ -212,6 +212,8 @@ def test_arzan_merge_writes_whole_or_nothing_and_links_no_local_base(lora_run, t
     (tmp_path / "merged.partial" / "model.safetensors").write_bytes(b"half")
     res = CliRunner().invoke(app, ["merge", str(run), "--out", str(out), "--dtype", "float32"])
     assert res.exit_code == 0, res.output
+    last = json.loads((run / "cost.json").read_text("utf-8"))["sessions"][-1]
+    assert f"as session {last['index']} of {run / 'cost.json'}" in " ".join(res.output.split())  # what it cost
     assert not (tmp_path / "merged.partial").exists()
     assert torch.allclose(_logits(out, ids), adapter_logits, atol=1e-4)
     meta = yaml.safe_load((out / "README.md").read_text("utf-8").split("---")[1])

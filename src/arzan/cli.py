@@ -175,11 +175,11 @@ def train(
         raise typer.Exit(130)
     if result.note:
         console.print(f"[yellow]note:[/] {result.note}")
-    from arzan.numbers import fixed
+    from arzan.numbers import kzt, usd
 
     money = result.ledger.get("money", {})
-    console.print(f"[bold]{result.status}[/] · {result.run_dir} · {fixed(money.get('kzt', 0), 2)} ₸ "
-                  f"({money.get('usd', 0):,.4f} $)", highlight=False)
+    console.print(f"[bold]{result.status}[/] · {result.run_dir} · {kzt(money.get('kzt', 0))} ₸ "
+                  f"({usd(money.get('usd', 0))} $)", highlight=False)
     if result.status != "finished":
         resume_with = result.ledger.get("resume_command") or f"arzan train --resume {result.run_dir}"
         console.print(f"{result.ledger.get('status_reason') or result.status}", highlight=False, markup=False)
@@ -217,7 +217,9 @@ def merge(
 ) -> None:
     """Merge the LoRA adapter into the 16-bit base weights (never into 4-bit ones)."""
     from arzan.export import merge_adapter
+    from arzan.runfolder import ledger_doc
 
+    sessions = len(ledger_doc(run_dir).get("sessions") or [])
     try:
         path = merge_adapter(run_dir, out, dtype=dtype)
     except ArzanError as exc:
@@ -230,7 +232,15 @@ def merge(
         err_console.print("merge interrupted: the adapter is untouched, nothing merged was kept (only <out>.partial), "
                           "and the minutes it ran are in the run's cost.json (a run folder's)", highlight=False, markup=False)
         raise typer.Exit(130)
-    console.print(f"merged model: {path}")
+    console.print(f"merged model: {path}", highlight=False)
+    billed = ledger_doc(run_dir).get("sessions") or []
+    if len(billed) > sessions:  # a run folder's merge is a session of its bill
+        from arzan.numbers import kzt
+
+        s = billed[-1]
+        console.print(f"billed {kzt(s['money']['kzt'])} ₸ for {s['billed_seconds']:,.0f} s as session {s['index']} "
+                      f"of {run_dir / 'cost.json'} (total now {kzt(ledger_doc(run_dir)['money']['kzt'])} ₸)",
+                      highlight=False)
 
 
 @app.command()

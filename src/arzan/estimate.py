@@ -254,6 +254,10 @@ def _tokenizer_mismatch(tokenizer: Any, shape: ModelShape) -> str | None:
     return None
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def kzt_text(x: float | None) -> str:
     """Tenge as printed everywhere (arzan.numbers.kzt): whole tenge from 1,000 up, kopecks below."""
     return "?" if x is None else f"{numbers.kzt(x)} ₸"
@@ -284,7 +288,7 @@ def render(est: Estimate) -> Any:
         Text(f"{est.recipe}: {est.model} ({size_label(est.shape.total_params)} params, {est.method}, "
              f"{size_label(est.lora_params)} trainable) · config from {est.shape.source}", style="bold"),
         Text(f"tokens: {p.seen:,} seen / {p.trained:,} trained in {p.steps:,} steps ({p.epochs:.2f} epochs of "
-             f"{t.rows:,} sequences), {p.evals} evaluations, {p.saves} checkpoints"),
+             f"{t.rows:,} sequences), {_count(p.evals, 'evaluation')}, {_count(p.saves, 'checkpoint')}"),
         Text(f"GPU memory {_ckpt_words(v)} (the recipe's setting): ~{v.total:.1f} GB = weights {v.weights:.1f} + "
              f"LoRA and optimizer {v.adapter:.1f} + activations {v.activations:.1f} + logits {v.logits:.1f} + "
              f"CUDA and allocator {v.overhead:.1f} (micro-batch of {v.tokens_per_micro_batch:,} tokens)"),

@@ -321,7 +321,8 @@ def _legend(rows: list[dict]) -> list[str]:
     missing = [r for r in unmatched if not r.get("base_mismatch")]
     for command in dict.fromkeys(_eval_command(r["base"], r, four_bit=r["base_4bit"]) for r in missing):
         lines.append(f"No score of the base model on the same items to set the fine-tune against: `{command}`, "
-                     "then name its folder here too (or with --base) to see what each point gained cost.")
+                     "then give `arzan compare` its folder beside this run's (or as --base) to see what each "
+                     "point gained cost.")
     for r in unmatched:
         if r.get("base_limit") is not None:  # other items: score the fine-tune on the base's, not the reverse
             lines.append(f"{r['model']} and its base were scored on other items ({r['task']}): "
