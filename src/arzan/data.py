@@ -12,6 +12,8 @@ import csv
 import hashlib
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,21 @@ class PreparedData:
     @property
     def trained_tokens(self) -> int:
         return count_tokens(self.train)[1]
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No `datasets` progress bars inside: the quick passes around tokenizing (and TRL's own pass
+    over an already-tokenized set) printed a dozen bars before the first line about money."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    was = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            enable_progress_bar()
 
 
 def _source_name(src: DataSource) -> str:
@@ -286,7 +303,8 @@ def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | No
     def with_origin(row: dict[str, Any], idx: int) -> dict[str, Any]:
         return {**to_row(row, idx), ORIGIN[0]: label, ORIGIN[1]: idx + 1}
 
-    return ds.map(with_origin, with_indices=True, remove_columns=ds.column_names)
+    with quiet_progress():  # rows checked, not tokenized: quick, and one bar per source is noise
+        return ds.map(with_origin, with_indices=True, remove_columns=ds.column_names)
 
 
 def _text(value: Any, where: str, name: str) -> str:
@@ -411,12 +429,13 @@ def tokenize(ds: Dataset, tokenizer: Any, section: DataSection, max_length: int,
                                            "assistant_only": section.assistant_only_loss},
                  remove_columns=[c for c in ds.column_names if c not in ORIGIN], desc=f"Tokenizing {label}")
     # a row cut short: an answer token past the window (its last assistant token is beyond max_length)
-    out = out.map(lambda r: {"input_ids": r["input_ids"][:max_length],
-                             "assistant_masks": r["assistant_masks"][:max_length],
-                             "_cut": any(r["assistant_masks"][max_length:]),
-                             "_empty": not any(r["assistant_masks"]),
-                             "_lost": not any(r["assistant_masks"][:max_length])})
-    kept = out.filter(lambda r: not r["_lost"])
+    with quiet_progress():  # the tokenizing bar above is the one worth watching
+        out = out.map(lambda r: {"input_ids": r["input_ids"][:max_length],
+                                 "assistant_masks": r["assistant_masks"][:max_length],
+                                 "_cut": any(r["assistant_masks"][max_length:]),
+                                 "_empty": not any(r["assistant_masks"]),
+                                 "_lost": not any(r["assistant_masks"][:max_length])})
+        kept = out.filter(lambda r: not r["_lost"])
     if len(kept) == 0:
         raise ArzanError(f"{label}: every label is masked: no assistant tokens survive in any row "
                          f"(max_length {max_length} may cut every answer, or the chat template hides them)")

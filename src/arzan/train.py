@@ -141,7 +141,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     meter.start_flusher()
     status, reason, after = "failed", None, None
     try:
-        from arzan.data import tokenize_data
+        from arzan.data import quiet_progress, tokenize_data
         from arzan.model import load_model
 
         with meter.phase("setup"):
@@ -154,12 +154,13 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         for line in data.truncation_notes() if console is not None else []:  # said before the steps are paid
             console.print(f"note: {line}", style="yellow", highlight=False, markup=False)
         stopper.phase = "building the trainer"  # in the training loop a signal waits for the micro-batch
-        trainer = metered_trainer_class()(
-            model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None, info.name,
-                                                info.dtype),
-            train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-            callbacks=[meter, SaveOnClock(recipe.train.save_every_minutes), stopper, PrintProgress(meter, console),
-                       *(callbacks or [])])
+        with quiet_progress():  # TRL's passes over the tokenized set: bars with nothing to watch
+            trainer = metered_trainer_class()(
+                model=model, args=sft_config(recipe, folder, info.device == "cuda", data.eval is not None, info.name,
+                                             info.dtype),
+                train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
+                callbacks=[meter, SaveOnClock(recipe.train.save_every_minutes), stopper,
+                           PrintProgress(meter, console), *(callbacks or [])])
         trainer.token_counter = counter
         from transformers.trainer_callback import PrinterCallback
 
