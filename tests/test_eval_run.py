@@ -532,3 +532,26 @@ def test_a_data_dir_one_level_too_high_is_named(tmp_path):
     where they are, not only that the hub is out of reach."""
     with pytest.raises(ArzanError, match=r"it is in .*kazakh-eval: give that folder"):
         run_eval(TINY_MODEL_NAME, tasks="arzan_kkcopa", limit=2, data_dir=SHARED.parent, out_dir=tmp_path)
+
+
+def test_a_quiz_beside_other_folders_indexes_only_its_own_folder(tmp_path, caplog):
+    """The README's quiz put in a repository's root: lm-eval would read every task YAML below it
+    (arzan's own under src/, a second time, with an "overrides" warning each). Only the quiz's folder
+    is read; its data in a subfolder and a template beside it still resolve."""
+    import logging
+    import shutil
+
+    from arzan.evaluation.suites import tasks_dir
+
+    root = tmp_path / "repo"
+    (root / "data").mkdir(parents=True)
+    task, jsonl = _readme_quiz(root)
+    (root / "my_quiz.jsonl").rename(root / "data" / "my_quiz.jsonl")
+    body = task.read_text("utf-8").replace("local_file: my_quiz.jsonl", "local_file: data/my_quiz.jsonl")
+    (root / "_quiz_template_yaml").write_text("output_type: multiple_choice\ntest_split: test\n", "utf-8")
+    task.write_text(body.replace("output_type: multiple_choice\n", "include: _quiz_template_yaml\n"), "utf-8")
+    shutil.copytree(tasks_dir(), root / "src" / "tasks")  # what a scan of the whole tree would find again
+    with caplog.at_level(logging.WARNING):
+        doc = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "out")
+    assert doc["tasks"]["my_kk_quiz"]["n"] == len(jsonl.strip().splitlines()) == 3
+    assert not [r for r in caplog.records if "overrides existing task" in r.getMessage()]

@@ -252,12 +252,21 @@ def _cannot_load(failed: dict[str, Exception], loaded: list[str]) -> str:
 
 def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot, guard=None,
               four_bit: bool = False):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="arzan-tasks-") as shadow:  # see suites.shallow
+        return _evaluate_in(Path(shadow), tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard,
+                            four_bit)
+
+
+def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot,
+                 guard=None, four_bit: bool = False):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     on_gpu = device.startswith("cuda")
-    tm = TaskManager(include_path=[str(p) for p in plan.include_paths],
+    tm = TaskManager(include_path=[str(p) for p in suites.shallow(plan.include_paths, shadow)],
                      include_defaults=plan.needs_lm_eval_registry,
                      metadata={"arzan_data_dir": str(data_dir)} if data_dir else None)
     missing = [t for t in plan.tasks if t not in tm.all_tasks]

@@ -102,6 +102,29 @@ def _one_file_per_name(path: Path, name: str) -> None:
                              "would score only one of them; rename one task or move one file")
 
 
+def shallow(folders: list[Path], into: Path) -> list[Path]:
+    """lm-eval reads every YAML below an include path, recursively: a quiz YAML in the repository's
+    root (as the README shows) made it index arzan's own task files a second time, with a warning per
+    task, and everything under the folder. A user's folder is handed over as links to its own files,
+    without its subfolders (a sibling `include:` template still resolves, and data paths into a
+    subfolder do too: taskdata.local_path follows the link). arzan's own task folder goes as it is."""
+    out = []
+    for i, folder in enumerate(folders):
+        if folder == tasks_dir():
+            out.append(folder)
+            continue
+        sub = into / str(i)
+        try:
+            sub.mkdir(parents=True)
+            for file in sorted(p for p in folder.iterdir() if p.is_file()):
+                (sub / file.name).symlink_to(file.resolve())
+        except OSError:  # no symlinks here (some Windows set-ups): the folder as it is, warnings and all
+            out.append(folder)
+            continue
+        out.append(sub)
+    return out
+
+
 @dataclass
 class Plan:
     """What to hand lm-eval: task names, extra include paths, and where each task's data is."""

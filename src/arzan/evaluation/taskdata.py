@@ -118,8 +118,10 @@ def local_path(local_file: str | None, data_dir: str | os.PathLike | None,
     p = Path(local_file).expanduser()
     if p.is_absolute():
         return p
-    if config_source and (Path(config_source).parent / p).is_file():
-        return Path(config_source).parent / p
+    if config_source:  # beside the YAML, or beside the file a link in suites.shallow points to
+        for beside in dict.fromkeys((Path(config_source).parent, Path(config_source).resolve().parent)):
+            if (beside / p).is_file():
+                return beside / p
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
     if data_dir and (Path(data_dir) / p).is_file():
         return Path(data_dir) / p
@@ -140,6 +142,8 @@ def load(schema: str, local_file: str | None = None, hub_path: str | None = None
     """lm-eval's `custom_dataset` hook: a DatasetDict with one `test` split, local file first."""
     import datasets
 
+    if config_source and config_source != "inline":  # the user's file, not the link suites.shallow made
+        config_source = str(Path(config_source).resolve())
     path = local_path(local_file, arzan_data_dir, config_source)
     if path is not None:
         unit = "row" if path.suffix.lower() == ".csv" else "line"
