@@ -641,6 +641,13 @@ def test_throughput_plot_shows_a_stall_the_running_average_hides(tmp_path):
     assert min(r["tokens_per_s"] for r in rows if "tokens_per_s" in r) > 300  # the average never shows the stall
     plot = throughput([run])
     assert plot.figure is not None and "between logged steps" in plot.caption
+    # a resume after step 4: the interval from the last row of session 0 to the first of session 1
+    # holds the new session's setup (10 s, no tokens): left out, not drawn as a dip
+    resumed = [{**r, "session": 0} for r in rows if r.get("step", 0) <= 4 and r.get("loss")]
+    resumed.append({"step": 5, "elapsed_s": 45.0, "tokens_seen": 25000, "loss": 1.0, "session": 1})
+    resumed.append({"step": 6, "elapsed_s": 50.0, "tokens_seen": 30000, "loss": 1.0, "session": 1})
+    xs, ys = interval_rates(Run(path=tmp_path, ledger={"status": "finished"}, metrics=resumed, label="r"))
+    assert xs == [10, 30, 35, 50] and ys == [1000, 0, 1000, 1000]
 
 
 def test_steps_a_hard_kill_lost_are_drawn_once_as_retrained(tmp_path):

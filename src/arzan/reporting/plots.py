@@ -112,9 +112,11 @@ def interval_rates(run: Run) -> tuple[list[float], list[float]]:
     # the eval's time still falls inside the next training interval, as billed
     rows = [r for r in run.metrics if _number(r.get("loss")) and _number(r.get("elapsed_s"))
             and _number(r.get("tokens_seen"))]
-    xs, seen = [r["elapsed_s"] for r in rows], [r["tokens_seen"] for r in rows]
     out_x, out_y = [], []
-    for (x0, t0), (x1, t1) in zip(zip(xs, seen), zip(xs[1:], seen[1:])):
+    for r0, r1 in zip(rows, rows[1:]):
+        (x0, t0), (x1, t1) = (r0["elapsed_s"], r0["tokens_seen"]), (r1["elapsed_s"], r1["tokens_seen"])
+        if r0.get("session") != r1.get("session"):  # a resume's first interval holds its setup, not training
+            continue
         if x1 > x0 and t1 >= t0:
             out_x.append(x1)
             out_y.append((t1 - t0) / (x1 - x0))
@@ -136,7 +138,8 @@ def throughput(runs: list[Run]) -> Plot:
             ax.plot([v / scale for v in ax_], ay, color=run.color, linestyle="--", linewidth=1, alpha=0.6)
             drawn = True
     caption = ("Training throughput: solid, tokens seen per billed second between logged steps (eval and "
-               "checkpoint saves included), so a dip mid-run is an evaluation, a checkpoint or a throttled GPU; "
+               "checkpoint saves included), so a dip mid-run is an evaluation, a checkpoint or a throttled GPU (the "
+               "interval across a resume, which holds the new session's setup, is left out); "
                "dashed, the run's average so far (the ledger's tokens/s).")
     if not drawn:
         return Plot("throughput", caption, None, "No throughput logged yet (no `tokens_per_s` rows).")
