@@ -47,8 +47,16 @@ def _unfinished_run(folder: Path) -> str | None:
             f"these are the scores of its adapter so far, not of the finished run (arzan train --resume {folder})")
 
 
-def _fail(exc: ArzanError) -> None:
+RECIPE_FIELDS = ("model.", "lora.", "data.", "train.", "budget.", "cost.", "output.", "eval.")
+
+
+def _fail(exc: ArzanError, recipe_file: Path | None = None) -> None:
+    """`recipe_file`: a refusal naming a recipe field (`model.backend: ...`, raised after the recipe
+    loaded: this machine cannot run it) names the file too, as the recipe's own errors do."""
     from rich.markup import escape
+
+    if recipe_file is not None and str(exc).startswith(RECIPE_FIELDS):
+        exc = ArzanError(f"{recipe_file}: {exc}")
 
     # escaped: a message quoting `[q_proj` or a list must print as written, not as rich markup
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -164,7 +172,7 @@ def train(
                               cost_overrides={"gpu": gpu, "provider": provider, "usd_per_gpu_hour": price},
                               started=STARTED)
     except ArzanError as exc:
-        _fail(exc)
+        _fail(exc, recipe)
         return
     except OSError as exc:
         _fail(_os_error(exc, "what was saved before it (checkpoints, the ledger) stays; free space, then "
@@ -281,7 +289,7 @@ def estimate(
         est = run_estimate(loaded, gpu=gpu, provider=provider, sample_rows=sample_rows, size_hint=size,
                            tokenizer=tokenizer)
     except ArzanError as exc:
-        _fail(exc)
+        _fail(exc, recipe)
         return
     if as_json:
         import json
