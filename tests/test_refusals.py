@@ -110,3 +110,38 @@ def test_what_this_machine_cannot_run_names_the_recipe_file(tmp_path):
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and f"error: {recipe}: model.backend: 'unsloth' needs a CUDA GPU" in said
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_flags_it_would_ignore(stopped_run, tmp_path):
+    before = (stopped_run / "cost.json").read_text("utf-8")
+    elsewhere = runner.invoke(app, ["train", "--resume", str(stopped_run), "--out", str(tmp_path / "zz")])
+    assert elsewhere.exit_code == 2 and "a run continues in its own folder" in " ".join(elsewhere.output.split())
+    over = runner.invoke(app, ["train", "--resume", str(stopped_run), "--allow-over-budget"])
+    assert over.exit_code == 2 and "raise the cap with --budget" in " ".join(over.output.split())
+    assert (stopped_run / "cost.json").read_text("utf-8") == before and not (tmp_path / "zz").exists()
+
+
+def test_a_run_that_failed_before_any_checkpoint_says_why_and_is_not_offered_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out), "--set", "train.max_length=2"]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 2 and "every label is masked" in failed.output
+    ledger = json.loads((out / "cost.json").read_text("utf-8"))
+    assert ledger["status"] == "failed" and "every label is masked" in ledger["status_reason"]
+    again = runner.invoke(app, args)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2 and "it saved no checkpoint" in said and "--overwrite" in said
+    assert "continue it with --resume" not in said
+
+
+def test_scoring_an_unfinished_run_says_whose_scores_they_are(tmp_path):
+    from arzan.cli import _unfinished_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: x\n")
+    (run / "cost.json").write_text(json.dumps({"status": "interrupted", "progress": {"step": 507, "max_steps": 1000}}))
+    note = _unfinished_run(run)
+    assert note.startswith("this run is interrupted at step 507/1000: these are the scores of its adapter so far")
+    (run / "cost.json").write_text(json.dumps({"status": "finished", "progress": {"step": 1000, "max_steps": 1000}}))
+    assert _unfinished_run(run) is None and _unfinished_run(tmp_path / "evals") is None
