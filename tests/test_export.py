@@ -216,8 +216,10 @@ def test_arzan_merge_writes_whole_or_nothing_and_links_no_local_base(lora_run, t
     assert f"as session {last['index']} of {run / 'cost.json'}" in " ".join(res.output.split())  # what it cost
     assert not (tmp_path / "merged.partial").exists()
     assert torch.allclose(_logits(out, ids), adapter_logits, atol=1e-4)
-    meta = yaml.safe_load((out / "README.md").read_text("utf-8").split("---")[1])
+    card = (out / "README.md").read_text("utf-8")
+    meta = yaml.safe_load(card.split("---")[1])
     assert "base_model" not in meta and meta["library_name"] == "transformers"
+    assert "merged into `arzan/tiny-llama-kk`" in card  # the recipe's name, not the tiny model's cache folder
     again = CliRunner().invoke(app, ["merge", str(run), "--out", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output
 

@@ -203,7 +203,8 @@ def write_merged_card(out: Path, adapter: Path, run: Path | None, dtype: str, de
     bill has the merge in it (a standalone merge's session, a training's final ledger)."""
     from arzan.fileio import write_text_atomic
 
-    name = base_model or base_model_of(adapter, run)[0]
+    trained_on = _run_model(run).get("name")  # the name the user chose, not the tiny model's cache folder
+    name = base_model or (unquantised_name(trained_on) if trained_on else base_model_of(adapter, run)[0])
     compute = "float32" if device == "cpu" else dtype
     write_text_atomic(out / "README.md", merged_card(name, adapter, dtype, compute, device, run))
 
