@@ -198,7 +198,7 @@ def test_a_cpu_run_at_a_user_rate_says_its_hours_are_no_gpu_hours():
     led = ledger(Price(usd_per_gpu_hour=1.0))
     led["billed_seconds"], led["gpu_hours"] = 36.0, 0.0
     _, body = parse_card(render_card(recipe(), led))
-    assert "| GPU-hours | 0.0000 (no GPU ran or was priced; 0.0100 billed hours of this machine) |" in body
+    assert "| GPU-hours | 0.0000 (no GPU ran: 0.0100 billed hours of this machine, at its own rate) |" in body
     assert "| Price | 1.000 USD per hour (rate set by the user; no catalog source) |" in body
 
 

@@ -148,8 +148,8 @@ def cost_table(ledger: dict[str, Any]) -> str:
         ("Wall time (billed)", f"{_fmt(ledger.get('billed_seconds'), 1)} s"),
         ("Time by phase", ", ".join(f"{k} {_fmt(v, 1)} s" for k, v in phases.items())),
         ("GPU-hours", _fmt(ledger.get("gpu_hours"), 4) + (
-            f" (no GPU ran or was priced; {_fmt((ledger.get('billed_seconds') or 0) / 3600, 4)} billed hours of "
-            "this machine)" if not ledger.get("gpu_hours") and ledger.get("billed_seconds") else "")),
+            f" (no GPU ran: {_fmt((ledger.get('billed_seconds') or 0) / 3600, 4)} billed hours of this machine, at its "
+            "own rate)" if not ledger.get("gpu_hours") and ledger.get("billed_seconds") else "")),
         ("Tokens trained on / seen", f"{_fmt(tokens.get('trained'))} / {_fmt(tokens.get('seen'))}"),
         ("Throughput", f"{_fmt(tokens.get('per_second'), 1)} tokens/s"),
         ("Energy", f"{_fmt(energy.get('kwh'), 4)} kWh ({energy.get('basis', 'unavailable')}"
