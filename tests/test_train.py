@@ -498,7 +498,7 @@ def test_the_console_script_turns_usage_mistakes_into_one_error_line():
 
     for args, expected in ((["eval", "x", "--limit", "0"], "Invalid value for '--limit'"),
                            (["trian"], "No such command 'trian'"),
-                           (["train"], "Missing argument 'recipe'")):
+                           (["train"], "Missing argument 'RECIPE'")):
         res = arzan(*args)
         assert res.returncode == 2 and res.stdout == "", (args, res.stderr)
         lines = res.stderr.strip().splitlines()

@@ -122,14 +122,20 @@ def parse_budget(text: str | None):
 @app.command()
 def train(
     recipe: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML, or a run folder with --resume."),
-    set_: list[str] = typer.Option([], "--set", metavar="FIELD=VALUE", help="Override a field: --set train.learning_rate=1e-4"),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Run folder (default: output.dir or runs/<name>)."),
+    set_: list[str] = typer.Option([], "--set", metavar="FIELD=VALUE",
+                                   help="Override a field: --set train.learning_rate=1e-4"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                       help="Run folder (default: output.dir or runs/<name>)."),
     resume: bool = typer.Option(False, "--resume", metavar="", help="Continue a run folder from its last checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Start again; the old folder is moved aside."),
-    budget: Optional[str] = typer.Option(None, "--budget", metavar="CAP", help="Cap the spend: 5000KZT (5000₸, 5000тг), 10USD, 3h or 90m."),
-    allow_over_budget: bool = typer.Option(False, "--allow-over-budget", metavar="", help="Start even if the estimate is over."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="",
+                                   help="Start again; the old folder is moved aside."),
+    budget: Optional[str] = typer.Option(None, "--budget", metavar="CAP",
+                                         help="Cap the spend: 5000KZT (5000₸, 5000тг), 10USD, 3h or 90m."),
+    allow_over_budget: bool = typer.Option(False, "--allow-over-budget", metavar="",
+                                           help="Start even if the estimate is over."),
     gpu: Optional[str] = typer.Option(None, "--gpu", metavar="GPU", help="Price the run as this catalog GPU."),
-    provider: Optional[str] = typer.Option(None, "--provider", metavar="PROVIDER", help="Catalog provider for the price."),
+    provider: Optional[str] = typer.Option(None, "--provider", metavar="PROVIDER",
+                                           help="Catalog provider for the price."),
     price: Optional[float] = typer.Option(None, "--price", metavar="USD", help="Your own price, USD per GPU-hour."),
 ) -> None:
     """Fine-tune with LoRA; writes adapter, model card and cost ledger to the run folder."""
@@ -220,7 +226,8 @@ def _interrupted_message(run_dir: Path | None, resume: bool) -> str:
 @app.command()
 def merge(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="Run folder (or adapter folder)."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Folder for the merged model (default: RUN/merged)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                       help="Folder for the merged model (default: RUN/merged)."),
     dtype: str = typer.Option("bfloat16", "--dtype", metavar="DTYPE", help="bfloat16, float16 or float32."),
 ) -> None:
     """Merge the LoRA adapter into the 16-bit base weights (never into 4-bit ones)."""
@@ -254,15 +261,21 @@ def merge(
 @app.command()
 def estimate(
     recipe: Path = typer.Argument(..., metavar="RECIPE", help="Recipe YAML."),
-    set_: list[str] = typer.Option([], "--set", metavar="FIELD=VALUE", help="Override a field: --set train.num_train_epochs=1"),
+    set_: list[str] = typer.Option([], "--set", metavar="FIELD=VALUE",
+                                   help="Override a field: --set train.num_train_epochs=1"),
     gpu: Optional[str] = typer.Option(None, "--gpu", metavar="GPU", help="Only this catalog GPU (default: every one)."),
     provider: Optional[str] = typer.Option(None, "--provider", metavar="PROVIDER", help="Only this provider's prices."),
-    budget: Optional[str] = typer.Option(None, "--budget", metavar="CAP", help="Check against a cap: 5000KZT, 10USD or 3h."),
-    size: Optional[str] = typer.Option(None, "--size", metavar="SIZE", help="Model size when its config is out of reach: 8B, 3B, 1B."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", metavar="DIR", help="A local copy of the model's tokenizer."),
-    sample_rows: int = typer.Option(20_000, "--sample-rows", metavar="N", min=1, help="Above this many rows, tokenize a sample."),
+    budget: Optional[str] = typer.Option(None, "--budget", metavar="CAP",
+                                         help="Check against a cap: 5000KZT, 10USD or 3h."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="SIZE",
+                                       help="Model size when its config is out of reach: 8B, 3B, 1B."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", metavar="DIR",
+                                             help="A local copy of the model's tokenizer."),
+    sample_rows: int = typer.Option(20_000, "--sample-rows", metavar="N", min=1,
+                                    help="Above this many rows, tokenize a sample."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print the estimate as JSON."),
-    price: Optional[float] = typer.Option(None, "--price", metavar="USD", help="Your own price, USD per GPU-hour (as arzan train "
+    price: Optional[float] = typer.Option(None, "--price", metavar="USD",
+                                          help="Your own price, USD per GPU-hour (as arzan train "
                                           "--price): the row for this machine is priced at it."),
 ) -> None:
     """What a run will cost on every catalog GPU, in tenge and dollars, before you rent one.
@@ -327,11 +340,16 @@ def prices(
 @app.command(name="eval")
 def eval_(
     target: str = typer.Argument(..., metavar="TARGET", help="Run folder, adapter folder, model folder or hub id."),
-    tasks: str = typer.Option("kazakh", "--tasks", metavar="TASKS", help="Suite (kazakh, kazakh_full, kazakh_local) or task names, comma-separated."),
-    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", min=1, help="At most N items per task (cheap runs)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Local Kazakh eval files (Belebele, kkCOPA)."),
-    batch_size: Optional[str] = typer.Option(None, "--batch-size", metavar="N|auto", help="lm-eval batch size (or auto)."),
-    load_in_4bit: Optional[bool] = typer.Option(None, "--load-in-4bit/--no-load-in-4bit", metavar="", help="Base in 4-bit "
+    tasks: str = typer.Option("kazakh", "--tasks", metavar="TASKS",
+                              help="Suite (kazakh, kazakh_full, kazakh_local) or task names, comma-separated."),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", min=1,
+                                        help="At most N items per task (cheap runs)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR",
+                                            help="Local Kazakh eval files (Belebele, kkCOPA)."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", metavar="N|auto",
+                                             help="lm-eval batch size (or auto)."),
+    load_in_4bit: Optional[bool] = typer.Option(None, "--load-in-4bit/--no-load-in-4bit", metavar="",
+                                                help="Base in 4-bit "
                                                 "(NF4, CUDA). Default: as the run was trained (QLoRA: 4-bit)."),
 ) -> None:
     """Score a fine-tune (base + adapter) on the Kazakh suite with lm-evaluation-harness."""
@@ -361,10 +379,13 @@ def eval_(
 def compare_(
     sources: list[str] = typer.Argument(..., metavar="SOURCES", help="Run folders or eval.json files."),
     markdown: bool = typer.Option(False, "--markdown", metavar="", help="Print Markdown instead of a table."),
-    no_references: bool = typer.Option(False, "--no-references", metavar="", help="Leave out published reference rows."),
-    detail: bool = typer.Option(False, "--detail", metavar="", help="Every subtask (e.g. each UNT subject), not one score "
+    no_references: bool = typer.Option(False, "--no-references", metavar="",
+                                       help="Leave out published reference rows."),
+    detail: bool = typer.Option(False, "--detail", metavar="",
+                                help="Every subtask (e.g. each UNT subject), not one score "
                                 "per task."),
-    base: Optional[str] = typer.Option(None, "--base", metavar="FOLDER", help="The base model's eval folder: every other row's gain "
+    base: Optional[str] = typer.Option(None, "--base", metavar="FOLDER",
+                                       help="The base model's eval folder: every other row's gain "
                                        "and ₸ per point gained are against it (found by name when not given)."),
 ) -> None:
     """Scores of runs side by side, with their cost, gain over the base model and published rows."""
@@ -379,7 +400,8 @@ def compare_(
 
 @app.command()
 def report(
-    run_dirs: list[Path] = typer.Argument(..., metavar="FOLDERS", help="One or more run folders, and any `arzan eval` folders of "
+    run_dirs: list[Path] = typer.Argument(..., metavar="FOLDERS",
+                                        help="One or more run folders, and any `arzan eval` folders of "
                                           "the base model or KazLLM to set beside their scores."),
     out: Path = typer.Option(Path("report.html"), "--out", metavar="FILE", help="HTML file; Markdown goes beside it."),
     title: Optional[str] = typer.Option(None, "--title", metavar="TEXT",
