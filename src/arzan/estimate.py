@@ -227,19 +227,11 @@ def _money(x: float | None, digits: int) -> str:
 
 
 def _cpu_busy() -> str | None:
-    """The CPU row's throughput was measured on an idle core; other work on the machine slows the run
-    (a shared 2-core box ran the smoke recipe in 57 s against an estimated 22 s while tests ran beside it)."""
-    import os
+    from arzan.model import cpu_load
 
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        return None
-    cores = os.cpu_count() or 1
-    if load <= 0.5 * cores:
-        return None
-    return (f"this machine is busy (load {load:.1f} on {cores} cores): the CPU row assumes idle cores, "
-            "so expect the run to take longer")
+    busy = cpu_load()
+    return None if busy is None else (f"this machine is busy (load {busy[0]:.1f} on {busy[1]} cores): the CPU row "
+                                      "assumes idle cores, so expect the run to take longer")
 
 
 def _tokenizer_mismatch(tokenizer: Any, shape: ModelShape) -> str | None:

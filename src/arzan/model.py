@@ -103,11 +103,28 @@ def check_machine(recipe: Recipe) -> list[str]:
     if backend == "unsloth" and m.attn_implementation:
         warnings.append(f"model.attn_implementation: {m.attn_implementation} is not used: unsloth runs its own "
                         "attention kernels")
+    if not on_cuda and (busy := cpu_load()) is not None:
+        warnings.append(f"this machine is busy (load {busy[0]:.1f} on {busy[1]} cores): a CPU run slows down "
+                        "with it, most with several torch threads each (OMP_NUM_THREADS=1 helps)")
     if not on_cuda:
         for flag in ("bf16", "fp16"):
             if getattr(recipe.train, flag, None):
                 warnings.append(f"train.{flag}: true needs a GPU; this CPU trains in float32")
     return warnings
+
+
+def cpu_load() -> tuple[float, int] | None:
+    """(1-minute load, cores) when other work holds over half the cores, else None. A CPU run is
+    timed and estimated on idle cores: a shared 2-core box ran the smoke recipe 2.5x slower with
+    tests beside it, 5x with two torch threads against one."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+    cores = os.cpu_count() or 1
+    return (load, cores) if load > 0.5 * cores else None
 
 
 def _visible_gpus() -> int:
