@@ -49,7 +49,7 @@ def test_the_kazakh_recipes_are_all_here():
 def test_recipe_loads_prices_and_builds_an_sft_config(path, tmp_path):
     from trl import SFTConfig
 
-    from arzan.runtime import price_for
+    from arzan.billing import price_for
 
     recipe = load_recipe(path)
     assert recipe.name == path.stem  # runs/<name> then matches the file a user launched

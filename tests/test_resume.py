@@ -721,7 +721,7 @@ def test_a_running_ledger_is_refused_while_its_process_lives_and_resumed_once_it
     import socket
     from datetime import datetime, timezone
 
-    from arzan import runtime
+    from arzan import resume
     from arzan.runfolder import RunFolder
 
     section = {"max_length": 64, "max_steps": 6, "per_device_train_batch_size": 2, "save_steps": 1000}
@@ -740,9 +740,9 @@ def test_a_running_ledger_is_refused_while_its_process_lives_and_resumed_once_it
             (run / "cost.json").write_text(json.dumps(led))
             if refused:
                 with pytest.raises(ArzanError, match="another arzan process is training into this folder"):
-                    runtime.resume_terms(RunFolder(run), None, None)
+                    resume.resume_terms(RunFolder(run), None, None)
             else:
-                recipe, ledger, terms = runtime.resume_terms(RunFolder(run), None, None)
+                recipe, ledger, terms = resume.resume_terms(RunFolder(run), None, None)
                 assert ledger.progress.step == 2 and terms == {}
     finally:
         live.kill()

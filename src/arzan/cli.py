@@ -168,7 +168,7 @@ def train(
         loaded = load_recipe(recipe, set_)
         where, loaded_where = loaded.run_dir(run_dir), True
         if resume and recipe.resolve() != (where / "recipe.yaml").resolve():
-            from arzan.runtime import check_same_recipe
+            from arzan.resume import check_same_recipe
 
             check_same_recipe(loaded, where, recipe)  # RECIPE --resume --out DIR: DIR's own recipe.yaml is what runs
         from arzan.train import train as run_training
@@ -310,7 +310,7 @@ def estimate(
         console.print_json(json.dumps(est.to_dict(), default=str, ensure_ascii=False))
     else:
         console.print(render(est))
-        from arzan.runtime import cap_line
+        from arzan.billing import cap_line
 
         if (caps := cap_line(loaded)) is not None:
             console.print(caps, highlight=False, markup=False)

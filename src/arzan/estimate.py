@@ -86,7 +86,7 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
              *, size_hint: str | None = None, table: Table | None = None, tokenizer: Any = None) -> Estimate:
     """Time and money of `recipe` on every catalog GPU (or `gpu`), and on the machine it would run on now."""
     from arzan.model import resolve_model_name
-    from arzan.runtime import price_for
+    from arzan.billing import price_for
 
     table = table or load_table()
     shape = model_shape(recipe, size_hint, table)
@@ -198,7 +198,7 @@ def _backend_here(recipe: Recipe, default: str) -> str:
 
 
 def _detected_gpu() -> str | None:
-    from arzan.runtime import _detected_gpu as detected
+    from arzan.billing import _detected_gpu as detected
 
     name = detected()
     if name is None:

@@ -78,7 +78,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     On `mode="resume"` the run folder's own recipe.yaml is what runs (the `recipe` argument only
     names the run), with the caps the last session ran under unless `budget` raises them.
     """
-    from arzan import runtime
+    from arzan import billing, resume, runtime
     from arzan.data import load_data
 
     tick = clock or time.monotonic
@@ -86,9 +86,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         folder, note = open_run_folder(recipe.run_dir(out), mode)
         check_writable(folder.root, "a resume writes its checkpoints and ledger there; copy the run folder "
                        "somewhere writable and resume that copy")
-        recipe, previous, terms = runtime.resume_terms(folder, budget, cost_overrides)
-        runtime.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
-        runtime.check_resume_point(folder, previous)  # a checkpoint gone or damaged: refused, nothing billed
+        recipe, previous, terms = resume.resume_terms(folder, budget, cost_overrides)
+        resume.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
+        resume.check_resume_point(folder, previous)  # a checkpoint gone or damaged: refused, nothing billed
         _check_machine(recipe, console)
         over = None
     else:
@@ -96,9 +96,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 
         check_run_folder(recipe.run_dir(out), mode)  # a refusal costs a second, not a data check
         check_writable(recipe.run_dir(out).parent, "choose another --out")  # where the folder is made (or moved aside)
-        terms = runtime.given_terms(cost_overrides)
-        recipe = runtime.with_terms(recipe, budget, terms)
-        runtime.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
+        terms = billing.given_terms(cost_overrides)
+        recipe = billing.with_terms(recipe, budget, terms)
+        billing.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
         _check_machine(recipe, console)  # so does backend: unsloth on a CPU, bf16 or 4-bit without a GPU
     t0 = tick()  # the model's name, the budget and the data's rows are checked before a folder is made
     if mode != "resume":
@@ -106,13 +106,13 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 
         tokenizer = check_model_name(recipe)  # a model.name typo or a gated repo: one line, no folder
         over, *expected = preflight_budget(recipe, allow_over_budget, tokenizer)  # "refusing to start"
-    for line in (over, runtime.unbindable_cap(recipe)):
+    for line in (over, billing.unbindable_cap(recipe)):
         if line and console is not None:
             console.print(f"[yellow]warning:[/] {line}", highlight=False)
     raw = load_data(recipe.data, recipe.base_dir)
     if console is not None:  # the checks passed: what the session is billed at, before it costs anything
-        console.print(runtime.price_line(recipe), highlight=False, markup=False)
-        if (caps := runtime.cap_line(recipe)) is not None:
+        console.print(billing.price_line(recipe), highlight=False, markup=False)
+        if (caps := billing.cap_line(recipe)) is not None:
             console.print(caps, highlight=False, markup=False)
     data_seconds = tick() - t0  # billed in the data phase once the meter starts
     from arzan.callbacks import (  # imports transformers: seconds, so before the folder exists
@@ -167,9 +167,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         trainer.remove_callback(PrinterCallback)  # its raw dicts would drown the money line
         meter.attach(trainer)
         ckpt, weights = folder.last_checkpoint(), True  # weights: this session has an adapter to save
-        if runtime.is_final_checkpoint(ckpt):  # every step is paid for: a Trainer resume would add one more
+        if resume.is_final_checkpoint(ckpt):  # every step is paid for: a Trainer resume would add one more
             with meter.phase("setup"):
-                runtime.load_checkpoint_adapter(trainer.model, ckpt)
+                resume.load_checkpoint_adapter(trainer.model, ckpt)
         elif meter.over_budget_before_training():  # the setup ate the budget: no step, adapter/ stays as it is
             weights = False
         else:
