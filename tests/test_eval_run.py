@@ -80,6 +80,9 @@ def test_run_folder_on_local_kazakh_data(run_dir):
     assert row["n_total"] == 500 and row["stderr"] > 0
     model = doc["model"]
     assert model["kind"] == "run" and model["base"] == TINY_MODEL_NAME and model["adapter_sha256"]
+    # Belebele's passages outrun the tiny model's 512 tokens: lm-eval cuts them; counted, and said once
+    assert model["max_length"] == 512 and model["cut_requests"] > 0
+    assert f"{model['cut_requests']:,} scored choices had a context longer than the model's 512" in doc["note"]
     on_disk = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
     assert on_disk["tasks"] == doc["tasks"]
     if (run_dir / "cost.json").is_file():

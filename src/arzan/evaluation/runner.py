@@ -12,8 +12,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
         raise EvalInterrupted(f"interrupted after the evaluation was saved: {tgt.out_dir / EVAL_FILE} and its bill "
                               "are complete")
     # where it went, and what the caller should tell the user: not part of eval.json
-    note = "; ".join(n for n in (precision_note, note) if n)
+    note = "; ".join(n for n in (precision_note, note, cut_note(doc)) if n)
     return {**doc, "path": str(tgt.out_dir / EVAL_FILE), **({"note": note} if note else {})}
 
 
@@ -291,11 +291,47 @@ def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, 
     if guard is not None:  # every loglikelihood and generation batch passes one of these two
         for name in ("_model_call", "_model_generate"):
             setattr(lm, name, guard(getattr(lm, name)))
-    results = simple_evaluate(model=lm, tasks=plan.tasks, task_manager=tm, limit=limit,
-                              num_fewshot=num_fewshot, log_samples=False)
+    with _cut_contexts_counted() as cut:
+        results = simple_evaluate(model=lm, tasks=plan.tasks, task_manager=tm, limit=limit,
+                                  num_fewshot=num_fewshot, log_samples=False)
     cfg = results.get("config", {})
     # HFLM records its own default revision for a model it was handed: the 4-bit base's is the recipe's
     info = {"revision": (tgt.revision or "main") if four_bit else cfg.get("model_revision"), "sha": cfg.get("model_sha") or None,
             "dtype": str(cfg.get("model_dtype")), "num_parameters": cfg.get("model_num_parameters"),
-            "device": device}
+            "device": device, "max_length": getattr(lm, "max_length", None), "cut_requests": cut.n}
     return results, info
+
+
+class _CutCounter(logging.Filter):
+    """lm-eval warns once per scored choice whose context is longer than the model's window and cuts
+    it from the left: dozens of lines for the tiny model on Belebele, and scores on cut passages that
+    nobody would know of afterwards. Counted (eval.json's model.cut_requests) and said once instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "exceeds model's maximum length" in record.getMessage():
+            self.n += 1
+            return False
+        return True
+
+
+@contextmanager
+def _cut_contexts_counted() -> Iterator[_CutCounter]:
+    counter, log = _CutCounter(), logging.getLogger("lm_eval.models.huggingface")
+    log.addFilter(counter)
+    try:
+        yield counter
+    finally:
+        log.removeFilter(counter)
+
+
+def cut_note(doc: dict) -> str | None:
+    """One line for the CLI when lm-eval cut contexts to the model's window."""
+    model = doc.get("model") or {}
+    if not model.get("cut_requests"):
+        return None
+    return (f"{model['cut_requests']:,} scored choices had a context longer than the model's {model.get('max_length')} "
+            "tokens and were cut from the left (lm-eval's rule): those items were scored on part of their passage")
