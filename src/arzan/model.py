@@ -103,14 +103,19 @@ def check_machine(recipe: Recipe) -> list[str]:
     if backend == "unsloth" and m.attn_implementation:
         warnings.append(f"model.attn_implementation: {m.attn_implementation} is not used: unsloth runs its own "
                         "attention kernels")
-    if not on_cuda and (busy := cpu_load()) is not None:
-        warnings.append(f"this machine is busy (load {busy[0]:.1f} on {busy[1]} cores): a CPU run slows down "
-                        "with it, most with several torch threads each (OMP_NUM_THREADS=1 helps)")
     if not on_cuda:
         for flag in ("bf16", "fp16"):
             if getattr(recipe.train, flag, None):
                 warnings.append(f"train.{flag}: true needs a GPU; this CPU trains in float32")
     return warnings
+
+
+def busy_cpu_note() -> str | None:
+    """Said when a CPU run is about to start, after every refusal (a refused run needs no warning)."""
+    if cuda_available() or (busy := cpu_load()) is None:
+        return None
+    return (f"this machine is busy (load {busy[0]:.1f} on {busy[1]} cores): a CPU run slows down with it, most "
+            "with several torch threads each (OMP_NUM_THREADS=1 helps)")
 
 
 def cpu_load() -> tuple[float, int] | None:

@@ -111,6 +111,10 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             console.print(f"[yellow]warning:[/] {line}", highlight=False)
     raw = load_data(recipe.data, recipe.base_dir)
     if console is not None:  # the checks passed: what the session is billed at, before it costs anything
+        from arzan.model import busy_cpu_note
+
+        if (busy := busy_cpu_note()) is not None:
+            console.print(f"[yellow]warning:[/] {busy}", highlight=False)
         console.print(billing.price_line(recipe), highlight=False, markup=False)
         if (caps := billing.cap_line(recipe)) is not None:
             console.print(caps, highlight=False, markup=False)
