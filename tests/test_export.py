@@ -174,8 +174,11 @@ def _files_containing(root: Path, secret: str) -> list[Path]:
 def test_push_uploads_adapter_with_its_bill_and_leaves_no_token(lora_run, fake_hub, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(lora_run[0], run)
+    before = len(json.loads((run / "cost.json").read_text("utf-8"))["sessions"])
     url = push_to_hub(run, "someone/kazakh-llama", private=True)
     assert url == "https://huggingface.co/someone/kazakh-llama"
+    sessions = json.loads((run / "cost.json").read_text("utf-8"))["sessions"]
+    assert len(sessions) == before + 1 and sessions[-1]["phases"]["save"] > 0  # the upload is paid time too
     assert ("init", TOKEN) in fake_hub.calls and ("create_repo", "someone/kazakh-llama", True) in fake_hub.calls
     files = next(c[2] for c in fake_hub.calls if c[0] == "commit")
     assert {"adapter_config.json", "adapter_model.safetensors", "arzan/cost.json", "arzan/recipe.yaml"} <= set(files)

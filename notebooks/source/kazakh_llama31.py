@@ -241,8 +241,9 @@ elif SCORE_TASKS:
 
 # %% [markdown]
 # ## Share it (optional)
-# Uploads the adapter with its `cost.json` and `recipe.yaml` to a private hub repo. The token is
-# read from `HF_TOKEN` and never written into the run folder.
+# Uploads the adapter with its `cost.json` and `recipe.yaml` to a private hub repo; the upload's
+# minutes join the run's bill as a session of their own. The token is read from `HF_TOKEN` and never
+# written into the run folder.
 
 # %%
 if PUSH_TO:

@@ -239,15 +239,27 @@ def hub_token() -> str:
     return token
 
 
-def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = True, merged: bool = False) -> str:
+def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = True, merged: bool = False,
+                bill: bool = True) -> str:
     """Upload the adapter (or merged/) with the run's cost.json and recipe.yaml, in one commit.
 
     The token comes from $HF_TOKEN and goes only to the hub client; the run folder gets a hub.json
-    saying where the model went, never with what credential.
+    saying where the model went, never with what credential. The upload is billed as a `save`
+    session of the run (a merged 8B model is minutes of a rented GPU), finished or failed; the hub
+    gets cost.json as it stood before the upload, the run folder's has the upload in it.
     """
+    run = Path(run_dir)
+    if not (bill and (run / "cost.json").is_file()):
+        return _push(run, repo_id, private, merged)
+    from arzan.evaluation.session import billed_session
+
+    with billed_session(run, _device(None)):
+        return _push(run, repo_id, private, merged)
+
+
+def _push(run: Path, repo_id: str, private: bool, merged: bool) -> str:
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    run = Path(run_dir)
     folder = run / ("merged" if merged else "adapter")
     if not folder.is_dir() or not any(folder.iterdir()):
         hint = "run merge_adapter first" if merged else "train first"

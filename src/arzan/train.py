@@ -224,7 +224,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         stopper.uninstall()
     if status == "finished" and recipe.output.push_to_hub:  # after finish, so the card shows the final bill
         if after is None and stopper.received is None:
-            ledger = _push(folder, recipe, info.device)
+            ledger = _push(folder, recipe)
         elif console is not None:  # a cut merge has no merged/ to send; a preempted machine has seconds left
             console.print(f"[yellow]not pushed:[/] the work after training did not finish; push it with "
                           f"arzan.export.push_to_hub({str(folder.root)!r}, {recipe.output.hub_model_id!r})",
@@ -245,16 +245,13 @@ def _check_machine(recipe: Recipe, console: Any) -> None:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
-def _push(folder: RunFolder, recipe: Recipe, device: str) -> dict[str, Any]:
-    """The upload, billed as a save session of the run (a merged 8B model is minutes of a rented
-    GPU). The hub gets cost.json as it stood before the upload; the run folder's has the upload."""
-    from arzan.evaluation.session import billed_session
+def _push(folder: RunFolder, recipe: Recipe) -> dict[str, Any]:
+    """The upload, billed by push_to_hub as a save session of the run; the ledger with it."""
     from arzan.export import push_to_hub
     from arzan.runfolder import ledger_doc
 
-    with billed_session(folder.root, device):
-        push_to_hub(folder.root, recipe.output.hub_model_id, private=recipe.output.hub_private,
-                    merged=recipe.output.save_merged)
+    push_to_hub(folder.root, recipe.output.hub_model_id, private=recipe.output.hub_private,
+                merged=recipe.output.save_merged)
     return ledger_doc(folder.root)
 
 
