@@ -145,3 +145,21 @@ def test_scoring_an_unfinished_run_says_whose_scores_they_are(tmp_path):
     assert note.startswith("this run is interrupted at step 507/1000: these are the scores of its adapter so far")
     (run / "cost.json").write_text(json.dumps({"status": "finished", "progress": {"step": 1000, "max_steps": 1000}}))
     assert _unfinished_run(run) is None and _unfinished_run(tmp_path / "evals") is None
+
+
+def test_a_task_the_training_would_score_is_checked_before_it_trains(tmp_path):
+    """eval.tasks is scored after the last step: a misspelt name or a bad task file used to fail
+    there, after the whole paid training. Both are refused before a run folder exists."""
+    quiz = tmp_path / "quiz"
+    quiz.mkdir()
+    (quiz / "q.jsonl").write_text('{"question": "?", "choices": ["a", "b", "c"], "answer": 3}\n', encoding="utf-8")
+    (quiz / "q.yaml").write_text("task: my_q\ndataset_kwargs:\n  schema: mc\n  local_file: q.jsonl\n", encoding="utf-8")
+    for tasks, said in (("[no_such_task]", "eval.tasks: unknown task(s) no_such_task"),
+                        (f"[{quiz / 'q.yaml'}]", "eval.tasks: " + str(quiz / "q.jsonl") + ": line 1: answer 3 is out "
+                                                 "of range for 3 choices")):
+        out = tmp_path / "run"
+        result = runner.invoke(app, ["train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out),
+                                     "--set", f"eval.tasks={tasks}"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert said in " ".join(result.output.split()), result.output
+        assert not out.exists()

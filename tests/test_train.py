@@ -614,3 +614,25 @@ def test_the_commands_own_start_up_is_billed_as_setup(tmp_path, write_recipe):
     plain = train(recipe, out=tmp_path / "b").ledger  # the Python API: the time before the call is not billed
     assert led["phases"]["setup"] >= 30.0 > plain["phases"]["setup"]
     assert led["billed_seconds"] >= 30.0 + led["phases"]["train"]
+
+
+def test_an_evaluation_that_fails_after_training_leaves_a_finished_run(tmp_path, write_recipe, monkeypatch):
+    """The adapter is saved by then: the run is finished (a resume would pay its setup to fail
+    again), and its status says what failed and the `arzan eval` that redoes it."""
+    from arzan import runtime
+    from arzan.errors import ArzanError
+    from arzan.recipe import load_recipe
+    from arzan.train import train
+
+    def fails(recipe, folder, meter):
+        raise ArzanError("lm-eval: the hub would not serve the data")
+
+    monkeypatch.setattr(runtime, "evaluate_after_training", fails)
+    path = write_recipe(base_recipe(train={"max_steps": 2, "logging_steps": 1, "save_steps": 2},
+                                    eval={"tasks": ["arzan_kkcopa"], "limit": 2}))
+    result = train(load_recipe(path), out=tmp_path / "run")
+    led = json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))
+    assert result.status == led["status"] == "finished" and led["progress"]["step"] == 2
+    assert led["status_reason"].startswith("training finished; the evaluation after it failed (lm-eval: the hub")
+    assert "score it with: arzan eval" in led["status_reason"]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

@@ -201,7 +201,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                         runtime.check_generation(recipe, meter, trainer.model, tokenizer, console)
                 model = trainer = None  # lm-eval and the merge load base + adapter afresh: free the GPU first
                 runtime.free_accelerator_memory()
-                _eval_and_merge(recipe, folder, meter, stopper, info.device)
+                after = _eval_and_merge(recipe, folder, meter, stopper, info.device)
             except Interrupted as exc:  # the adapter is saved: the training itself is complete
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root, recipe)})"
             except BudgetCut as exc:
@@ -235,6 +235,11 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 def _check_machine(recipe: Recipe, console: Any) -> None:
     from arzan.model import check_machine
 
+    if recipe.eval.tasks:
+        from arzan.evaluation.runner import check_tasks
+
+        check_tasks(recipe.eval_tasks(), recipe.eval_data_dir())  # scored after the last step: checked before the first
+
     if recipe.output.push_to_hub:
         from arzan.export import hub_token
 
@@ -260,15 +265,21 @@ def _resumes_from(folder: RunFolder) -> str:
     return f"--resume continues from {ckpt.name if ckpt else 'the start'}"
 
 
-def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str) -> None:
-    """lm-eval and the merged model: work on the saved adapter, each one redoable on its own."""
+def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str) -> str | None:
+    """lm-eval and the merged model: work on the saved adapter, each one redoable on its own.
+    Returns why the evaluation failed, if it did (the merge still runs)."""
     from arzan import runtime
 
+    failed = None
     if recipe.eval.tasks:
         stopper.phase = "the evaluation after training"
         meter.check_cap(0.0, "the evaluation after training")  # before lm-eval loads the model, a paid minute
         with meter.phase("eval"):
-            runtime.evaluate_after_training(recipe, folder, meter)
+            try:
+                runtime.evaluate_after_training(recipe, folder, meter)
+            except ArzanError as exc:  # the training is complete and saved: the run is finished, not failed
+                failed = (f"training finished; the evaluation after it failed ({exc}); "
+                          f"{runtime.redo_hint('the evaluation after training', folder.root, recipe)}")
     if recipe.output.save_merged:
         stopper.phase = "the merge"
         meter.check_cap(0.0, "the merge")  # not cut half-way: half a merged model is worth nothing
@@ -277,6 +288,7 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
 
             merge_adapter(folder.root, folder.merged, dtype=training_merge_dtype(device),
                           bill=False)  # the meter times it as this session's save phase
+    return failed
 
 
 def train_from_recipe(path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:

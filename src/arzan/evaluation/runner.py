@@ -259,13 +259,10 @@ def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, devic
                             four_bit)
 
 
-def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot,
-                 guard=None, four_bit: bool = False):
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
+def _task_manager(plan: suites.Plan, shadow: Path, data_dir: Any) -> Any:
+    """lm-eval's index of the plan's tasks; a name it does not know is refused in one line."""
     from lm_eval.tasks import TaskManager
 
-    on_gpu = device.startswith("cuda")
     tm = TaskManager(include_path=[str(p) for p in suites.shallow(plan.include_paths, shadow)],
                      include_defaults=plan.needs_lm_eval_registry,
                      metadata={"arzan_data_dir": str(data_dir)} if data_dir else None)
@@ -273,6 +270,33 @@ def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, 
     if missing:
         raise ArzanError(f"unknown task(s) {', '.join(missing)}; suites: {', '.join(suites.SUITES)}; "
                          "or name a task YAML file")
+    return tm
+
+
+def check_tasks(tasks: list[str] | str, data_dir: Any = None, field: str = "eval.tasks") -> None:
+    """The tasks a training will score after its last step, checked before its first: a typo in a
+    name, a bad row in a task file or a missing lm-eval used to surface only after the whole paid
+    training. Names only lm-eval knows cost a few seconds of indexing its registry."""
+    import importlib.util
+    import tempfile
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ArzanError(f"{field}: lm-eval is not installed here (pip install 'arzan[eval]'), or remove {field}")
+    try:
+        plan = suites.resolve(tasks, data_dir)  # every local file, row by row
+        with tempfile.TemporaryDirectory(prefix="arzan-tasks-") as shadow:
+            _task_manager(plan, Path(shadow), data_dir)
+    except ArzanError as exc:
+        raise ArzanError(f"{field}: {exc}") from None
+
+
+def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot,
+                 guard=None, four_bit: bool = False):
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    on_gpu = device.startswith("cuda")
+    tm = _task_manager(plan, shadow, data_dir)
     _load_tasks_first(tm, plan.tasks)
     batch_size = batch_size or ("auto" if on_gpu else 8)
     try:  # fp32 on CPU: bf16 matmuls are slow there, and adapter-vs-merged checks need exactness
