@@ -707,6 +707,13 @@ def test_a_resume_whose_checkpoint_is_gone_or_damaged_is_refused_before_it_bills
     state.write_text("{")
     refused(rf"{last.name}/trainer_state.json: damaged .*move {last.name} aside")
     state.write_text(good_state)
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):  # loaded by the Trainer after the model
+        part = last / name
+        whole = part.read_bytes()
+        for broken in (whole[: len(whole) // 2], b""):  # a copy cut short, an emptied file
+            part.write_bytes(broken)
+            refused(rf"{last.name}/{name}: damaged .*move {last.name} aside")
+        part.write_bytes(whole)
     shutil.move(run / "checkpoints", tmp_path / "on-drive")
     refused(r"no checkpoint, but the run stopped \(interrupted\) at step \d+ with one saved.*--overwrite")
     shutil.move(tmp_path / "on-drive", run / "checkpoints")

@@ -22,7 +22,7 @@ from arzan.cost.ledger import (
     money_for,
     read_ledger,
 )
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import RunFolder, eval_in_progress
 
@@ -154,6 +154,27 @@ def check_resume_point(folder: RunFolder, ledger: Ledger) -> None:
         except Exception as exc:  # safetensors raises its own error type for a cut-short file
             raise ArzanError(f"{weights}: damaged ({type(exc).__name__}); move {ckpt.name} aside to resume from "
                              "the checkpoint before it") from None
+    for name in TORCH_STATE:  # optimizer, scheduler, RNG: the Trainer loads each after the model, with a traceback
+        _check_torch_file(ckpt / name, ckpt.name)
+
+
+# what the Trainer saves beside the adapter with torch.save (a zip archive each), where present
+TORCH_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt", "training_args.bin")
+
+
+def _check_torch_file(path: Path, ckpt_name: str) -> None:
+    """A torch.save file cut short (a copy from Drive stopped half-way) or emptied: its zip index,
+    at the end of the file, is gone. Reading the index is milliseconds, even for a 2 GB optimizer."""
+    import zipfile
+
+    if not path.is_file():
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            z.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ArzanError(f"{path}: damaged ({type(exc).__name__}: {first_line(exc)}); move {ckpt_name} aside to "
+                         "resume from the checkpoint before it") from None
 
 
 def rewound(ledger: Ledger, folder: RunFolder) -> Ledger:
