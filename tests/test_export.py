@@ -211,13 +211,21 @@ def test_arzan_merge_writes_whole_or_nothing_and_links_no_local_base(lora_run, t
 
     run, ids, _, adapter_logits = lora_run
     out = tmp_path / "merged"
+    from arzan.export import PARTIAL_MARK
+
     (tmp_path / "merged.partial").mkdir()  # left by a merge that was cut short
     (tmp_path / "merged.partial" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / "merged.partial" / PARTIAL_MARK).write_text("", encoding="utf-8")
+    (tmp_path / "mine.partial").mkdir()  # a folder of the user's that happens to have the name
+    (tmp_path / "mine.partial" / "notes.txt").write_text("keep", encoding="utf-8")
+    refused = CliRunner().invoke(app, ["merge", str(run), "--out", str(tmp_path / "mine")])
+    assert refused.exit_code == 2 and "is not an unfinished arzan merge" in " ".join(refused.output.split())
+    assert (tmp_path / "mine.partial" / "notes.txt").read_text("utf-8") == "keep"
     res = CliRunner().invoke(app, ["merge", str(run), "--out", str(out), "--dtype", "float32"])
     assert res.exit_code == 0, res.output
     last = json.loads((run / "cost.json").read_text("utf-8"))["sessions"][-1]
     assert f"as session {last['index']} of {run / 'cost.json'}" in " ".join(res.output.split())  # what it cost
-    assert not (tmp_path / "merged.partial").exists()
+    assert not (tmp_path / "merged.partial").exists() and not (out / PARTIAL_MARK).exists()
     assert torch.allclose(_logits(out, ids), adapter_logits, atol=1e-4)
     card = (out / "README.md").read_text("utf-8")
     meta = yaml.safe_load(card.split("---")[1])

@@ -134,6 +134,21 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
     return model, tokenizer
 
 
+PARTIAL_MARK = ".arzan-merge-partial"
+
+
+def _partial_is_ours(out: Path) -> bool:
+    """Whether `<out>.partial` is an earlier merge's unfinished output (arzan marks it when it starts),
+    which the next merge may remove; one arzan did not make is refused, never deleted."""
+    partial = out.with_name(out.name + ".partial")
+    if not partial.exists():
+        return False
+    if partial.is_dir() and (partial / PARTIAL_MARK).is_file():
+        return True
+    raise ArzanError(f"{partial}: exists and is not an unfinished arzan merge (the merge writes there first); "
+                     "move it aside or choose another --out")
+
+
 def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: str = "bfloat16",
                   device: str | None = None, base_model: str | None = None, bill: bool = True) -> Path:
     """Write base + LoRA as one ordinary transformers model (no peft needed to use it).
@@ -149,6 +164,7 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
         raise ArzanError(f"{out}: is a file; --out names a folder for the merged model")
     if out.exists() and any(out.iterdir()):
         raise ArzanError(f"{out}: already exists and is not empty; choose another --out or move it aside")
+    _partial_is_ours(out)  # before minutes of loading: a folder of the user's by that name is refused
     from arzan.runfolder import check_writable, evaluating
 
     check_writable(out.parent, "choose another --out")  # before minutes of loading and merging
@@ -180,14 +196,16 @@ def _merge(adapter: Path, run: Path | None, out: Path, dtype: str, device: str, 
     # written beside the target and renamed at the end: a merge cut short (preemption, a full disk)
     # never leaves a half-written model that looks like a whole one
     partial = out.with_name(out.name + ".partial")
-    if partial.exists():
+    if _partial_is_ours(out):
         shutil.rmtree(partial)  # our own unfinished output from an earlier attempt, never a user's file
     partial.mkdir(parents=True)
+    (partial / PARTIAL_MARK).write_text("an unfinished arzan merge; removed by the next one\n", encoding="utf-8")
     merged.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     write_merged_card(partial, adapter, run, dtype, device, name)
     if out.exists():
         out.rmdir()  # empty (checked above)
+    (partial / PARTIAL_MARK).unlink()
     partial.rename(out)
     return out
 
