@@ -163,3 +163,15 @@ def test_a_task_the_training_would_score_is_checked_before_it_trains(tmp_path):
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         assert said in " ".join(result.output.split()), result.output
         assert not out.exists()
+
+
+def test_two_trainings_started_together_into_one_folder_cannot_both_run(tmp_path, monkeypatch):
+    """Both pass the folder check when they start within the same second; the one that creates the
+    run's recipe.yaml second is refused, so no two runs train into one folder and one bill."""
+    import arzan.runfolder as runfolder
+
+    monkeypatch.setattr(runfolder, "check_run_folder", lambda path, mode: False)  # both saw it free
+    first, _ = runfolder.open_run_folder(tmp_path / "run", "new")
+    assert first.recipe.is_file()
+    with pytest.raises(ArzanError, match="another arzan train started in this folder a moment ago"):
+        runfolder.open_run_folder(tmp_path / "run", "new")

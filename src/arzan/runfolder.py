@@ -233,6 +233,13 @@ def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
             path.rename(aside)
             note = f"the previous run folder was moved to {aside}"
         path.mkdir(parents=True, exist_ok=True)
+        # claimed by creating its recipe.yaml exclusively: two `arzan train` started together both passed
+        # check_run_folder, trained into one folder and left one bill (the other's money lost)
+        with open(RunFolder(path).recipe, "x", encoding="utf-8"):
+            pass
+    except FileExistsError:
+        raise ArzanError(f"{path}: another arzan train started in this folder a moment ago; give --out a new "
+                         "folder") from None
     except OSError as exc:  # a read-only or missing parent, /proc, a folder another program holds
         raise ArzanError(f"{path}: cannot {'move aside' if occupied and note is None else 'create'} the run "
                          f"folder: {exc.strerror or exc}") from None
