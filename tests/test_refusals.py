@@ -175,3 +175,21 @@ def test_two_trainings_started_together_into_one_folder_cannot_both_run(tmp_path
     assert first.recipe.is_file()
     with pytest.raises(ArzanError, match="another arzan train started in this folder a moment ago"):
         runfolder.open_run_folder(tmp_path / "run", "new")
+
+
+def test_files_that_are_not_utf8_are_one_line_errors_naming_them(stopped_run, tmp_path):
+    """A ledger written over by something else, a task YAML Windows Notepad saved as UTF-16."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    (run / "cost.json").write_bytes(b"\xff\xfe garbage")
+    for command in (["train", "--resume", str(run)], ["merge", str(run)], ["compare", str(run)]):
+        result = runner.invoke(app, command)
+        said = "".join(result.output.split())  # rich may break the long path over lines
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert f"{run / 'cost.json'}:".replace(" ", "") in said and ("UTF-8" in said or "utf-8" in said), said
+    task = tmp_path / "q.yaml"
+    task.write_bytes("task: q\n".encode("utf-16"))
+    result = runner.invoke(app, ["eval", "arzan/tiny-llama-kk", "--tasks", str(task)])
+    assert result.exit_code == 2 and "not UTF-8 text" in result.output and "Traceback" not in result.output

@@ -320,6 +320,9 @@ def read_ledger(path: str | os.PathLike) -> Ledger:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ArzanError(f"no cost ledger at {path}") from None
+    except UnicodeDecodeError:
+        raise ArzanError(f"{path}: corrupt cost ledger (not UTF-8 text); restore it from a checkpoint's "
+                         "arzan_ledger.json") from None
     try:
         return Ledger.model_validate_json(text)
     except ValidationError as e:

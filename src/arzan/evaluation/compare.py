@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 from arzan.evaluation.results import earlier_adapter
 from arzan.evaluation.targets import eval_command
 from arzan.runfolder import unique_folders
@@ -38,8 +38,8 @@ def load_references(path: str | Path | None = None) -> list[dict]:
     path = Path(path) if path else default_references_path()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ArzanError(f"{path}: unreadable reference scores ({e})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ArzanError(f"{path}: unreadable reference scores ({first_line(e)})") from None
     refs = data.get("references") if isinstance(data, dict) else None
     if not isinstance(refs, list):
         raise ArzanError(f"{path}: expected a `references:` list")
@@ -54,8 +54,8 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArzanError(f"{path}: not found (run `arzan eval` on the run first)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ArzanError(f"{path}: not valid JSON ({e})") from None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or not UTF-8 text
+        raise ArzanError(f"{path}: not valid JSON ({first_line(e)})") from None
 
 
 def _check_eval_shape(doc: Any, path: Path) -> None:

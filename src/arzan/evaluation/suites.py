@@ -63,6 +63,9 @@ _Loader.add_constructor("!function", lambda loader, node: loader.construct_scala
 def read_task_yaml(path: Path) -> dict:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError:
+        raise ArzanError(f"{path}: not UTF-8 text (Windows Notepad may have saved it as UTF-16: save it as "
+                         "UTF-8)") from None
     except (OSError, yaml.YAMLError) as e:
         raise ArzanError(f"{path}: unreadable task YAML ({e})") from None
     if not isinstance(data, dict) or not (data.get("task") or data.get("group")):

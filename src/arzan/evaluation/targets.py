@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, first_line
 
 
 @dataclass
@@ -94,8 +94,8 @@ def _adapter_base(adapter: Path, trained: dict, recipe: Path) -> str:
     cfg_file = adapter / "adapter_config.json"
     try:
         base = json.loads(cfg_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, json.JSONDecodeError) as e:
-        raise ArzanError(f"{cfg_file}: unreadable adapter config ({e})") from None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or not UTF-8 text
+        raise ArzanError(f"{cfg_file}: unreadable adapter config ({first_line(e)})") from None
     if not base:
         raise ArzanError(f"{cfg_file}: no base_model_name_or_path, and no model.name in {recipe}")
     return str(base)
@@ -106,7 +106,7 @@ def _recipe_model(recipe: Path) -> dict:
     revision). An adapter without its run folder, or an unreadable recipe, says nothing."""
     try:
         model = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):  # ValueError: not UTF-8 text
         return {}
     return model if isinstance(model, dict) else {}
 

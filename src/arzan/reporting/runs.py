@@ -235,7 +235,7 @@ def _read_recipe(file: Path, warnings: list[str]) -> dict[str, Any] | None:
         return None
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         warnings.append(f"{file}: unreadable YAML ({first_line(exc)}), data sources not shown")
         return None
     return data if isinstance(data, dict) else None
