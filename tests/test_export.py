@@ -305,3 +305,32 @@ def test_the_push_after_training_is_billed_as_a_save_session(write_recipe, fake_
     assert [c[1] for c in fake_hub.calls if c[0] == "commit"] == ["someone/kk"]
     card = (tmp_path / "run" / "adapter" / "README.md").read_text("utf-8")
     assert "| Sessions | 2 |" in card
+
+
+def test_a_preempted_merge_is_billed_and_said_in_one_line(lora_run, tmp_path, monkeypatch):
+    """SIGTERM (a spot preemption) used to kill `arzan merge` with no message and no bill."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    from typer.testing import CliRunner
+
+    import arzan.export as export
+    from arzan.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run[0], run)
+    before = len(json.loads((run / "cost.json").read_text("utf-8"))["sessions"])
+
+    def preempted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM should have stopped the merge")
+
+    monkeypatch.setattr(export, "_merge", preempted)
+    result = CliRunner().invoke(app, ["merge", str(run), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 130 and "merge interrupted" in result.output and "Traceback" not in result.output
+    sessions = json.loads((run / "cost.json").read_text("utf-8"))["sessions"]
+    assert len(sessions) == before + 1 and sessions[-1]["status"] == "interrupted"
+    assert not (run / ".arzan-eval.json").exists()

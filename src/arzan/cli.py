@@ -234,9 +234,12 @@ def merge(
     from arzan.export import merge_adapter
     from arzan.runfolder import ledger_doc
 
+    from arzan.evaluation.session import sigterm_as_ctrl_c
+
     sessions = len(ledger_doc(run_dir).get("sessions") or [])
     try:
-        path = merge_adapter(run_dir, out, dtype=dtype)
+        with sigterm_as_ctrl_c():  # a preempted merge is billed and said like a Ctrl-C'd one
+            path = merge_adapter(run_dir, out, dtype=dtype)
     except ArzanError as exc:
         _fail(exc)
         return

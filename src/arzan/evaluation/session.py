@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from arzan.errors import ArzanError
+from arzan.errors import first_line
 
 LEDGER_FILE = "cost.json"
 
@@ -50,7 +50,7 @@ def signals_held() -> Iterator[list[int]]:
 
 @contextmanager
 def sigterm_as_ctrl_c() -> Iterator[None]:
-    """A spot preemption or a Colab stop (SIGTERM) during a standalone eval is billed like a Ctrl-C:
+    """A spot preemption or a Colab stop (SIGTERM) during a standalone eval or merge is billed like a Ctrl-C:
     by default it would kill the process before the paid time reaches the ledger. Only where
     SIGTERM still has its default action and only in the main thread, where signals are caught."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
@@ -114,8 +114,8 @@ def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, start
     ledger = put_in_ledger(path, summary, seconds, device, started_at, status, phase)
     try:
         refresh_card(run_dir, ledger)
-    except ArzanError as exc:
-        return ledger, f"the model card {run_dir / 'adapter' / 'README.md'} still shows the old bill: {exc}"
+    except Exception as exc:  # noqa: BLE001 - the bill is in; a Ctrl-C mid-import can leave the card's imports broken
+        return ledger, f"the model card {run_dir / 'adapter' / 'README.md'} still shows the old bill: {first_line(exc)}"
     return ledger, None
 
 
