@@ -299,3 +299,21 @@ def test_the_energy_total_is_labelled_by_its_weakest_session():
     old.energy.basis, old.energy.method = "measured", "nvml"
     old.sessions = [Session(index=0, started_at=T0, billed_seconds=60, kwh=0.2)]  # written before energy_method
     assert (apply_totals(old).energy.basis, old.energy.method) == ("measured", "nvml")
+
+
+def test_a_hand_edited_ledger_that_would_change_the_money_is_refused(tmp_path):
+    """A negative session or a run past step 0 with its sessions emptied: the totals are sums over
+    sessions, so either would resume with money silently lost."""
+    led = make_ledger()
+    led.sessions = [Session(index=0, started_at=T0, billed_seconds=60)]
+    led.progress.step = 20
+    path = tmp_path / "cost.json"
+    write_ledger(path, apply_totals(led))
+    doc = json.loads(path.read_text("utf-8"))
+    for edit, said in ((lambda d: d["sessions"][0]["money"].update(kzt=-100), r"sessions\.0\.money\.kzt"),
+                       (lambda d: d.update(sessions=[]), "step 20 reached, but no session paid for it")):
+        bad = json.loads(json.dumps(doc))
+        edit(bad)
+        path.write_text(json.dumps(bad), "utf-8")
+        with pytest.raises(ArzanError, match=said):
+            read_ledger(path)

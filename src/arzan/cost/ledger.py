@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from arzan.cost.prices import Exchange, Price
 from arzan.errors import ArzanError
@@ -119,8 +119,8 @@ class SessionTokens(BaseModel):
 
 
 class SessionMoney(BaseModel):
-    usd: float = 0.0
-    kzt: float = 0.0
+    usd: float = Field(0.0, ge=0)  # a hand-edited negative would quietly lower the total (read_ledger refuses it)
+    kzt: float = Field(0.0, ge=0)
 
 
 class Session(BaseModel):
@@ -186,6 +186,14 @@ class Ledger(BaseModel):
     progress: Progress = Field(default_factory=Progress)
     sessions: list[Session] = Field(default_factory=list)
     summary: Summary = Field(default_factory=Summary)
+
+    @model_validator(mode="after")
+    def _steps_have_sessions(self) -> Ledger:
+        """Every total is a sum over sessions: a run past step 0 with none (a hand edit) would resume
+        with its earlier money and tokens silently gone."""
+        if self.progress.step > 0 and not self.sessions:
+            raise ValueError(f"step {self.progress.step} reached, but no session paid for it")
+        return self
 
 
 # --- money arithmetic: pure functions, so the estimate, the meter and the report agree ---
