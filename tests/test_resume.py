@@ -951,3 +951,27 @@ def test_a_checkpoint_has_its_ledger_copy_before_it_counts_as_complete(tmp_path,
     assert seen == [("checkpoint-2", True), ("checkpoint-4", True)]
     copy = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-4" / "arzan_ledger.json").read_text("utf-8"))
     assert copy["progress"]["step"] == 4  # rewritten once the save is done (on_save), not the early copy
+
+
+def test_a_resume_refuses_data_changed_since_the_run_started(tmp_path, write_recipe):
+    """Rows cut from the local file between sessions would train the rest on other data, and the
+    ledger would name only the new file; refused before anything is billed."""
+    from arzan.data import resolve_data_path
+
+    data = tmp_path / "kk.jsonl"
+    data.write_bytes(resolve_data_path("arzan://sample/kk_arith.jsonl", tmp_path).read_bytes())
+    recipe = base_recipe(train={"max_length": 64, "max_steps": 8, "per_device_train_batch_size": 4,
+                                "logging_steps": 2, "save_steps": 2}, eval={"generation_check": False})
+    recipe["data"] = {"sources": [{"path": str(data), "format": "alpaca"}]}
+    path = write_recipe(recipe)
+    run = tmp_path / "run"
+    first = train(load_recipe(path), out=run, callbacks=[SignalAt(3)])
+    assert first.status == "interrupted"
+    whole = data.read_bytes()
+    data.write_bytes(b"\n".join(whole.splitlines()[:20]) + b"\n")
+    ledger_before = (run / "cost.json").read_text()
+    with pytest.raises(ArzanError, match=rf"{data.name}: changed since this run started \(sha256:"):
+        train(load_recipe(path), out=run, mode="resume")
+    assert (run / "cost.json").read_text() == ledger_before
+    data.write_bytes(whole)
+    assert train(load_recipe(path), out=run, mode="resume").status == "finished"

@@ -233,3 +233,16 @@ def load_checkpoint_adapter(model: Any, ckpt: Path) -> None:
     if getattr(result, "unexpected_keys", None):
         raise ArzanError(f"{path}: does not fit this recipe's LoRA (e.g. {result.unexpected_keys[0]}); "
                          "was recipe.yaml edited after the run started?")
+
+
+def check_same_data(sources: list[Any], ledger: Ledger) -> None:
+    """A resume trains on the data the run started with: a local file changed since (rows cut, a
+    file replaced) would train the rest on other rows, and the ledger and the card would name only
+    the new file. Compared by the file's sha256, as recorded; a Hub dataset's fingerprint depends
+    on the machine's cache, so it is not compared."""
+    before = {d.get("name"): d.get("fingerprint") for d in ledger.summary.data or [] if isinstance(d, dict)}
+    for src in sources:
+        was = before.get(src.name)
+        if was and str(was).startswith("sha256:") and was != src.fingerprint:
+            raise ArzanError(f"{src.name}: changed since this run started ({was} then, {src.fingerprint} now); a "
+                             "resume must train on the same data: put the original file back, or start a new run")

@@ -110,6 +110,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         if line and console is not None:
             console.print(f"[yellow]warning:[/] {line}", highlight=False)
     raw = load_data(recipe.data, recipe.base_dir)
+    if mode == "resume":
+        resume.check_same_data(raw.sources, previous)  # before the model load: a refusal costs nothing
     if console is not None:  # the checks passed: what the session is billed at, before it costs anything
         from arzan.model import busy_cpu_note
 
