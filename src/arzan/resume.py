@@ -111,9 +111,11 @@ def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
         if cap is not None and spent + step > cap:
             hint = suggest_cap(kind, ledger, step_s, price, exchange)
             digits = 3 if unit == "h" else 2
+            others = [k for k, c, *_ in checks if c is not None and k != kind]
+            alone = f" (the {' and '.join(others)} cap does not lift this one: each binds on its own)" if others else ""
             raise ArzanError(f"refusing to resume: {kind} {amount(cap)} {unit}: {fixed(spent, digits)} {unit} spent so "
                              f"far, and the next session's setup and first step (~{fixed(step, digits)} {unit}) would "
-                             f"pass it; raise the cap: arzan train --resume {where} --budget {hint}")
+                             f"pass it; raise the cap: arzan train --resume {where} --budget {hint}{alone}")
 
 
 CHECKPOINTED = {"interrupted", "stopped_budget"}  # statuses whose stop saved a checkpoint of its last step
