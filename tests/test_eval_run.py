@@ -558,3 +558,13 @@ def test_a_quiz_beside_other_folders_indexes_only_its_own_folder(tmp_path, caplo
         doc = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "out")
     assert doc["tasks"]["my_kk_quiz"]["n"] == len(jsonl.strip().splitlines()) == 3
     assert not [r for r in caplog.records if "overrides existing task" in r.getMessage()]
+
+
+def test_an_eval_past_the_runs_cap_says_so():
+    from arzan.evaluation.runner import past_cap_note
+
+    ledger = {"budget": {"max_kzt": 60.0, "max_usd": None}, "money": {"kzt": 349.2, "usd": 0.67}}
+    assert past_cap_note(ledger) == ("the run's max_kzt cap of 60 ₸ is passed: 349.20 ₸ spent with this evaluation "
+                                     "(arzan eval and arzan merge are not capped)")
+    assert past_cap_note({"budget": {"max_kzt": 500.0}, "money": {"kzt": 349.2}}) is None
+    assert past_cap_note(None) is None

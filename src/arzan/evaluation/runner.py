@@ -105,7 +105,8 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
         with signals_held() as got:  # the scores, their bill and the card: all three or none
             write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
             if billed:
-                _, note = bill(tgt.out_dir, doc["summary"], doc["seconds"], device, began)
+                ledger, note = bill(tgt.out_dir, doc["summary"], doc["seconds"], device, began)
+                note = "; ".join(n for n in (note, past_cap_note(ledger)) if n) or None
     if got:
         raise EvalInterrupted(f"interrupted after the evaluation was saved: {tgt.out_dir / EVAL_FILE} and its bill "
                               "are complete")
@@ -350,6 +351,20 @@ def _cut_contexts_counted() -> Iterator[_CutCounter]:
         yield counter
     finally:
         log.removeFilter(counter)
+
+
+def past_cap_note(ledger: dict | None) -> str | None:
+    """A standalone eval is not capped (it was asked for by name); when the run's own cap is passed by
+    now, say so, as the training would have."""
+    budget, money = (ledger or {}).get("budget") or {}, (ledger or {}).get("money") or {}
+    for kind, spent, unit in (("max_kzt", money.get("kzt"), "₸"), ("max_usd", money.get("usd"), "$")):
+        cap = budget.get(kind)
+        if isinstance(cap, (int, float)) and isinstance(spent, (int, float)) and spent > cap:
+            from arzan.numbers import amount, fixed
+
+            return (f"the run's {kind} cap of {amount(cap)} {unit} is passed: {fixed(spent, 2)} {unit} spent with this "
+                    "evaluation (arzan eval and arzan merge are not capped)")
+    return None
 
 
 def cut_note(doc: dict) -> str | None:
