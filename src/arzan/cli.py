@@ -185,7 +185,8 @@ def train(
                         f"arzan train --resume {where if loaded_where else 'RUN_DIR'}"))
         return
     except KeyboardInterrupt:  # a Ctrl-C before the run folder exists, or a second one: the ledger is closed
-        err_console.print(_interrupted_message(where if loaded_where else None, resume), highlight=False)
+        err_console.print(_interrupted_message(where if loaded_where else recipe if resume else None, resume),
+                          highlight=False)
         raise typer.Exit(130)
     if result.note:
         console.print(f"[yellow]note:[/] {result.note}")
@@ -209,11 +210,14 @@ def _interrupted_message(run_dir: Path | None, resume: bool) -> str:
     folder yet, or nothing new in it), or a second one while the first was being handled."""
     from arzan.runfolder import RunFolder, is_run_folder, ledger_doc
 
-    ours = False  # a new run's folder counts only if this process made it (--overwrite: the old one is not)
-    if run_dir is not None and is_run_folder(run_dir) and not resume:
+    ours = False  # a session counts only if this process began it (--overwrite: the old folder's are not)
+    if run_dir is not None and is_run_folder(run_dir):
         sessions = ledger_doc(run_dir).get("sessions")
         ours = isinstance(sessions, list) and bool(sessions) and isinstance(sessions[-1], dict) \
             and sessions[-1].get("pid") == os.getpid()
+    if resume and run_dir is not None and is_run_folder(run_dir) and not ours:
+        return ("interrupted before the resume started: nothing new was billed and the run is as it was; continue "
+                f"with: arzan train --resume {run_dir}")
     if run_dir is None or not is_run_folder(run_dir) or not (resume or ours):
         return "interrupted before the run started: no new run folder was made; there is nothing to resume"
     kept = RunFolder(run_dir).last_checkpoint()
