@@ -195,11 +195,18 @@ def test_files_that_are_not_utf8_are_one_line_errors_naming_them(stopped_run, tm
     assert result.exit_code == 2 and "not UTF-8 text" in result.output and "Traceback" not in result.output
 
 
-def test_a_ctrl_c_before_a_resume_began_says_the_run_is_still_resumable(stopped_run):
+def test_a_ctrl_c_before_a_resume_began_says_the_run_is_still_resumable(stopped_run, tmp_path):
     """Interrupted during the checks and imports of a resume: no session of this process is in the
     ledger, so nothing new was billed and the run can be resumed as before (not 'nothing to resume')."""
+    import shutil
+
     from arzan.cli import _interrupted_message
 
-    said = _interrupted_message(stopped_run, resume=True)
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    ledger = json.loads((run / "cost.json").read_text("utf-8"))
+    ledger["sessions"][-1]["pid"] = 1  # trained by another process (here the fixture ran in this one)
+    (run / "cost.json").write_text(json.dumps(ledger), "utf-8")
+    said = _interrupted_message(run, resume=True)
     assert said == ("interrupted before the resume started: nothing new was billed and the run is as it was; "
-                    f"continue with: arzan train --resume {stopped_run}")
+                    f"continue with: arzan train --resume {run}")
