@@ -210,3 +210,13 @@ def test_a_ctrl_c_before_a_resume_began_says_the_run_is_still_resumable(stopped_
     said = _interrupted_message(run, resume=True)
     assert said == ("interrupted before the resume started: nothing new was billed and the run is as it was; "
                     f"continue with: arzan train --resume {run}")
+
+
+def test_a_failed_write_mid_run_names_the_right_fix():
+    import errno
+
+    from arzan.cli import _fix_for
+
+    assert _fix_for(OSError(errno.ENOSPC, "No space left on device")) == "free space"
+    assert _fix_for(OSError(errno.EPERM, "Operation not permitted")) == "make that folder writable"
+    assert _fix_for(OSError(errno.EIO, "Input/output error")) == "fix that"

@@ -33,6 +33,17 @@ def _os_error(exc: OSError, kept: str) -> ArzanError:
     return ArzanError(f"{exc.filename or 'a file'}: {exc.strerror or type(exc).__name__}; {kept}")
 
 
+def _fix_for(exc: OSError) -> str:
+    """What to do about the OSError before retrying: free space only when space ran out."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "free space"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make that folder writable"
+    return "fix that"
+
+
 def _unfinished_run(folder: Path) -> str | None:
     """An adapter a stop left mid-training scores what it is: said, so it is not read as the run's."""
     from arzan.runfolder import is_run_folder, ledger_doc
@@ -181,7 +192,7 @@ def train(
         _fail(exc, recipe)
         return
     except OSError as exc:
-        _fail(_os_error(exc, "what was saved before it (checkpoints, the ledger) stays; free space, then "
+        _fail(_os_error(exc, f"what was saved before it (checkpoints, the ledger) stays; {_fix_for(exc)}, then "
                         f"arzan train --resume {where if loaded_where else 'RUN_DIR'}"))
         return
     except KeyboardInterrupt:  # a Ctrl-C before the run folder exists, or a second one: the ledger is closed
