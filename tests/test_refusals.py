@@ -220,3 +220,10 @@ def test_a_failed_write_mid_run_names_the_right_fix():
     assert _fix_for(OSError(errno.ENOSPC, "No space left on device")) == "free space"
     assert _fix_for(OSError(errno.EPERM, "Operation not permitted")) == "make that folder writable"
     assert _fix_for(OSError(errno.EIO, "Input/output error")) == "fix that"
+
+
+def test_a_folder_given_as_the_recipe_is_told_apart_from_a_run_folder(stopped_run, tmp_path):
+    plain = runner.invoke(app, ["train", str(tmp_path)])
+    assert plain.exit_code == 2 and "is a folder, not a recipe YAML" in " ".join(plain.output.split())
+    run = runner.invoke(app, ["train", str(stopped_run)])
+    assert run.exit_code == 2 and "is a run folder; to continue it use: arzan train --resume" in " ".join(run.output.split())

@@ -164,8 +164,10 @@ def train(
         if resume and not recipe.exists():
             raise ArzanError(f"{recipe}: no such run folder to resume")
         if recipe.is_dir():
+            if not resume and is_run_folder(recipe):
+                raise ArzanError(f"{recipe}: is a run folder; to continue it use: arzan train --resume {recipe}")
             if not resume:
-                raise ArzanError(f"{recipe}: is a folder; to continue a run use: arzan train --resume {recipe}")
+                raise ArzanError(f"{recipe}: is a folder, not a recipe YAML (recipes/*.yaml are examples)")
             if not is_run_folder(recipe):
                 raise ArzanError(f"{recipe}: not a run folder (needs recipe.yaml and cost.json)")
             if out is not None and out.resolve() != recipe.resolve():
