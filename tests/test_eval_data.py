@@ -43,6 +43,9 @@ def test_out_of_range_answer_names_file_and_line(tmp_path):
     f = write_jsonl(tmp_path / "quiz.jsonl", [GOOD, GOOD, {**GOOD, "answer": 2}])
     with pytest.raises(ArzanError, match=r"quiz\.jsonl: line 3: .*out of range for 2 choices"):
         validate_file(f, "mc")
+    f = write_jsonl(tmp_path / "quiz.jsonl", [GOOD, {**GOOD, "choices": [], "answer": 0}])
+    with pytest.raises(ArzanError, match=r"quiz\.jsonl: line 2: needs at least 2 non-empty choices, found 0"):
+        validate_file(f, "mc")
 
 
 def test_answer_must_be_an_integer_index(tmp_path):

@@ -36,6 +36,8 @@ def _index(value: Any, n: int, base: int) -> int:
         i = int(float(value)) if not isinstance(value, int) else value
     except (TypeError, ValueError):
         raise ValueError(f"answer {value!r} is not a number") from None
+    if n < 2:  # said before the answer: "out of range for 0 choices (expected 0..-1)" helps nobody
+        raise ValueError(f"needs at least 2 non-empty choices, found {n}")
     if not base <= i < n + base:
         raise ValueError(f"answer {value!r} is out of range for {n} choices "
                          f"(expected {base}..{n - 1 + base})")
