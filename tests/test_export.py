@@ -334,3 +334,12 @@ def test_a_preempted_merge_is_billed_and_said_in_one_line(lora_run, tmp_path, mo
     sessions = json.loads((run / "cost.json").read_text("utf-8"))["sessions"]
     assert len(sessions) == before + 1 and sessions[-1]["status"] == "interrupted"
     assert not (run / ".arzan-eval.json").exists()
+
+
+def test_merging_a_run_that_has_no_adapter_yet_says_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: t\n", encoding="utf-8")
+    (run / "cost.json").write_text(json.dumps({"status": "running"}), encoding="utf-8")
+    with pytest.raises(ArzanError, match=r"this run has no adapter to merge yet \(its status is running\)"):
+        merge_adapter(run)

@@ -36,6 +36,12 @@ def _locate(path: str | Path) -> tuple[Path, Path | None]:
     if (p / "adapter_config.json").is_file():
         run = p.parent if (p.parent / "recipe.yaml").is_file() else None
         return p, run
+    if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that has saved no adapter yet
+        from arzan.runfolder import ledger_doc
+
+        status = ledger_doc(p).get("status") or "unknown"
+        raise ArzanError(f"{p}: this run has no adapter to merge yet (its status is {status}); merge it once "
+                         "its training has saved one")
     raise ArzanError(f"{p}: neither a run folder with adapter/ nor an adapter folder (no adapter_config.json)")
 
 
