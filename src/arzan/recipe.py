@@ -577,6 +577,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
     for item in overrides:
         m = _SET_RE.match(item.strip())
         if not m:
+            if re.match(r"^[\w.]+\[\d+\]", item.strip()):  # data.sources[0].path=...: a list item is a dot and its index
+                fixed_key = re.sub(r"\[(\d+)\]", r".\1", item.strip().split("=", 1)[0])
+                raise RecipeError(f"{source}: '{item}': a list item is named with a dot: {fixed_key}=...")
             raise RecipeError(f"{source}: '{item}' is not KEY=VALUE (e.g. train.learning_rate=1e-4)")
         keys = m.group(1).split(".")
         try:
