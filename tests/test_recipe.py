@@ -82,7 +82,7 @@ def test_set_overrides_any_field_including_list_items(write_recipe):
 
 @pytest.mark.parametrize("bad,expected", [
     ("train.learning_rate", "'train.learning_rate' is not KEY=VALUE"),
-    ("data.sources[0].path=x", "a list item is named with a dot: data.sources.0.path=..."),
+    ("data.sources[0].path=x", "'data.sources[0].path=x': a list item is named with a dot: data.sources.0.path=..."),
     ("data.sources.3.sample=1", "'data.sources.3' is not an index of that list"),
     ("name.x=1", "'name' is a value, not a section"),
     ("lora.target_modules=[q_proj", "'lora.target_modules=[q_proj': the value is not valid YAML"),
