@@ -349,3 +349,13 @@ def test_truncation_is_in_the_estimate_the_ledger_and_the_card(tmp_path, write_r
         "rows": 17, "dropped": 1, "cut": 0, "max_length": 64, "empty": 0,
         "dropped_rows": [[str(tmp_path / "d.jsonl"), 17]], "cut_rows": [], "empty_rows": []}
     assert said in (out / "adapter" / "README.md").read_text("utf-8")
+
+
+def test_row_numbers_in_a_jsonl_with_blank_lines_are_the_lines_an_editor_shows(tmp_path):
+    """5 good rows, 3 blank lines, a bad row on line 9: the error says row 9, as a JSON error would."""
+    good = json.dumps({"instruction": "Сәлем", "output": "Сәлем!"}, ensure_ascii=False)
+    bad = json.dumps({"instruction": "Сәлем", "output": {"text": "x"}}, ensure_ascii=False)
+    (tmp_path / "d.jsonl").write_text("\n".join([good] * 5 + ["", "", "", bad]) + "\n", encoding="utf-8")
+    sec = DataSection(sources=[{"path": str(tmp_path / "d.jsonl"), "format": "alpaca"}])
+    with pytest.raises(ArzanError, match=r"d\.jsonl: row 9: column 'output' must be text"):
+        prepare_data(sec, None, 64, tmp_path)

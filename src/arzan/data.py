@@ -150,6 +150,19 @@ def _source_name(src: DataSource) -> str:
     return src.path or f"{src.hub}{':' + src.config if src.config else ''}[{src.split}]"
 
 
+class _Numbered(dict):
+    """A JSONL row that remembers its line: with blank lines between rows, "row 6" must be the line
+    an editor shows, as the JSON error's number is."""
+
+    def __init__(self, row: dict, line: int) -> None:
+        super().__init__(row)
+        self.line = line
+
+
+def _row_number(row: Any, index: int) -> int:
+    return getattr(row, "line", index)
+
+
 def _read_local(path: Path, label: str) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
@@ -159,9 +172,10 @@ def _read_local(path: Path, label: str) -> list[dict[str, Any]]:
                 for n, line in enumerate(fh, start=1):
                     if line.strip():
                         try:
-                            rows.append(json.loads(line))
+                            row = json.loads(line)
                         except json.JSONDecodeError as exc:
                             raise ArzanError(f"{label}: row {n}: not valid JSON ({exc.msg})") from None
+                        rows.append(_Numbered(row, n) if isinstance(row, dict) else row)
             return rows
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -206,7 +220,7 @@ def _load_source(src: DataSource, base_dir: Path) -> tuple[Dataset, str, str]:
         digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         if not rows:
             raise ArzanError(f"{src.path}: the dataset is empty")
-        bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
+        bad = next((_row_number(r, i) for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
         if bad:
             raise ArzanError(f"{src.path}: row {bad}: expected an object with named fields")
         return _rows_to_dataset(rows, src, src.path), src.path, digest
@@ -248,9 +262,11 @@ def _rows_to_dataset(rows: list[dict[str, Any]], src: DataSource, label: str) ->
     _check_columns(src, label, found)
     required, optional = FORMAT_FIELDS[src.format]
     field_of = {src.columns.get(k, k): k for k in required + optional}
-    return Dataset.from_dict({col: [_cell(r.get(col), field_of[col], f"{label}: row {n}", col)
-                                    for n, r in enumerate(rows, start=1)]
-                              for col in found if col in field_of})
+    columns = {col: [_cell(r.get(col), field_of[col], f"{label}: row {_row_number(r, n)}", col)
+                     for n, r in enumerate(rows, start=1)]
+               for col in found if col in field_of}
+    columns[ORIGIN[1]] = [_row_number(r, n) for n, r in enumerate(rows, start=1)]  # the row an editor shows
+    return Dataset.from_dict(columns)
 
 
 def _cell(value: Any, field_name: str, where: str, column: str) -> str | None:
@@ -270,16 +286,16 @@ def _cell(value: Any, field_name: str, where: str, column: str) -> str | None:
 def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | None) -> Dataset:
     required, optional = FORMAT_FIELDS[src.format]
     rename = {col: key for key, col in src.columns.items()}
-    _check_columns(src, label, ds.column_names)
+    _check_columns(src, label, [c for c in ds.column_names if c != ORIGIN[1]])
     ds = ds.rename_columns({c: k for c, k in rename.items() if c in ds.column_names})
-    keep = [k for k in required + optional if k in ds.column_names]
+    keep = [k for k in required + optional + [ORIGIN[1]] if k in ds.column_names]  # a local file's row numbers
     ds = ds.select_columns(keep)
 
     # one column set for every format, so sources of different formats mix in one dataset
     empty: dict[str, str | None] = {"text": None, "messages": None, "prompt": None, "completion": None}
 
     def to_row(row: dict[str, Any], idx: int) -> dict[str, Any]:
-        where = f"{label}: row {idx + 1}"
+        where = f"{label}: row {row.get(ORIGIN[1]) or idx + 1}"
         if src.format == "text":
             return {**empty, "text": _text(row["text"], where, "text")}
         if src.format == "prompt_completion":
@@ -301,7 +317,7 @@ def _normalise(ds: Dataset, src: DataSource, label: str, system_prompt: str | No
         return {**empty, "messages": json.dumps(msgs, ensure_ascii=False)}
 
     def with_origin(row: dict[str, Any], idx: int) -> dict[str, Any]:
-        return {**to_row(row, idx), ORIGIN[0]: label, ORIGIN[1]: idx + 1}
+        return {**to_row(row, idx), ORIGIN[0]: label, ORIGIN[1]: row.get(ORIGIN[1]) or idx + 1}
 
     with quiet_progress():  # rows checked, not tokenized: quick, and one bar per source is noise
         return ds.map(with_origin, with_indices=True, remove_columns=ds.column_names)
