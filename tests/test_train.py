@@ -636,3 +636,22 @@ def test_an_evaluation_that_fails_after_training_leaves_a_finished_run(tmp_path,
     assert led["status_reason"].startswith("training finished; the evaluation after it failed (lm-eval: the hub")
     assert "score it with: arzan eval" in led["status_reason"]
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_merge_that_fails_after_training_leaves_a_finished_run(tmp_path, write_recipe, monkeypatch):
+    import arzan.export
+    from arzan.errors import ArzanError
+    from arzan.recipe import load_recipe
+    from arzan.train import train
+
+    def fails(*args, **kwargs):
+        raise ArzanError("runs/x/merged.partial: exists and is not an unfinished arzan merge")
+
+    monkeypatch.setattr(arzan.export, "merge_adapter", fails)
+    path = write_recipe(base_recipe(train={"max_steps": 2, "logging_steps": 1, "save_steps": 2},
+                                    output={"save_merged": True}))
+    result = train(load_recipe(path), out=tmp_path / "run")
+    led = json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))
+    assert result.status == led["status"] == "finished"
+    assert led["status_reason"].startswith("training finished; the merge after it failed (runs/x/merged.partial")
+    assert f"merge it with: arzan merge {tmp_path / 'run'}" in led["status_reason"]

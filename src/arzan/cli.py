@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ def _unfinished_run(folder: Path) -> str | None:
 
 
 RECIPE_FIELDS = ("model.", "lora.", "data.", "train.", "budget.", "cost.", "output.", "eval.")
+FILE_SUFFIXES = {"yaml", "yml", "json", "jsonl", "csv", "parquet", "txt"}
 
 
 def _fail(exc: ArzanError, recipe_file: Path | None = None) -> None:
@@ -66,7 +68,9 @@ def _fail(exc: ArzanError, recipe_file: Path | None = None) -> None:
     loaded: this machine cannot run it) names the file too, as the recipe's own errors do."""
     from rich.markup import escape
 
-    if recipe_file is not None and str(exc).startswith(RECIPE_FIELDS):
+    field = re.match(r"([a-z]+)\.([a-z_0-9]+)", str(exc))
+    if recipe_file is not None and field and f"{field.group(1)}." in RECIPE_FIELDS \
+            and field.group(2) not in FILE_SUFFIXES:  # `train.optim: ...`, not a file `train.jsonl: ...`
         exc = ArzanError(f"{recipe_file}: {exc}")
 
     # escaped: a message quoting `[q_proj` or a list must print as written, not as rich markup
@@ -253,7 +257,13 @@ def merge(
 
     from arzan.evaluation.session import sigterm_as_ctrl_c
 
-    sessions = len(ledger_doc(run_dir).get("sessions") or [])
+    try:  # the run folder the merge bills, also when given its adapter/ folder
+        from arzan.export import locate
+
+        billed_run = locate(run_dir)[1] or run_dir
+    except ArzanError:
+        billed_run = run_dir
+    sessions = len(ledger_doc(billed_run).get("sessions") or [])
     try:
         with sigterm_as_ctrl_c():  # a preempted merge is billed and said like a Ctrl-C'd one
             path = merge_adapter(run_dir, out, dtype=dtype)
@@ -268,14 +278,18 @@ def merge(
                           "and the minutes it ran are in the run's cost.json (a run folder's)", highlight=False, markup=False)
         raise typer.Exit(130)
     console.print(f"merged model: {path}", highlight=False)
-    billed = ledger_doc(run_dir).get("sessions") or []
+    billed = ledger_doc(billed_run).get("sessions") or []
     if len(billed) > sessions:  # a run folder's merge is a session of its bill
         from arzan.numbers import kzt
 
-        s = billed[-1]
-        console.print(f"billed {kzt(s['money']['kzt'])} ₸ for {s['billed_seconds']:,.0f} s as session {s['index']} "
-                      f"of {run_dir / 'cost.json'} (total now {kzt(ledger_doc(run_dir)['money']['kzt'])} ₸)",
-                      highlight=False)
+        s, where = billed[-1], billed_run / "cost.json"
+        if s.get("unbilled_s"):  # another kind of machine than the run's: time recorded, not priced
+            console.print(f"recorded {s['unbilled_s']:,.0f} s unbilled (this machine is not the run's kind) as "
+                          f"session {s['index']} of {where}", highlight=False)
+        else:
+            console.print(f"billed {kzt(s['money']['kzt'])} ₸ for {s['billed_seconds']:,.0f} s as session "
+                          f"{s['index']} of {where} (total now {kzt(ledger_doc(billed_run)['money']['kzt'])} ₸)",
+                          highlight=False)
 
 
 @app.command()

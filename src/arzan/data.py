@@ -175,7 +175,9 @@ def _read_local(path: Path, label: str) -> list[dict[str, Any]]:
                             row = json.loads(line)
                         except json.JSONDecodeError as exc:
                             raise ArzanError(f"{label}: row {n}: not valid JSON ({exc.msg})") from None
-                        rows.append(_Numbered(row, n) if isinstance(row, dict) else row)
+                        if not isinstance(row, dict):
+                            raise ArzanError(f"{label}: row {n}: expected an object with named fields")
+                        rows.append(_Numbered(row, n))
             return rows
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8-sig"))

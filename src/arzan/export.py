@@ -28,7 +28,7 @@ DTYPES = ("bfloat16", "float16", "float32")
 _QUANT_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
 
 
-def _locate(path: str | Path) -> tuple[Path, Path | None]:
+def locate(path: str | Path) -> tuple[Path, Path | None]:
     """(adapter folder, run folder or None) from either a run folder or an adapter folder."""
     p = Path(path)
     if (p / "adapter" / "adapter_config.json").is_file():
@@ -108,7 +108,7 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    adapter, run = _locate(path)
+    adapter, run = locate(path)
     name, revision = (base_model, None) if base_model else base_model_of(adapter, run)
     trust_remote_code = trust_remote_code or _run_model(run).get("trust_remote_code") is True  # as trained
     device = _device(device)
@@ -151,6 +151,10 @@ def _partial_is_ours(out: Path) -> bool:
         return False
     if partial.is_dir() and (partial / PARTIAL_MARK).is_file():
         return True
+    from arzan.runfolder import is_run_folder
+
+    if partial.is_dir() and partial.name == "merged.partial" and is_run_folder(partial.parent):
+        return True  # a run folder's own merge target, cut short by an arzan from before the mark
     raise ArzanError(f"{partial}: exists and is not an unfinished arzan merge (the merge writes there first); "
                      "move it aside or choose another --out")
 
@@ -164,7 +168,7 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
     """
     if dtype not in DTYPES:
         raise ArzanError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
-    adapter, run = _locate(path)
+    adapter, run = locate(path)
     out = Path(out_dir) if out_dir else (run or adapter.parent) / "merged"
     if out.exists() and not out.is_dir():
         raise ArzanError(f"{out}: is a file; --out names a folder for the merged model")
@@ -256,6 +260,9 @@ def merged_card(base: str, adapter: Path, dtype: str, compute: str, device: str,
 def hub_token() -> str:
     """$HF_TOKEN, or the one-line refusal; `arzan train` asks before a run with push_to_hub starts,
     not after hours of paid training."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ArzanError("output.push_to_hub: the Hugging Face hub cannot be reached from here (HF_HUB_OFFLINE is "
+                         "set); push from a machine online with arzan.export.push_to_hub(RUN_DIR, REPO_ID)")
     token = os.environ.get("HF_TOKEN")
     if not token:
         raise ArzanError("output.push_to_hub: HF_TOKEN is not set: create a write token at "

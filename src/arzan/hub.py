@@ -15,6 +15,7 @@ import sys
 from urllib.parse import urlparse
 
 COMMANDS = {"train", "estimate", "eval", "merge"}  # the ones that may reach the hub
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
 
 
 def offline_if_unreachable(timeout_s: float = 3.0) -> str | None:
@@ -22,6 +23,8 @@ def offline_if_unreachable(timeout_s: float = 3.0) -> str | None:
     Does nothing when the user already chose (HF_HUB_OFFLINE set either way) or when huggingface_hub
     is already imported (it reads the variable once, at import)."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip() != "" or "huggingface_hub" in sys.modules:
+        return None
+    if any(os.environ.get(v) for v in PROXY_VARS):  # the libraries go out through it; a direct connect proves nothing
         return None
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)

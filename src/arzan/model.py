@@ -139,16 +139,17 @@ def _visible_gpus() -> int:
 
 
 def _check_flash_attention(impl: str | None) -> None:
-    """transformers raises an ImportError for flash attention without the flash_attn package or on a
-    card older than compute capability 8 (a T4): after the model download and a billed setup."""
+    """transformers raises an ImportError for flash attention without its package (flash_attn, or
+    flash_attn_interface for FA3; the `kernels` package is its fallback) or on a card older than
+    compute capability 8 (a T4): after the model download and a billed setup."""
     if not impl or "flash_attention" not in impl:
         return
     import torch
 
-    package = "flash_attn_3" if impl == "flash_attention_3" else "flash_attn"
-    if importlib.util.find_spec(package) is None:
-        raise ArzanError(f"model.attn_implementation: {impl} needs the {package} package, not installed here; "
-                         "pip install it, or set attn_implementation: sdpa")
+    package = "flash_attn_interface" if impl == "flash_attention_3" else "flash_attn"
+    if importlib.util.find_spec(package) is None and importlib.util.find_spec("kernels") is None:
+        raise ArzanError(f"model.attn_implementation: {impl} needs the {package} package (or `kernels`), not "
+                         "installed here; pip install it, or set attn_implementation: sdpa")
     if torch.cuda.get_device_capability()[0] < 8:
         raise ArzanError(f"model.attn_implementation: {impl} needs compute capability 8+; {_gpu_name()[5:]} "
                          "is older: set attn_implementation: sdpa")

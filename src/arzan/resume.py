@@ -240,11 +240,14 @@ def load_checkpoint_adapter(model: Any, ckpt: Path) -> None:
 def check_same_data(sources: list[Any], ledger: Ledger) -> None:
     """A resume trains on the data the run started with: a local file changed since (rows cut, a
     file replaced) would train the rest on other rows, and the ledger and the card would name only
-    the new file. Compared by the file's sha256, as recorded; a Hub dataset's fingerprint depends
-    on the machine's cache, so it is not compared."""
-    before = {d.get("name"): d.get("fingerprint") for d in ledger.summary.data or [] if isinstance(d, dict)}
-    for src in sources:
-        was = before.get(src.name)
-        if was and str(was).startswith("sha256:") and was != src.fingerprint:
-            raise ArzanError(f"{src.name}: changed since this run started ({was} then, {src.fingerprint} now); a "
+    the new file. Compared source by source, in the recipe's order (the run folder's recipe.yaml
+    names a relative path absolutely), by the file's sha256 as recorded; a Hub dataset's
+    fingerprint depends on the machine's cache, so it is not compared."""
+    before = [d for d in ledger.summary.data or [] if isinstance(d, dict)]
+    if len(before) != len(sources):
+        return  # an older ledger, or one edited: nothing to set side by side
+    for was, src in zip(before, sources, strict=True):
+        old = str(was.get("fingerprint") or "")
+        if old.startswith("sha256:") and src.fingerprint.startswith("sha256:") and old != src.fingerprint:
+            raise ArzanError(f"{src.name}: changed since this run started ({old} then, {src.fingerprint} now); a "
                              "resume must train on the same data: put the original file back, or start a new run")

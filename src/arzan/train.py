@@ -101,10 +101,10 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         billing.price_for(recipe)  # an unknown GPU or provider fails before any folder exists
         _check_machine(recipe, console)  # so does backend: unsloth on a CPU, bf16 or 4-bit without a GPU
     t0 = tick()  # the model's name, the budget and the data's rows are checked before a folder is made
-    if mode != "resume":
-        from arzan.model import check_model_name
+    from arzan.model import check_model_name
 
-        tokenizer = check_model_name(recipe)  # a model.name typo or a gated repo: one line, no folder
+    tokenizer = check_model_name(recipe)  # a model.name typo, a gated repo, no chat template: one line
+    if mode != "resume":
         over, *expected = preflight_budget(recipe, allow_over_budget, tokenizer)  # "refusing to start"
     for line in (over, billing.unbindable_cap(recipe)):
         if line and console is not None:
@@ -145,7 +145,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     if started is not None and clock is None:
         meter.add_seconds("setup", t0 - started)
     meter.start_flusher()
-    status, reason, after = "failed", None, None
+    status, reason, after, failed_after = "failed", None, None, None
     try:
         from arzan.data import quiet_progress, tokenize_data
         from arzan.model import load_model
@@ -203,7 +203,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                         runtime.check_generation(recipe, meter, trainer.model, tokenizer, console)
                 model = trainer = None  # lm-eval and the merge load base + adapter afresh: free the GPU first
                 runtime.free_accelerator_memory()
-                after = _eval_and_merge(recipe, folder, meter, stopper, info.device)
+                after = failed_after = _eval_and_merge(recipe, folder, meter, stopper, info.device)
             except Interrupted as exc:  # the adapter is saved: the training itself is complete
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root, recipe)})"
             except BudgetCut as exc:
@@ -225,7 +225,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             ledger = runtime.finish(meter, folder, recipe, status, reason)
         stopper.uninstall()
     if status == "finished" and recipe.output.push_to_hub:  # after finish, so the card shows the final bill
-        if after is None and stopper.received is None:
+        # a failed eval leaves the model to push; a cut or failed merge leaves no merged/ to send
+        merged_ready = not recipe.output.save_merged or (folder.merged / "config.json").is_file()
+        if (after is None or (after == failed_after and merged_ready)) and stopper.received is None:
             ledger = _push(folder, recipe)
         elif console is not None:  # a cut merge has no merged/ to send; a preempted machine has seconds left
             console.print(f"[yellow]not pushed:[/] the work after training did not finish; push it with "
@@ -288,8 +290,12 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
         with meter.phase("save"):  # merged into the 16-bit base, never into 4-bit weights
             from arzan.export import merge_adapter, training_merge_dtype
 
-            merge_adapter(folder.root, folder.merged, dtype=training_merge_dtype(device),
-                          bill=False)  # the meter times it as this session's save phase
+            try:
+                merge_adapter(folder.root, folder.merged, dtype=training_merge_dtype(device),
+                              bill=False)  # the meter times it as this session's save phase
+            except ArzanError as exc:  # the adapter is saved: the run is finished, its merge redoable
+                failed = "; ".join(x for x in (failed, f"training finished; the merge after it failed ({exc}); "
+                                               f"{runtime.redo_hint('the merge', folder.root, recipe)}") if x)
     return failed
 
 
