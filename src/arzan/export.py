@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from arzan.errors import ArzanError, first_line
+from arzan.runfolder import recipe_model
 
 DTYPES = ("bfloat16", "float16", "float32")
 _QUANT_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
@@ -53,21 +54,13 @@ def unquantised_name(name: str) -> str:
     return name
 
 
-def _run_model(run: Path | None) -> dict[str, Any]:
-    """The `model:` section of the run's recipe.yaml ({} without a run folder)."""
-    if run is None:
-        return {}
-    model = (yaml.safe_load((run / "recipe.yaml").read_text("utf-8")) or {}).get("model") or {}
-    return model if isinstance(model, dict) else {}
-
-
 def base_model_of(adapter: Path, run: Path | None) -> tuple[str, str | None]:
     """The base the adapter was trained on: the run's recipe first (the name the user chose, which
     survives unsloth's renaming), else the adapter's own config."""
     from arzan.model import resolve_model_name
 
     if run is not None:
-        model = _run_model(run)
+        model = recipe_model(run)
         if model.get("name"):  # a pre-quantised repo (…-bnb-4bit) is merged into its 16-bit original
             name = unquantised_name(model["name"])
             return resolve_model_name(name), model.get("revision") if name == model["name"] else None
@@ -110,7 +103,7 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
 
     adapter, run = locate(path)
     name, revision = (base_model, None) if base_model else base_model_of(adapter, run)
-    trust_remote_code = trust_remote_code or _run_model(run).get("trust_remote_code") is True  # as trained
+    trust_remote_code = trust_remote_code or recipe_model(run).get("trust_remote_code") is True  # as trained
     device = _device(device)
     kwargs: dict[str, Any] = {"revision": revision, "dtype": _dtype(dtype, device), "trust_remote_code": trust_remote_code}
     config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
@@ -200,7 +193,6 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
 def _merge(adapter: Path, run: Path | None, out: Path, dtype: str, device: str, base_model: str | None) -> Path:
     compute = "float32" if device == "cpu" else dtype
     model, tokenizer = load_for_inference(adapter, dtype=compute, device=device, base_model=base_model)
-    name = base_model or base_model_of(adapter, run)[0]
     merged = model.merge_and_unload(safe_merge=True)
     merged = merged.to(_dtype(dtype, device))
     # written beside the target and renamed at the end: a merge cut short (preemption, a full disk)
@@ -212,7 +204,7 @@ def _merge(adapter: Path, run: Path | None, out: Path, dtype: str, device: str, 
     (partial / PARTIAL_MARK).write_text("an unfinished arzan merge; removed by the next one\n", encoding="utf-8")
     merged.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    write_merged_card(partial, adapter, run, dtype, device, name)
+    write_merged_card(partial, adapter, run, dtype, device, base_model)
     if out.exists():
         out.rmdir()  # empty (checked above)
     (partial / PARTIAL_MARK).unlink()
@@ -231,7 +223,7 @@ def write_merged_card(out: Path, adapter: Path, run: Path | None, dtype: str, de
     bill has the merge in it (a standalone merge's session, a training's final ledger)."""
     from arzan.fileio import write_text_atomic
 
-    trained_on = _run_model(run).get("name")  # the name the user chose, not the tiny model's cache folder
+    trained_on = recipe_model(run).get("name")  # the name the user chose, not the tiny model's cache folder
     name = base_model or (unquantised_name(trained_on) if trained_on else base_model_of(adapter, run)[0])
     compute = "float32" if device == "cpu" else dtype
     write_text_atomic(out / "README.md", merged_card(name, adapter, dtype, compute, device, run))

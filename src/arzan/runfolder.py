@@ -56,6 +56,21 @@ class RunFolder:
         return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def recipe_model(run: Path | None) -> dict:
+    """The `model:` section of a run folder's recipe.yaml: the base as it was trained on (name,
+    revision, 4-bit, dtype, trust_remote_code), for eval, merge and inference to load it alike. An
+    adapter without its run folder, or an unreadable recipe, says nothing."""
+    import yaml
+
+    if run is None:
+        return {}
+    try:
+        model = (yaml.safe_load((Path(run) / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("model") or {}
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):  # ValueError: not UTF-8 text
+        return {}
+    return model if isinstance(model, dict) else {}
+
+
 def unique_folders(paths: list) -> list:
     """The same run named twice (`runs/a runs/a/`, two spellings, or a folder and its eval.json) is
     one run, not two rows drawn over each other; the first spelling is kept."""

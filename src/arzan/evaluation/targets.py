@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from arzan.errors import ArzanError, first_line
+from arzan.runfolder import recipe_model
 
 
 @dataclass
@@ -48,7 +47,7 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
         adapter = p / "adapter" if (p / "adapter" / "adapter_config.json").is_file() else p
         if (adapter / "adapter_config.json").is_file():
             default_out = p.parent if adapter == p and p.name == "adapter" else p
-            trained = _recipe_model(default_out / "recipe.yaml")
+            trained = recipe_model(default_out)
             base = _adapter_base(adapter, trained, default_out / "recipe.yaml")
             tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else loadable(base)
             revision, dtype = trained.get("revision"), trained.get("dtype")
@@ -99,16 +98,6 @@ def _adapter_base(adapter: Path, trained: dict, recipe: Path) -> str:
     if not base:
         raise ArzanError(f"{cfg_file}: no base_model_name_or_path, and no model.name in {recipe}")
     return str(base)
-
-
-def _recipe_model(recipe: Path) -> dict:
-    """The `model:` section of the run's recipe.yaml: the base as it was trained on (name, 4-bit,
-    revision). An adapter without its run folder, or an unreadable recipe, says nothing."""
-    try:
-        model = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
-    except (OSError, ValueError, yaml.YAMLError, AttributeError):  # ValueError: not UTF-8 text
-        return {}
-    return model if isinstance(model, dict) else {}
 
 
 def eval_command(target: str | Path, tasks: str | list[str], limit: int | None = None,
