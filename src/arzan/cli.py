@@ -59,7 +59,7 @@ def _unfinished_run(folder: Path) -> str | None:
             f"these are the scores of its adapter so far, not of the finished run (arzan train --resume {folder})")
 
 
-RECIPE_FIELDS = ("model.", "lora.", "data.", "train.", "budget.", "cost.", "output.", "eval.")
+RECIPE_SECTIONS = {"model", "lora", "data", "train", "budget", "cost", "output", "eval"}
 FILE_SUFFIXES = {"yaml", "yml", "json", "jsonl", "csv", "parquet", "txt"}
 
 
@@ -69,7 +69,7 @@ def _fail(exc: ArzanError, recipe_file: Path | None = None) -> None:
     from rich.markup import escape
 
     field = re.match(r"([a-z]+)\.([a-z_0-9]+)", str(exc))
-    if recipe_file is not None and field and f"{field.group(1)}." in RECIPE_FIELDS \
+    if recipe_file is not None and field and field.group(1) in RECIPE_SECTIONS \
             and field.group(2) not in FILE_SUFFIXES:  # `train.optim: ...`, not a file `train.jsonl: ...`
         exc = ArzanError(f"{recipe_file}: {exc}")
 
@@ -104,8 +104,6 @@ _BUDGET_FIELDS = {"KZT": "max_kzt", "USD": "max_usd", "H": "max_hours"}
 def _budget_number(text: str) -> float:
     """5,000 is five thousand; 1,5 and 0,005 are decimals, as Kazakh and Russian write them. The cap
     read is printed before anything is paid (`arzan train`, `arzan estimate`), so a misreading shows."""
-    import re
-
     if re.fullmatch(r"[1-9]\d{0,2}(,\d{3})+(\.\d+)?", text):  # 0,005 is a decimal
         return float(text.replace(",", ""))
     if re.fullmatch(r"\d+,\d+", text):
@@ -253,9 +251,9 @@ def merge(
 ) -> None:
     """Merge the LoRA adapter into the 16-bit base weights (never into 4-bit ones)."""
     from arzan.export import merge_adapter
+    from arzan.evaluation.session import sigterm_as_ctrl_c
     from arzan.runfolder import ledger_doc
 
-    from arzan.evaluation.session import sigterm_as_ctrl_c
 
     try:  # the run folder the merge bills, also when given its adapter/ folder
         from arzan.export import locate
@@ -278,7 +276,8 @@ def merge(
                           "and the minutes it ran are in the run's cost.json (a run folder's)", highlight=False, markup=False)
         raise typer.Exit(130)
     console.print(f"merged model: {path}", highlight=False)
-    billed = ledger_doc(billed_run).get("sessions") or []
+    after = ledger_doc(billed_run)
+    billed = after.get("sessions") or []
     if len(billed) > sessions:  # a run folder's merge is a session of its bill
         from arzan.numbers import kzt
 
@@ -288,7 +287,7 @@ def merge(
                           f"session {s['index']} of {where}", highlight=False)
         else:
             console.print(f"billed {kzt(s['money']['kzt'])} ₸ for {s['billed_seconds']:,.0f} s as session "
-                          f"{s['index']} of {where} (total now {kzt(ledger_doc(billed_run)['money']['kzt'])} ₸)",
+                          f"{s['index']} of {where} (total now {kzt(after['money']['kzt'])} ₸)",
                           highlight=False)
 
 

@@ -151,7 +151,7 @@ def _check_flash_attention(impl: str | None) -> None:
         raise ArzanError(f"model.attn_implementation: {impl} needs the {package} package (or `kernels`), not "
                          "installed here; pip install it, or set attn_implementation: sdpa")
     if torch.cuda.get_device_capability()[0] < 8:
-        raise ArzanError(f"model.attn_implementation: {impl} needs compute capability 8+; {_gpu_name()[5:]} "
+        raise ArzanError(f"model.attn_implementation: {impl} needs compute capability 8+; {_gpu_name()} "
                          "is older: set attn_implementation: sdpa")
 
 
@@ -230,8 +230,8 @@ def _torch_dtype(requested: str, on_cuda: bool) -> Any:
         if not on_cuda and requested != "float32":
             raise ArzanError(f"model.dtype: '{requested}' training needs a GPU; on a CPU use float32 or auto")
         if requested == "bfloat16" and not native_bf16():
-            raise ArzanError(f"model.dtype: bfloat16 needs a GPU with bf16 in hardware (A100, L4, H100); {_gpu_name()} "
-                             "emulates it far slower than fp16: use float16 or auto")
+            raise ArzanError("model.dtype: bfloat16 needs a GPU with bf16 in hardware (A100, L4, H100); "
+                             f"this {_gpu_name()} emulates it far slower than fp16: use float16 or auto")
         return getattr(torch, requested)
     return gpu_dtype() if on_cuda else torch.float32
 
@@ -240,7 +240,7 @@ def _gpu_name() -> str:
     import torch
 
     major, minor = torch.cuda.get_device_capability()
-    return f"this {torch.cuda.get_device_name()} (compute capability {major}.{minor})"
+    return f"{torch.cuda.get_device_name()} (compute capability {major}.{minor})"
 
 
 def _check_precision(recipe: Recipe) -> None:
@@ -252,7 +252,7 @@ def _check_precision(recipe: Recipe) -> None:
     if bf16 and fp16:
         raise ArzanError("train.bf16 and train.fp16: both true; set one (or neither: arzan follows model.dtype)")
     if bf16 and not native_bf16():
-        raise ArzanError(f"train.bf16: true needs a GPU with bf16 in hardware; {_gpu_name()} has none: remove it "
+        raise ArzanError(f"train.bf16: true needs a GPU with bf16 in hardware; this {_gpu_name()} has none: remove it "
                          "(arzan trains in fp16 there) or set fp16: true")
     if (bf16 and loaded == "float16") or (fp16 and loaded == "bfloat16"):
         raise ArzanError(f"train.{'bf16' if bf16 else 'fp16'}: true contradicts the {loaded} weights "

@@ -271,10 +271,10 @@ def _resumes_from(folder: RunFolder) -> str:
 
 def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str) -> str | None:
     """lm-eval and the merged model: work on the saved adapter, each one redoable on its own.
-    Returns why the evaluation failed, if it did (the merge still runs)."""
+    Returns what failed and how to redo it, if either did (a failed eval does not stop the merge)."""
     from arzan import runtime
 
-    failed = None
+    failed = []
     if recipe.eval.tasks:
         stopper.phase = "the evaluation after training"
         meter.check_cap(0.0, "the evaluation after training")  # before lm-eval loads the model, a paid minute
@@ -282,8 +282,8 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
             try:
                 runtime.evaluate_after_training(recipe, folder, meter)
             except ArzanError as exc:  # the training is complete and saved: the run is finished, not failed
-                failed = (f"training finished; the evaluation after it failed ({exc}); "
-                          f"{runtime.redo_hint('the evaluation after training', folder.root, recipe)}")
+                failed.append(f"the evaluation after it failed ({exc}); "
+                              f"{runtime.redo_hint('the evaluation after training', folder.root, recipe)}")
     if recipe.output.save_merged:
         stopper.phase = "the merge"
         meter.check_cap(0.0, "the merge")  # not cut half-way: half a merged model is worth nothing
@@ -294,9 +294,9 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
                 merge_adapter(folder.root, folder.merged, dtype=training_merge_dtype(device),
                               bill=False)  # the meter times it as this session's save phase
             except ArzanError as exc:  # the adapter is saved: the run is finished, its merge redoable
-                failed = "; ".join(x for x in (failed, f"training finished; the merge after it failed ({exc}); "
-                                               f"{runtime.redo_hint('the merge', folder.root, recipe)}") if x)
-    return failed
+                failed.append(f"the merge after it failed ({exc}); "
+                              f"{runtime.redo_hint('the merge', folder.root, recipe)}")
+    return "training finished; " + "; ".join(failed) if failed else None
 
 
 def train_from_recipe(path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:

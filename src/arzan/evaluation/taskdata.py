@@ -118,10 +118,8 @@ def local_path(local_file: str | None, data_dir: str | os.PathLike | None,
     p = Path(local_file).expanduser()
     if p.is_absolute():
         return p
-    if config_source:  # beside the YAML, or beside the file a link in suites.shallow points to
-        for beside in dict.fromkeys((Path(config_source).parent, Path(config_source).resolve().parent)):
-            if (beside / p).is_file():
-                return beside / p
+    if config_source and (Path(config_source).parent / p).is_file():  # load() resolves suites.shallow's links
+        return Path(config_source).parent / p
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
     if data_dir and (Path(data_dir) / p).is_file():
         return Path(data_dir) / p
