@@ -975,3 +975,48 @@ def test_a_resume_refuses_data_changed_since_the_run_started(tmp_path, write_rec
     assert (run / "cost.json").read_text() == ledger_before
     data.write_bytes(whole)
     assert train(load_recipe(path), out=run, mode="resume").status == "finished"
+
+
+def test_a_merge_made_between_sessions_is_kept_aside_once_the_resume_replaces_its_adapter(tmp_path, write_recipe):
+    """merged/ must be the run's adapter merged: a resume that trains on moves the earlier one aside
+    (paid for, never deleted), and save_merged makes the new one."""
+    from safetensors.torch import load_file
+
+    from arzan.export import merge_adapter
+
+    step_kzt = STEP_SECONDS / 3600 * 1.0 * 500
+    path = _short_recipe(write_recipe, budget={"max_kzt": 2.5 * step_kzt}, output={"save_merged": True})
+    clock = StepClock()
+    run = tmp_path / "run"
+    assert train(load_recipe(path), out=run, clock=clock, callbacks=[clock]).status == "stopped_budget"
+    assert not (run / "merged").exists()  # a budget stop merges nothing
+    merge_adapter(run)  # the user's own merge of the step-2 adapter
+    early = load_file(run / "merged" / "model.safetensors")
+    clock2 = StepClock()
+    done = train(load_recipe(path), out=run, mode="resume", budget=BudgetSection(max_kzt=10 * step_kzt),
+                 clock=clock2, callbacks=[clock2])
+    assert done.status == "finished" and done.ledger["progress"]["step"] == 4
+    [aside] = run.glob("merged.replaced-*")
+    kept = load_file(aside / "model.safetensors")
+    assert kept.keys() == early.keys() and all((kept[k] == early[k]).all() for k in kept)
+    fresh = load_file(run / "merged" / "model.safetensors")
+    assert any(not (fresh[k] == early[k]).all() for k in fresh)  # merged from the step-4 adapter
+
+
+def test_a_merge_of_the_final_adapter_stays_when_the_resume_only_redoes_the_work_after_training(
+        tmp_path, write_recipe, monkeypatch):
+    from arzan import runtime
+    from arzan.export import merge_adapter
+
+    path = _short_recipe(write_recipe, eval={"generation_check": True})
+    real = runtime.check_generation
+    monkeypatch.setattr(runtime, "check_generation", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("OOM")))
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="OOM"):
+        train(load_recipe(path), out=run)
+    merge_adapter(run)
+    before = (run / "merged" / "model.safetensors").read_bytes()
+    monkeypatch.setattr(runtime, "check_generation", real)
+    assert train(load_recipe(path), out=run, mode="resume").status == "finished"
+    assert (run / "merged" / "model.safetensors").read_bytes() == before
+    assert not list(run.glob("merged.replaced-*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -48,3 +49,16 @@ def replace_dir(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     os.replace(partial, path)
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def sha256(path: str | os.PathLike) -> str | None:
+    """The file's digest, or None where there is no file: pins local weights, for which a Hub
+    revision means nothing."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -121,6 +121,28 @@ def _aside_name(path: Path) -> Path:
     return aside
 
 
+def retire_earlier_merge(folder: RunFolder, merged_from: str | None) -> Path | None:
+    """Move `merged/` aside once the adapter it was merged from is replaced (a resume trained on),
+    so that the folder never offers a merged model that is not its adapter; `merged_from` is the
+    adapter's digest taken before the save. Kept, never deleted: it was paid for.
+
+    The training's own `output.save_merged` then makes a new one; `arzan merge` does otherwise."""
+    from arzan.fileio import sha256
+
+    if not folder.merged.exists() or sha256(folder.adapter / "adapter_model.safetensors") == merged_from:
+        return None
+    aside = _aside_name(folder.merged)
+    folder.merged.rename(aside)
+    return aside
+
+
+def adapter_digest_if_merged(folder: RunFolder) -> str | None:
+    """The adapter's digest where a `merged/` was made from it, else None (no GB hashed for nothing)."""
+    from arzan.fileio import sha256
+
+    return sha256(folder.adapter / "adapter_model.safetensors") if folder.merged.exists() else None
+
+
 def check_run_folder(path: Path, mode: str) -> bool:
     """Refuse what `open_run_folder` would refuse, without touching anything; True if occupied.
 

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from arzan.errors import ArzanError, first_line
 from arzan.fileio import replace_dir
 from arzan.recipe import BudgetSection, Recipe, load_recipe
-from arzan.runfolder import RunFolder, check_run_folder, check_writable, open_run_folder
+from arzan.runfolder import (RunFolder, adapter_digest_if_merged, check_run_folder, check_writable, open_run_folder,
+                             retire_earlier_merge)
 
 
 @dataclass
@@ -191,7 +192,11 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                     trainer.model.save_pretrained(where)
                     tokenizer.save_pretrained(where)
 
+                merged_from = adapter_digest_if_merged(folder)  # an `arzan merge` between sessions
                 replace_dir(folder.adapter, save)  # a kill mid-save leaves the adapter a budget stop saved
+                if (aside := retire_earlier_merge(folder, merged_from)) is not None and console is not None:
+                    console.print(f"note: merged/ held an earlier adapter merged; kept as {aside.name}",
+                                  style="yellow", highlight=False, markup=False)
         after = runtime.skipped_after_training(meter, stopper, recipe, folder.root)  # a signal after the last step
         stopped_early = stopper.received is not None or meter.ledger.budget.stop_reason is not None
         if not stopped_early:  # a preempted machine has seconds left, a capped budget nothing

@@ -102,7 +102,7 @@ def merge_with_previous(old: dict | None, new: dict) -> dict:
 def earlier_adapter(doc: Any, folder: Path) -> bool:
     """eval.json scored an adapter the folder no longer holds: a resume trained on and saved a new
     one. Its scores are kept (they were paid for) but must not stand for the run as it is now."""
-    from arzan.evaluation.targets import sha256
+    from arzan.fileio import sha256
 
     model = doc.get("model") if isinstance(doc, dict) else None
     scored = model.get("adapter_sha256") if isinstance(model, dict) else None

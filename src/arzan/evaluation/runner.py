@@ -29,8 +29,9 @@ from arzan.evaluation.results import (
     write_json_atomic,
 )
 from arzan.evaluation.session import EvalInterrupted, bill, interrupted, sigterm_as_ctrl_c, signals_held
-from arzan.evaluation.targets import Target, resolve_target, sha256
+from arzan.evaluation.targets import Target, resolve_target
 from arzan.evaluation.taskdata import DATA_DIR_ENV
+from arzan.fileio import sha256
 from arzan.runfolder import check_writable, eval_in_progress, evaluating
 
 EVAL_FILE = "eval.json"

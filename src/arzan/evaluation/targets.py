@@ -7,7 +7,6 @@ the bill lives, so the scores belong next to it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -115,12 +114,3 @@ def eval_command(target: str | Path, tasks: str | list[str], limit: int | None =
     return " ".join(parts + (["--load-in-4bit"] if four_bit else []))
 
 
-def sha256(path: Path) -> str | None:
-    """Pins local weights, for which a Hub revision means nothing."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
