@@ -137,6 +137,18 @@ def test_mixing_sources_with_sampling_and_eval_fraction(tmp_path, tiny_tokenizer
     assert all(s.fingerprint.startswith("sha256:") for s in data.sources)
 
 
+def test_a_sample_of_more_rows_than_the_source_has_is_refused_and_one_means_all(tmp_path, tiny_tokenizer):
+    a = tmp_path / "a.jsonl"
+    a.write_text("".join(json.dumps({"instruction": f"{i} санын жаз", "output": str(i)}) + "\n" for i in range(12)))
+    with pytest.raises(ArzanError, match=r"a\.jsonl: sample 13 rows, but it has 12; ask for at most 12"):
+        prepare_data(DataSection(sources=[{"path": str(a), "format": "alpaca", "sample": 13}]),
+                     tiny_tokenizer, 256, tmp_path)
+    for whole in (12, 1):  # every row asked for by number, and the fraction 1
+        data = prepare_data(DataSection(sources=[{"path": str(a), "format": "alpaca", "sample": whole}],
+                                        eval_fraction=0), tiny_tokenizer, 256, tmp_path)
+        assert [s.rows_used for s in data.sources] == [12]
+
+
 def test_all_labels_masked_is_an_error(tmp_path, tiny_tokenizer):
     rows = [{"instruction": "ұзақ сұрақ " * 50, "output": "жауап"}]
     with pytest.raises(ArzanError, match="every label is masked"):

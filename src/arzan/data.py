@@ -357,11 +357,16 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
     return out
 
 
-def _sample(ds: Dataset, sample: float | None, seed: int) -> Dataset:
+def _sample(ds: Dataset, sample: float | None, seed: int, label: str) -> Dataset:
+    """A fraction, or a number of rows; more rows than there are is refused, not quietly all of them,
+    since a mix given in rows per source would then not be the mix asked for."""
     if sample is None or sample == 1:
         return ds
     n = int(sample) if sample > 1 else max(1, round(len(ds) * sample))
-    return ds.shuffle(seed=seed).select(range(min(n, len(ds))))
+    if n > len(ds):
+        raise ArzanError(f"{label}: sample {n} rows, but it has {len(ds)}; ask for at most {len(ds)}, "
+                         "or a fraction (1 = all of them)")
+    return ds.shuffle(seed=seed).select(range(n))
 
 
 def load_sources(sources: list[DataSource], section: DataSection, base_dir: Path) -> tuple[Dataset, list[SourceInfo]]:
@@ -371,7 +376,7 @@ def load_sources(sources: list[DataSource], section: DataSection, base_dir: Path
         raw, label, digest = _load_source(src, base_dir)
         if len(raw) == 0:
             raise ArzanError(f"{label}: the dataset is empty")
-        norm = _sample(_normalise(raw, src, label, section.system_prompt), src.sample, section.seed)
+        norm = _sample(_normalise(raw, src, label, section.system_prompt), src.sample, section.seed, label)
         parts.append(norm)
         infos.append(SourceInfo(label, src.format, len(raw), len(norm), digest, src.license))
     mixed = concatenate_datasets(parts) if len(parts) > 1 else parts[0]

@@ -95,7 +95,7 @@ class DataSource(_Strict):
     @classmethod
     def _sample_kind(cls, v: float | None) -> float | None:
         if v is not None and v > 1 and v != int(v):
-            raise ValueError("sample is a fraction in (0, 1] or a whole number of rows")
+            raise ValueError("sample is a fraction in (0, 1] (1 = every row) or a whole number of rows")
         return v
 
 
