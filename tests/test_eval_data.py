@@ -54,6 +54,13 @@ def test_answer_must_be_an_integer_index(tmp_path):
         validate_file(f, "mc")
 
 
+def test_a_quiz_row_with_two_equal_options_is_refused(tmp_path):
+    """Scored by likelihood, equal options tie: the row could never tell right from wrong."""
+    f = write_jsonl(tmp_path / "quiz.jsonl", [GOOD, {**GOOD, "choices": ["Астана", "Алматы", " Астана"], "answer": 0}])
+    with pytest.raises(ArzanError, match=r"quiz\.jsonl: line 2: choices 0 and 2 are the same text 'Астана'"):
+        validate_file(f, "mc")
+
+
 def test_unreadable_files(tmp_path):
     with pytest.raises(ArzanError, match="file not found"):
         validate_file(tmp_path / "nope.jsonl")

@@ -101,6 +101,11 @@ def _user_mc(r: dict) -> dict:
         raise ValueError("'choices' must be a list of non-empty strings")
     if not isinstance(r["answer"], int) or isinstance(r["answer"], bool):
         raise ValueError(f"'answer' must be a 0-based integer index, got {r['answer']!r}")
+    seen: dict[str, int] = {}
+    for i, c in enumerate(c.strip() for c in ch):
+        if c in seen:  # scored by likelihood, equal options score equal: the answer is a coin toss
+            raise ValueError(f"choices {seen[c]} and {i} are the same text {c!r}; each option must differ")
+        seen[c] = i
     return _mc(r["question"], [c.strip() for c in ch], _index(r["answer"], len(ch), base=0),
                context=_text(r.get("context") or ""))
 
