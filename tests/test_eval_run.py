@@ -267,13 +267,16 @@ def _readme_quiz(where: Path) -> tuple[Path, str]:
     return where / "my_quiz.yaml", jsonl
 
 
-def test_readme_example_of_an_own_multiple_choice_set_runs(tmp_path):
-    """The README's JSONL and task YAML, byte for byte, through the real lm-eval on the tiny model."""
+def test_readme_example_of_an_own_multiple_choice_set_runs(tmp_path, monkeypatch, capfd):
+    """The README's JSONL and task YAML, byte for byte, through the real lm-eval on the tiny model,
+    from a folder outside any git repository (lm-eval's git probe printed `fatal: ...` there)."""
     task, jsonl = _readme_quiz(tmp_path)
+    monkeypatch.chdir(tmp_path)
     doc = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "out")
     scores = doc["tasks"]["my_kk_quiz"]
     assert scores["n"] == len(jsonl.strip().splitlines()) == 3
     assert 0.0 <= scores["acc"] <= 1.0
+    assert "not a git repository" not in capfd.readouterr().err
 
 
 def _billed_run(run_dir: Path, where: Path, usd_per_gpu_hour: float = 3.6) -> Path:

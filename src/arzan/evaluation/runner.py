@@ -317,7 +317,7 @@ def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, 
     if guard is not None:  # every loglikelihood and generation batch passes one of these two
         for name in ("_model_call", "_model_generate"):
             setattr(lm, name, guard(getattr(lm, name)))
-    with _cut_contexts_counted() as cut:
+    with _cut_contexts_counted() as cut, _no_git_probe():
         results = simple_evaluate(model=lm, tasks=plan.tasks, task_manager=tm, limit=limit,
                                   num_fewshot=num_fewshot, log_samples=False)
     cfg = results.get("config", {})
@@ -352,6 +352,24 @@ def _cut_contexts_counted() -> Iterator[_CutCounter]:
         yield counter
     finally:
         log.removeFilter(counter)
+
+
+@contextmanager
+def _no_git_probe() -> Iterator[None]:
+    """simple_evaluate records `git describe` of the current folder (the user's, not lm-eval's or
+    ours) and, outside a repository, lets git print `fatal: not a git repository` in the middle of
+    the eval's output, which reads like an error. eval.json pins versions without it."""
+    import lm_eval.evaluator as evaluator
+
+    probe = getattr(evaluator, "get_git_commit_hash", None)
+    if probe is None:  # another lm-eval: nothing to quieten
+        yield
+        return
+    evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = probe
 
 
 def past_cap_note(ledger: dict | None) -> str | None:
