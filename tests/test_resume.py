@@ -57,6 +57,7 @@ def test_budget_stop_at_the_right_step_saves_adapter_and_ledger(tmp_path, write_
     assert head == f"arzan train --resume {tmp_path / 'run'}"
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "run" / "checkpoints" / f"checkpoint-{expected_step}" / "arzan_ledger.json").is_file()
+    assert not (tmp_path / "run" / "checkpoints" / "README.md").exists()  # TRL's card without the bill
 
     # resuming under the same cap would pay for a setup and not one step: refused, nothing written
     before = (tmp_path / "run" / "cost.json").read_text()

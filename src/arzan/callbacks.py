@@ -69,6 +69,11 @@ def metered_trainer_class() -> type:
                 self._save_checkpoint(model, trial)
                 self.control = self.callback_handler.on_save(self.args, self.state, self.control)
 
+        def create_model_card(self, *args, **kwargs):
+            # TRL writes its generic card into checkpoints/ at every save: "a fine-tuned version of
+            # [None]" for a local base, and not a word of the bill. The run's card is adapter/README.md.
+            return None
+
         def _save_checkpoint(self, model, trial):
             # A stop right after a save, or right after resuming, asks for the same step again; the
             # Trainer would rewrite that checkpoint in place, and a kill half-way through would break
