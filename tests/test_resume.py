@@ -15,7 +15,7 @@ import yaml
 from transformers import TrainerCallback
 
 from arzan.cli import parse_budget
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, Failed
 from arzan.recipe import BudgetSection, load_recipe
 from arzan.train import train
 from tests.conftest import REPO, base_recipe
@@ -349,10 +349,16 @@ def test_steps_after_the_last_checkpoint_are_paid_once_and_their_tokens_counted_
     path = write_recipe(base_recipe(train=section, cost={"usd_per_gpu_hour": 1.5, "usd_kzt": 500},
                                     eval={"generation_check": False}))
     clock = StepClock()
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(Failed) as failed:
         train(load_recipe(path), out=tmp_path / "run", clock=clock, callbacks=[clock, CrashAt(5)])
     crashed = json.loads((tmp_path / "run" / "cost.json").read_text())
     assert crashed["status"] == "failed" and crashed["progress"]["step"] == 5
+    message, log = str(failed.value), tmp_path / "run" / "error.log"
+    assert "\n" not in message and message.startswith("the run failed at step 5 (RuntimeError: simulated crash);")
+    assert message.endswith(f"the traceback is in {log}; arzan train --resume {tmp_path / 'run'} continues from "
+                            "checkpoint-4")
+    assert "Traceback (most recent call last)" in log.read_text() and "simulated crash" in log.read_text()
+    assert isinstance(failed.value.__cause__, RuntimeError)  # the Python API keeps the library's error
     clock2 = StepClock()
     resumed = train(load_recipe(path), out=tmp_path / "run", mode="resume", clock=clock2, callbacks=[clock2])
     clock3 = StepClock()
@@ -481,7 +487,7 @@ def test_resuming_a_run_whose_training_is_complete_trains_no_extra_step(tmp_path
 
     monkeypatch.setattr(runtime, "check_generation", crash)
     clock = StepClock()
-    with pytest.raises(RuntimeError, match="out of memory"):
+    with pytest.raises(Failed, match="out of memory in the generation check.*; lower train.per_device_train"):
         train(load_recipe(path), out=tmp_path / "run", clock=clock, callbacks=[clock])
     first = json.loads((tmp_path / "run" / "cost.json").read_text())
     assert first["status"] == "failed" and first["progress"]["step"] == 4
@@ -1013,7 +1019,7 @@ def test_a_merge_of_the_final_adapter_stays_when_the_resume_only_redoes_the_work
     real = runtime.check_generation
     monkeypatch.setattr(runtime, "check_generation", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("OOM")))
     run = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="OOM"):
+    with pytest.raises(Failed, match="OOM"):
         train(load_recipe(path), out=run)
     merge_adapter(run)
     before = (run / "merged" / "model.safetensors").read_bytes()

@@ -638,14 +638,22 @@ def test_an_evaluation_that_fails_after_training_leaves_a_finished_run(tmp_path,
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_a_merge_that_fails_after_training_leaves_a_finished_run(tmp_path, write_recipe, monkeypatch):
+@pytest.mark.parametrize("error,said", [
+    ("arzan", "(runs/x/merged.partial: exists"),
+    ("oom", "(OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB)"),  # a library's: not a failed run
+])
+def test_a_merge_that_fails_after_training_leaves_a_finished_run(tmp_path, write_recipe, monkeypatch, error, said):
+    import torch
+
     import arzan.export
     from arzan.errors import ArzanError
     from arzan.recipe import load_recipe
     from arzan.train import train
 
     def fails(*args, **kwargs):
-        raise ArzanError("runs/x/merged.partial: exists and is not an unfinished arzan merge")
+        if error == "arzan":
+            raise ArzanError("runs/x/merged.partial: exists and is not an unfinished arzan merge")
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(arzan.export, "merge_adapter", fails)
     path = write_recipe(base_recipe(train={"max_steps": 2, "logging_steps": 1, "save_steps": 2},
@@ -653,5 +661,26 @@ def test_a_merge_that_fails_after_training_leaves_a_finished_run(tmp_path, write
     result = train(load_recipe(path), out=tmp_path / "run")
     led = json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))
     assert result.status == led["status"] == "finished"
-    assert led["status_reason"].startswith("training finished; the merge after it failed (runs/x/merged.partial")
+    assert led["status_reason"].startswith(f"training finished; the merge after it failed {said}")
     assert f"merge it with: arzan merge {tmp_path / 'run'}" in led["status_reason"]
+
+
+def test_a_library_failure_mid_run_is_one_line_exit_1_with_the_traceback_kept(tmp_path, write_recipe, monkeypatch):
+    """A CUDA OOM is not input to fix line by line nor a bug to read a traceback for: exit 1, one
+    line with what to change, the ledger closed as failed and the traceback in error.log."""
+    import torch
+
+    from arzan import runtime
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(runtime, "check_generation", oom)
+    path = write_recipe(base_recipe(train={"max_steps": 2, "logging_steps": 1, "save_steps": 2}))
+    result = cli("train", str(path), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error: the run failed at step 2 (OutOfMemoryError: CUDA out of memory" in " ".join(result.output.split())
+    assert "per_device_train_batch_size" in result.output and "checkpoint-2" in result.output
+    assert json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))["status"] == "failed"
+    assert "OutOfMemoryError" in (tmp_path / "run" / "error.log").read_text("utf-8")
+

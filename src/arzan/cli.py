@@ -75,7 +75,7 @@ def _fail(exc: ArzanError, recipe_file: Path | None = None) -> None:
 
     # escaped: a message quoting `[q_proj` or a list must print as written, not as rich markup
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(exc.exit_code)
 
 
 def _version(value: bool) -> None:

@@ -2,11 +2,30 @@
 
 The CLI prints an ArzanError as one line and exits 2; anything else is a bug and keeps its
 traceback. Messages name the file, field or row at fault and what would be accepted.
+
+One exception to "anything else": a library's failure once paid work has begun (a CUDA out of
+memory mid-training or mid-eval) is not input to fix in the recipe line by line, nor a bug to read a
+traceback for. It becomes a `Failed` (exit 1): one line saying what was kept and billed, with the
+traceback saved in the run folder's error.log for whoever debugs it.
 """
 
 
 class ArzanError(Exception):
     """A user-fixable problem: bad recipe, missing file, unknown GPU, refused overwrite."""
+
+    exit_code = 2
+
+
+class Failed(ArzanError):
+    """Paid work that broke part-way: its time is in the ledger, its message says what is kept."""
+
+    exit_code = 1
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError, or the RuntimeError other code paths raise with the same words."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return "outofmemory" in text or "out of memory" in text
 
 
 def first_line(exc: BaseException) -> str:

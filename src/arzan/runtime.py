@@ -14,6 +14,7 @@ from typing import Any, Callable
 from arzan.billing import price_for
 from arzan.cost.ledger import ModelInfo, detect_hardware, new_ledger, read_ledger
 from arzan.cost.meter import CostMeter
+from arzan.errors import Failed, first_line, out_of_memory
 from arzan.recipe import Recipe
 from arzan.resume import rewound
 from arzan.runfolder import RunFolder
@@ -110,6 +111,38 @@ def redo_hint(where: str, run_dir: Path, recipe: Recipe) -> str:
 
         return "score it with: " + eval_command(run_dir, recipe.eval_tasks(), recipe.eval.limit, recipe.eval_data_dir())
     return f"the adapter is saved in {run_dir / 'adapter'}"
+
+
+ERROR_LOG = "error.log"
+OOM_FIX = ("lower train.per_device_train_batch_size (raise gradient_accumulation_steps to keep the batch) or "
+           "train.max_length, or set train.gradient_checkpointing: true; `arzan estimate` marks the GPUs it fits on")
+
+
+def training_failed(folder: RunFolder, exc: BaseException, step: int) -> Failed:
+    """What a training that broke part-way tells its user in one line: what broke, what is kept,
+    where the traceback went (appended to error.log: an earlier session's is never overwritten) and
+    how to go on. The ledger is closed with status failed by the caller."""
+    import traceback
+
+    from arzan.cost.ledger import utcnow
+
+    log = folder.root / ERROR_LOG
+    try:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"--- {utcnow().isoformat()} at step {step}\n" + "".join(traceback.format_exception(exc)))
+        saved = f"the traceback is in {log}"
+    except OSError as err:
+        saved = f"the traceback could not be saved ({err.strerror or type(err).__name__})"
+    ckpt = folder.last_checkpoint()
+    if ckpt is None:
+        then = "no checkpoint was saved, so fix it and start again with --overwrite (this folder is kept aside)"
+    else:
+        then = f"arzan train --resume {folder.root} continues from {ckpt.name}"
+        if out_of_memory(exc):
+            then += " on a GPU with more memory (a resume keeps the recipe), or start again with --overwrite"
+    fix = f"; {OOM_FIX}" if out_of_memory(exc) else ""
+    return Failed(f"the run failed at step {step} ({type(exc).__name__}: {first_line(exc)}){fix}; the ledger "
+                  f"{folder.ledger} (status failed) and what was saved are kept; {saved}; {then}")
 
 
 def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, reason: str | None) -> dict[str, Any]:

@@ -222,9 +222,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     except KeyboardInterrupt:
         status, reason = "interrupted", f"interrupted by a second signal; {_resumes_from(folder)}"
         raise
-    except Exception as exc:
+    except Exception as exc:  # a CUDA OOM, a library's error: one line, the traceback in error.log
         reason = f"{type(exc).__name__}: {first_line(exc)}"
-        raise
+        raise runtime.training_failed(folder, exc, meter.ledger.progress.step) from exc
     finally:
         with stopper.protect("closing the ledger"):  # a signal now waits for the ledger and the card
             ledger = runtime.finish(meter, folder, recipe, status, reason)
@@ -278,6 +278,7 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
     """lm-eval and the merged model: work on the saved adapter, each one redoable on its own.
     Returns what failed and how to redo it, if either did (a failed eval does not stop the merge)."""
     from arzan import runtime
+    from arzan.cost.meter import BudgetCut
 
     failed = []
     if recipe.eval.tasks:
@@ -286,8 +287,10 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
         with meter.phase("eval"):
             try:
                 runtime.evaluate_after_training(recipe, folder, meter)
-            except ArzanError as exc:  # the training is complete and saved: the run is finished, not failed
-                failed.append(f"the evaluation after it failed ({exc}); "
+            except BudgetCut:
+                raise
+            except Exception as exc:  # an OOM too: the training is complete and saved, so the run is finished
+                failed.append(f"the evaluation after it failed ({_why(exc)}); "
                               f"{runtime.redo_hint('the evaluation after training', folder.root, recipe)}")
     if recipe.output.save_merged:
         stopper.phase = "the merge"
@@ -298,10 +301,15 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
             try:
                 merge_adapter(folder.root, folder.merged, dtype=training_merge_dtype(device),
                               bill=False)  # the meter times it as this session's save phase
-            except ArzanError as exc:  # the adapter is saved: the run is finished, its merge redoable
-                failed.append(f"the merge after it failed ({exc}); "
+            except Exception as exc:  # the adapter is saved: the run is finished, its merge redoable
+                failed.append(f"the merge after it failed ({_why(exc)}); "
                               f"{runtime.redo_hint('the merge', folder.root, recipe)}")
     return "training finished; " + "; ".join(failed) if failed else None
+
+
+def _why(exc: Exception) -> str:
+    """Our own errors are one line already; a library's (an OOM) says its kind too."""
+    return str(exc) if isinstance(exc, ArzanError) else f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def train_from_recipe(path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:

@@ -28,7 +28,7 @@ from arzan.evaluation.results import (
     read_previous,
     write_json_atomic,
 )
-from arzan.evaluation.session import EvalInterrupted, bill, interrupted, sigterm_as_ctrl_c, signals_held
+from arzan.evaluation.session import EvalInterrupted, bill, failed, interrupted, sigterm_as_ctrl_c, signals_held
 from arzan.evaluation.targets import Target, resolve_target
 from arzan.evaluation.taskdata import DATA_DIR_ENV
 from arzan.fileio import sha256
@@ -102,6 +102,10 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
             if not update_ledger:  # the caller (a training) owns the ledger and its signals
                 raise
             raise interrupted(tgt.out_dir, time.monotonic() - started, device, began, billed) from None
+        except Exception as exc:  # a training's caller owns its ledger and its cap's BudgetCut
+            if isinstance(exc, ArzanError) or not update_ledger:
+                raise
+            raise failed(tgt.out_dir, exc, time.monotonic() - started, device, began, billed) from exc
         note = None
         with signals_held() as got:  # the scores, their bill and the card: all three or none
             write_json_atomic(tgt.out_dir / EVAL_FILE, doc)

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from arzan.errors import first_line
+from arzan.errors import Failed, first_line, out_of_memory
 
 LEDGER_FILE = "cost.json"
 
@@ -160,3 +160,23 @@ def interrupted(run_dir: Path, seconds: float, device: str, started_at: datetime
     return EvalInterrupted(f"{head}; its {seconds:.1f} s ({kzt(s['money']['kzt'])} ₸) are in "
                            f"{run_dir / LEDGER_FILE} as session {s['index']}, status interrupted"
                            + (f"; {note}" if note else ""))
+
+
+def failed(run_dir: Path, exc: Exception, seconds: float, device: str, started_at: datetime,
+           billed: bool) -> Failed:
+    """An evaluation that broke after it began paying (a CUDA OOM, an lm-eval error): its minutes go
+    into the ledger as a failed session, as a merge's do, and the user gets one line, not lm-eval's
+    traceback. Out of memory names the knob that helps."""
+    from arzan.reporting.table import kzt
+
+    why = f"{type(exc).__name__}: {first_line(exc)}"
+    hint = ("; try a smaller --batch-size (auto on a GPU picks the largest that fits the first batches)"
+            if out_of_memory(exc) else "")
+    head = f"the evaluation failed after {seconds:.1f} s ({why}){hint}"
+    if not billed:
+        return Failed(head)
+    with signals_held():
+        ledger, note = bill(run_dir, None, seconds, device, started_at, status="failed")
+    s = ledger["sessions"][-1]
+    return Failed(f"{head}; its time ({kzt(s['money']['kzt'])} ₸) is in {run_dir / LEDGER_FILE} as session "
+                      f"{s['index']}, status failed" + (f"; {note}" if note else ""))
