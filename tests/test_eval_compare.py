@@ -413,3 +413,20 @@ def test_points_gained_are_priced_at_the_training_bill_not_later_evals(tmp_path)
                                                "sessions": [trained, scored]}))
     tuned = next(r for r in compare([base, run], references=False) if r["model"] == "lora")
     assert tuned["kzt"] == 5000.0 and tuned["kzt_per_point_gained"] == pytest.approx(4000.0 / 10.0)
+
+
+def test_points_are_priced_at_the_training_without_the_scoring_inside_its_session():
+    """The recipe's own lm-eval runs in the training session's eval phase; a later `arzan eval` is a
+    session of its own. Either way the scoring is left out, each session at its own price."""
+    from arzan.reporting.runs import training_kzt
+
+    def session(kzt, billed, **phases):
+        return {"money": {"kzt": kzt}, "billed_seconds": billed, "phases": phases, "tokens": {"trained": 0}}
+
+    scored_inside = {"money": {"kzt": 1000.0}, "sessions": [session(1000.0, 100.0, setup=10, train=80, eval=10)]}
+    scored_later = {"money": {"kzt": 1400.0}, "sessions": [session(900.0, 90.0, setup=10, train=80),
+                                                           session(500.0, 50.0, eval=50)]}
+    assert training_kzt(scored_inside) == pytest.approx(900.0) == training_kzt(scored_later)
+    resumed = {"money": {"kzt": 0}, "sessions": [session(500.0, 100.0, setup=10, train=90),  # 5 ₸/s
+                                                 session(600.0, 40.0, setup=10, train=20, eval=10)]}  # 15 ₸/s
+    assert training_kzt(resumed) == pytest.approx(500.0 + 450.0)

@@ -311,7 +311,7 @@ def _legend(rows: list[dict]) -> list[str]:
     if gained:
         bases = ", ".join(dict.fromkeys(r["base_model"] for r in gained))
         lines.append(f"vs base: points above the base model ({bases}) on the same items, ± both standard errors "
-                     f"combined. ₸/pt gained: the run's training bill (its later evals and merges left out) per "
+                     f"combined. ₸/pt gained: the run's training bill (its scoring and later merges left out) per "
                      f"point above the base, given only where the gain is over {NOISE_Z} × its ± (about 95% sure "
                      "it is not noise).")
     if any(r.get("stale") for r in rows):

@@ -142,16 +142,30 @@ def load_model_eval(path: Path) -> Run:
 
 def training_kzt(ledger: dict[str, Any]) -> float | None:
     """The bill of the sessions that trained: what making the fine-tune cost, without the evals
-    that measured it or the merge after it (those sessions only add eval or save time). The ₸ per
+    that measured it or a merge after it (those sessions only add eval or save time). The ₸ per
     point gained divides this, so a later eval does not raise the price of points already bought.
-    A ledger without sessions has only its total."""
+
+    A training session's own eval phase (the generation check, the recipe's lm-eval after the last
+    step) is measuring too and is left out at that session's price, so a run scored inside its
+    training and one scored by a later `arzan eval` buy their points at the same price. Evaluation
+    inside the training loop (eval_loss) is train time and stays in. A merge inside the session
+    shares the save phase with the adapter's own save and stays in. A ledger without sessions has
+    only its total."""
     sessions = ledger.get("sessions") if isinstance(ledger, dict) else None
     total = (ledger.get("money") or {}).get("kzt") if isinstance(ledger, dict) else None
     if not isinstance(sessions, list) or not sessions:
         return total
-    trained = [x for x in sessions if isinstance(x, dict) and (
-        any((x.get("phases") or {}).get(p) for p in ("setup", "data", "train")) or (x.get("tokens") or {}).get("trained"))]
-    return sum(float((x.get("money") or {}).get("kzt") or 0.0) for x in trained)
+    spent = 0.0
+    for x in sessions:
+        phases = (x.get("phases") or {}) if isinstance(x, dict) else {}
+        if not (any(phases.get(p) for p in ("setup", "data", "train")) or (x.get("tokens") or {}).get("trained")):
+            continue
+        kzt, billed = float((x.get("money") or {}).get("kzt") or 0.0), x.get("billed_seconds")
+        eval_s = phases.get("eval") or 0.0
+        if isinstance(billed, (int, float)) and billed > 0 and isinstance(eval_s, (int, float)):
+            kzt *= max(0.0, billed - eval_s) / billed  # the session's one price: money is seconds x rate
+        spent += kzt
+    return spent
 
 
 def check_ledger(ledger: Any, file: Path) -> None:

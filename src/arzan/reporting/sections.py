@@ -116,7 +116,7 @@ def scores_note(runs: list[Run], models: list[Run]) -> str:
                  + "; ".join(f"{m.label} ({m.path / 'eval.json'})" for m in models) + ".")
     if any(r.get("gain") is not None for r in table.score_gains(runs + models).values()):
         text += (" vs base: points above the base model on the same items, ± both standard errors combined;"
-                 f" ₸/pt gained: the run's training bill (later evals and merges left out) per point above its"
+                 f" ₸/pt gained: the run's training bill (its scoring and later merges left out) per point above its"
                  " base, given only where the gain is over"
                  f" {NOISE_Z} × its ± (about 95% sure it is not noise).")
     return text
