@@ -539,9 +539,27 @@ def test_cost_by_phase_adds_up_to_the_ledger_when_each_session_paid_its_overhead
 
     run = load_run(runs[0])
     run.ledger["billed_seconds"] = sum(run.ledger["phases"].values()) + 2 * run.ledger["price"]["overhead_s"]
+    run.ledger["sessions"] = []  # a ledger whose sessions do not add up: the total spread over the phases
     split = phase_split(run, in_money=True)  # two sessions, each charged the 180 s start-up once
     assert sum(split.values()) == pytest.approx(run.ledger["money"]["kzt"])
     assert split["overhead"] == pytest.approx(run.ledger["money"]["kzt"] * 360 / run.ledger["billed_seconds"])
+
+
+def test_cost_by_phase_prices_each_session_at_its_own_rate(runs):
+    """Trained 1 h at 500 ₸/h, resumed on a dearer GPU (1500 ₸/h) for 1 h more and 1 h of lm-eval,
+    each session with 3 min of start-up: train 2000 + its share, eval 1500, not the total spread."""
+    from arzan.reporting.plots import phase_split
+    from arzan.reporting.runs import load_run
+
+    run = load_run(runs[0])
+    run.ledger["sessions"] = [
+        {"phases": {"train": 3600.0}, "billed_seconds": 3780.0, "money": {"kzt": 500 * 3780 / 3600}},
+        {"phases": {"train": 3600.0, "eval": 3600.0}, "billed_seconds": 7380.0, "money": {"kzt": 1500 * 7380 / 3600}}]
+    run.ledger["money"]["kzt"] = 500 * 3780 / 3600 + 1500 * 7380 / 3600
+    split = phase_split(run, in_money=True)
+    assert split["train"] == pytest.approx(2000.0) and split["eval"] == pytest.approx(1500.0)
+    assert split["overhead"] == pytest.approx(500 * 180 / 3600 + 1500 * 180 / 3600)
+    assert sum(split.values()) == pytest.approx(run.ledger["money"]["kzt"])
 
 
 def test_a_diverged_run_is_named_instead_of_drawn_as_empty_axes(runs, tmp_path):

@@ -153,16 +153,32 @@ def throughput(runs: list[Run]) -> Plot:
     return Plot("throughput", caption, fig)
 
 
+def _split(phases: dict, billed: Any, money: Any) -> dict[str, float]:
+    """One bill shared by its phases in proportion to their seconds, the rest of billed time being
+    the provider's start-up overhead."""
+    seconds = {p: float(phases.get(p) or 0.0) for p in PHASES}
+    billed = float(billed or 0.0) or sum(seconds.values())
+    seconds["overhead"] = max(billed - sum(seconds.values()), 0.0)  # charged once per session, not once a run
+    if money is None:
+        return {p: s / 60 for p, s in seconds.items()}
+    return {p: (float(money) * s / billed if billed else 0.0) for p, s in seconds.items()}
+
+
 def phase_split(run: Run, in_money: bool) -> dict[str, float]:
-    """A phase's cost is its share of billed time times the ledger's total, so the bar adds up
-    to exactly the ₸ the ledger states (overhead included)."""
-    phases = {p: float(run.get(f"phases.{p}", 0.0)) for p in PHASES}
-    billed = float(run.get("billed_seconds", 0.0)) or sum(phases.values())
-    phases["overhead"] = max(billed - sum(phases.values()), 0.0)  # charged once per session, not once a run
+    """Minutes, or ₸, by phase. In ₸ each session's bill is shared by its own phases, since a resume
+    on another GPU or at another --price pays another rate (the ledger's total spread over all the
+    phases would move money between them); the bar adds up to exactly the ₸ the ledger states."""
     if not in_money:
-        return {p: s / 60 for p, s in phases.items()}
+        return _split(run.get("phases", {}) or {}, run.get("billed_seconds", 0.0), None)
+    sessions = run.ledger.get("sessions")
     total = float(run.get("money.kzt", 0.0))
-    return {p: (total * s / billed if billed else 0.0) for p, s in phases.items()}
+    if isinstance(sessions, list) and sessions and all(isinstance(x, dict) for x in sessions):
+        parts = [_split(x.get("phases") or {}, x.get("billed_seconds"), (x.get("money") or {}).get("kzt") or 0.0)
+                 for x in sessions]
+        summed = {p: sum(part[p] for part in parts) for p in parts[0]}
+        if math.isclose(sum(summed.values()), total, rel_tol=1e-6, abs_tol=1e-9):
+            return summed
+    return _split(run.get("phases", {}) or {}, run.get("billed_seconds", 0.0), total)  # sessions that do not add up
 
 
 def cost_by_phase(runs: list[Run]) -> Plot:
