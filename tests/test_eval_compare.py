@@ -17,12 +17,12 @@ from arzan.evaluation.suites import index_yamls, tasks_dir
 
 
 def fake_run(root: Path, name: str, acc: float, kzt: float | None, model: dict | None = None,
-             stderr: float | None = 0.01, n: int = 100) -> Path:
+             stderr: float | None = 0.01, n: int = 100, metric: str = "acc") -> Path:
     """An eval.json as `arzan eval` writes it; `model` is its {"kind", "base"} (a run on a base, or
     a plain model), left out as older files leave it out."""
     run = root / name
     run.mkdir()
-    rows = [{"task": "arzan_mmlu_translated_kk", "metric": "acc", "value": acc, "stderr": stderr, "n": n,
+    rows = [{"task": "arzan_mmlu_translated_kk", "metric": metric, "value": acc, "stderr": stderr, "n": n,
              "version": "1.0", "num_fewshot": 0, "primary": True},
             {"task": "arzan_unt_kk_biology", "metric": "acc", "value": 0.3, "stderr": 0.05, "n": 50,
              "version": "1.0", "num_fewshot": 0, "primary": True}]
@@ -430,3 +430,20 @@ def test_points_are_priced_at_the_training_without_the_scoring_inside_its_sessio
     resumed = {"money": {"kzt": 0}, "sessions": [session(500.0, 100.0, setup=10, train=90),  # 5 ₸/s
                                                  session(600.0, 40.0, setup=10, train=20, eval=10)]}  # 15 ₸/s
     assert training_kzt(resumed) == pytest.approx(500.0 + 450.0)
+
+
+def test_a_chrf_below_one_is_a_chrf_below_one_not_eighty_points(tmp_path):
+    """chrF is on 0–100 already: a broken fine-tune's 0.8 is 0.8, a loss of 11.2 against its base's
+    12.0, never 80 (a fraction's scaling) and a gain of +68."""
+    from arzan.reporting.scores import points
+
+    base = fake_run(tmp_path, "base", 12.0, None, model=THE_BASE, stderr=0.5, metric="chrf")
+    run = fake_run(tmp_path, "lora", 0.8, 5000.0, model=RUN_ON, stderr=0.3, metric="chrf")
+    rows = compare([base, run], references=False)
+    tuned = next(r for r in rows if r["model"] == "lora" and r["task"] == "arzan_mmlu_translated_kk")
+    assert tuned["gain"] == pytest.approx(-11.2) and tuned["gain_stderr"] == pytest.approx(math.hypot(0.5, 0.3))
+    assert tuned["kzt_per_point_gained"] is None
+    assert "| lora | measured | 5,000 ₸ | 0.8 ±0.3 (n=100) · −11.2 ±0.6 vs base (a loss beyond noise) |" in \
+        scores_markdown(rows)
+    assert points(0.8, "chrf,none") == 0.8 and points(0.8, "acc") == points(0.8) == 80.0
+

@@ -21,7 +21,7 @@ from arzan.evaluation.results import earlier_adapter
 from arzan.evaluation.targets import eval_command
 from arzan.runfolder import unique_folders
 from arzan.reporting.runs import check_ledger, training_kzt
-from arzan.reporting.scores import points
+from arzan.reporting.scores import points, scale
 from arzan.reporting.table import kzt as kzt_text
 
 PUBLISHED = "published, not measured here"
@@ -185,7 +185,7 @@ def _bits(r: dict) -> str:
 def _stderr_points(r: dict) -> float | None:
     if r.get("stderr") is None or r.get("value") is None:
         return None
-    return points(r["stderr"]) if abs(r["value"]) <= 1 else r["stderr"]
+    return r["stderr"] * scale(r["value"], r.get("metric"))
 
 
 def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
@@ -230,7 +230,7 @@ def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
         if b["base_4bit"] != r["base_4bit"]:  # a 4-bit base scores differently from its 16-bit self
             r["base_mismatch"] = f"base scored in {_bits(b)}, this in {_bits(r)}"
             continue
-        gain = points(r["value"]) - points(b["value"])
+        gain = points(r["value"], r.get("metric")) - points(b["value"], b.get("metric"))
         se_r, se_b = _stderr_points(r), _stderr_points(b)
         se = math.hypot(se_r, se_b) if se_r is not None and se_b is not None else None
         beyond = se is not None and gain > NOISE_Z * se
@@ -262,7 +262,7 @@ def _cell(r: dict | None, no_eval: bool = False) -> str:
     "–" for a task it was not run on."""
     if r is None or r.get("value") is None:
         return NO_EVAL if no_eval else "–"
-    s = f"{points(r['value']):.1f}"
+    s = f"{points(r['value'], r.get('metric')):.1f}"
     if (se := _stderr_points(r)) is not None:
         s += f" ±{se:.1f}"
     s += f" (n={r['n']})" if r.get("n") else ""

@@ -57,22 +57,22 @@ def score_vs_cost(runs: list[Run], refs: list[Reference], usd_kzt: float | None,
         for task, sc in run.scores.items():
             if sc.stale:
                 continue
-            ax.scatter([run.get("money.kzt", 0.0)], [points(sc.value)], s=64, marker=marker[task],
+            ax.scatter([run.get("money.kzt", 0.0)], [points(sc.value, sc.metric)], s=64, marker=marker[task],
                        color=run.color, edgecolors="white", linewidths=0.8, zorder=3)
     for ref in costed:
         cost = ref.kzt if ref.kzt is not None else ref.usd * usd_kzt
-        ax.scatter([cost], [points(ref.score)], marker=marker[by_lower[ref.task.lower()]], s=64,
+        ax.scatter([cost], [points(ref.score, ref.metric)], marker=marker[by_lower[ref.task.lower()]], s=64,
                    facecolors="white", edgecolors=GREY, zorder=2)
-        ax.annotate(_short(ref.model), (cost, points(ref.score)), textcoords="offset points", xytext=(6, 3),
+        ax.annotate(_short(ref.model), (cost, points(ref.score, ref.metric)), textcoords="offset points", xytext=(6, 3),
                     fontsize=8, color=GREY)
     if side is not None:
         for column, model in enumerate(models):
             for task, sc in model.scores.items():
-                side.scatter([column], [points(sc.value)], s=56, marker=marker[task],
+                side.scatter([column], [points(sc.value, sc.metric)], s=56, marker=marker[task],
                              color=model.color, edgecolors="white", linewidths=0.8, zorder=3)
         for ref in refs:
             if ref not in costed:
-                side.scatter([len(models) + published.index(ref.model)], [points(ref.score)], s=48, facecolors="white",
+                side.scatter([len(models) + published.index(ref.model)], [points(ref.score, ref.metric)], s=48, facecolors="white",
                              edgecolors=GREY, marker=marker[by_lower[ref.task.lower()]], zorder=2)
         side.set_xticks(range(len(panel)), [_short(m) for m in panel], rotation=35, ha="right", fontsize=8)
         side.set_xlim(-0.6, len(panel) - 0.4)

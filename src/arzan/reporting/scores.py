@@ -24,10 +24,24 @@ class Score:
     stale: bool = False  # scored an adapter the run folder no longer holds (a resume trained on)
 
 
-def points(value: float) -> float:
-    """A score on 0–100: accuracies (0–1) as percentage points; chrF and BLEU are on 0–100 already.
-    The one rule for the report's tables and plot and for `arzan compare`, so they show one number."""
-    return value * 100 if abs(value) <= 1 else value
+# lm-eval's metrics already on a 0–100 scale; every other one it reports (acc, acc_norm,
+# exact_match, f1, mcc, ...) is a fraction.
+PERCENT_METRICS = ("bleu", "chrf", "ter")
+
+
+def points(value: float, metric: str | None = None) -> float:
+    """A score on 0–100: accuracies (0–1) as percentage points; chrF, BLEU and TER are on 0–100
+    already, so a chrF of 0.8 (a broken fine-tune) stays 0.8, never 80. Without a metric name, a value
+    up to 1 is taken for a fraction. The one rule for the report's tables and plot and for `arzan
+    compare`, so they show one number."""
+    return value * scale(value, metric)
+
+
+def scale(value: float, metric: str | None = None) -> float:
+    """What turns `value` (and its standard error) into points: 100 for a fraction, else 1."""
+    if (metric or "").split(",")[0].strip().lower().startswith(PERCENT_METRICS):
+        return 1.0
+    return 100.0 if abs(value) <= 1 else 1.0
 
 
 def parse_scores(data: Any) -> dict[str, Score]:

@@ -33,7 +33,7 @@ def reference_rows(refs: list[Reference]) -> list[ReferenceRow]:
     """One row per published model and source, only for references the score plot draws."""
     rows = []
     for first, items in by_source(refs):
-        rows.append(ReferenceRow(first.model, ", ".join(f"{r.task} {table.score(r.score)}" for r in items),
+        rows.append(ReferenceRow(first.model, ", ".join(f"{r.task} {table.score(r.score, metric=r.metric)}" for r in items),
                                  first.metric, first.source, first.table, first.method))
     return rows
 

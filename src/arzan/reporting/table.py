@@ -59,12 +59,12 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def score(v: float | None, n: int | None = None) -> str:
+def score(v: float | None, n: int | None = None, metric: str | None = None) -> str:
     """On 0–100, as the score plot and `arzan compare` show it (an accuracy of 0.6125 is 61.3), with
     the number of items where known: 40.0 on 5 items is not 40.0 on 900."""
     if v is None:
         return DASH
-    return f"{points(v):,.1f}" + (f" (n={n:,})" if n else "")
+    return f"{points(v, metric):,.1f}" + (f" (n={n:,})" if n else "")
 
 
 def _num(value: Any, text: Callable[[Any], str], estimated: bool = False, hint: str | None = None) -> Cell:
@@ -135,7 +135,7 @@ def score_columns(runs: list[Run]) -> list[Column]:
         metrics = {run.scores[task].metric for run in runs if task in run.scores} - {None}
         out.append(Column(f"score:{task}", task,
                           lambda r, t=task: _num(r.scores[t].value if t in r.scores else None,
-                                                 lambda v, t=t, r=r: score(v, r.scores[t].n)
+                                                 lambda v, t=t, r=r: score(v, r.scores[t].n, r.scores[t].metric)
                                                  + gain_text(gains.get((r.label, t), {}))),
                           hint=(", ".join(sorted(metrics)) + ", 0–100") if metrics else "0–100"))
     return out
