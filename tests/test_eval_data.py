@@ -166,3 +166,25 @@ def test_a_hub_dataset_that_cannot_be_reached_is_one_line_naming_it_and_the_way_
         load("mc", local_file="nowhere.jsonl", hub_path="kz-transformers/not-reachable-offline")
     msg = str(e.value)
     assert "cannot load hub:kz-transformers/not-reachable-offline" in msg and "--data-dir" in msg and "\n" not in msg
+
+
+def test_a_hub_subset_filter_that_matches_nothing_is_refused_not_scored_on_zero_items(monkeypatch):
+    """KazMMLU's Kazakh subjects are picked by name ('... in kaz)'): renamed ones must not load as an
+    empty test split that lm-eval would only fail on after the model loaded."""
+    import datasets
+
+    monkeypatch.setattr(datasets, "get_dataset_config_names", lambda path: ["Biology (in eng)", "Law (in eng)"])
+    with pytest.raises(ArzanError, match=r"kazmmlu.yaml: no subset of hub:org/kazmmlu has 'in kaz\)' in its name "
+                                         r"\(it has Biology \(in eng\), Law \(in eng\)\)"):
+        load("mc", local_file="nowhere.jsonl", hub_path="org/kazmmlu", hub_configs_matching="in kaz)",
+             config_source="kazmmlu.yaml")
+
+
+def test_an_answer_key_that_is_not_a_whole_number_is_refused_not_rounded():
+    row = {"flores_passage": "p", "question": "q", "mc_answer1": "a", "mc_answer2": "b", "mc_answer3": "c",
+           "mc_answer4": "d"}
+    with pytest.raises(ArzanError, match=r"belebele: line 2: answer '2.5' is not a whole number"):
+        convert("belebele", [(1, {**row, "correct_answer_num": "2"}), (2, {**row, "correct_answer_num": "2.5"})],
+                "belebele")
+    assert convert("belebele", [(1, {**row, "correct_answer_num": "2.0"})], "belebele")[0]["label"] == 1
+

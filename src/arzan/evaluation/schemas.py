@@ -33,9 +33,12 @@ def _index(value: Any, n: int, base: int) -> int:
     if isinstance(value, bool) or _empty(value):
         raise ValueError(f"answer {value!r} is not a number")
     try:
-        i = int(float(value)) if not isinstance(value, int) else value
+        number = float(value) if not isinstance(value, int) else value
     except (TypeError, ValueError):
         raise ValueError(f"answer {value!r} is not a number") from None
+    if isinstance(number, float) and not number.is_integer():  # "2.5" names no option: never rounded to one
+        raise ValueError(f"answer {value!r} is not a whole number")
+    i = int(number)
     if n < 2:  # said before the answer: "out of range for 0 choices (expected 0..-1)" helps nobody
         raise ValueError(f"needs at least 2 non-empty choices, found {n}")
     if not base <= i < n + base:

@@ -149,12 +149,19 @@ def load(schema: str, local_file: str | None = None, hub_path: str | None = None
     elif hub_path:
         try:
             if hub_configs_matching:  # e.g. KazMMLU: one config per subject, Kazakh ones end "in kaz)"
-                names = [c for c in datasets.get_dataset_config_names(hub_path) if hub_configs_matching in c]
+                found = datasets.get_dataset_config_names(hub_path)
+                names = [c for c in found if hub_configs_matching in c]
+                if not names:  # renamed subsets would otherwise score zero items after the model loaded
+                    shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+                    raise ArzanError(f"{config_source or 'task'}: no subset of hub:{hub_path} has "
+                                     f"{hub_configs_matching!r} in its name (it has {shown or 'none'})")
                 parts = [(c, datasets.load_dataset(hub_path, c, split=hub_split)) for c in names]
             else:
                 kw = {"data_files": hub_data_files} if hub_data_files else {}
                 split = "train" if hub_data_files else hub_split
                 parts = [(hub_name, datasets.load_dataset(hub_path, hub_name, split=split, **kw))]
+        except ArzanError:
+            raise
         except Exception as e:  # offline, gated, renamed: the hub raises many types
             first = first_line(e)
             below = _found_below(local_file, arzan_data_dir)
