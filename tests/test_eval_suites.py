@@ -57,6 +57,8 @@ def test_kazakh_suite_with_local_data_swaps_in_the_local_twin():
     assert plan.data_source["arzan_kkcopa"].startswith("local:")
     assert plan.data_source["arzan_kazllm_arc_kk"] == "hub:issai/KazLLM_Benchmark_Dataset"
     assert plan.needs_lm_eval_registry  # include_base_44_kazakh etc. are lm-eval's own
+    again = suites.resolve("kazakh,belebele_kaz_Cyrl", data_dir=SHARED)  # named twice: scored once, locally
+    assert again.tasks == plan.tasks
 
 
 def test_kazakh_suite_without_data_uses_the_hub(monkeypatch):

@@ -160,7 +160,7 @@ def resolve(tasks: list[str] | str, data_dir: str | os.PathLike | None = None) -
             names.extend(SUITES.get(item, [item]))
     for builtin, twin in LOCAL_TWINS.items():
         if builtin in names and data_dir and _local_file(known[twin][1], data_dir):
-            names[names.index(builtin)] = twin
+            names = [twin if n == builtin else n for n in names]  # a suite and the name given again: both
             substituted[builtin] = twin
     names = list(dict.fromkeys(names))
     plan = Plan(names, list(dict.fromkeys(include)), any(n not in known for n in names), {}, substituted)
