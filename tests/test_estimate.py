@@ -200,6 +200,26 @@ def test_every_catalog_gpu_is_priced_cheapest_first(llama_estimate):
         assert o.phases["setup"] > 100  # 16 GB of weights from the hub on a fresh machine
 
 
+def test_this_machines_row_is_sized_for_the_backend_it_would_run(tiny_tokenizer, monkeypatch):
+    """auto on a T4 without unsloth trains with hf: its memory, not unsloth's, decides whether it fits."""
+    import arzan.estimate as est_mod
+
+    raw = base_recipe(model={"name": LLAMA_8B, "backend": "auto", "load_in_4bit": True})
+    raw["lora"].update(r=64, target_modules="all-linear")
+    raw["train"].update(max_steps=10, max_length=4096, per_device_train_batch_size=2)
+    recipe = recipe_from_dict(raw)
+    monkeypatch.setattr(est_mod, "_detected_gpu", lambda: "T4")
+    monkeypatch.setattr(est_mod, "_backend_here", lambda recipe, default: "hf")
+    est = estimate(recipe, tokenizer=tiny_tokenizer)
+    shape = load_table().models["Llama-3.1-8B"]
+    hf = estimate_vram(shape, lora_params=est.lora_params, micro_batch_tokens=8192, qlora=True, checkpointing=True,
+                       backend="hf")
+    assert est.target.backend == "hf" and est.target.fits == (hf.total <= 16)
+    assert est.vram.total < hf.total  # the catalog rows: unsloth, as auto picks on a rented GPU
+    t4 = next(o for o in est.options if o.device == "T4")
+    assert t4.fits is True and est.target.fits is False  # what the reviewer saw: yes for a run that does not fit
+
+
 def test_h100_pcie_is_estimated_at_its_own_speed(llama_estimate):
     """The PCIe board has 76% of the SXM board's FLOP/s and 60% of its bandwidth: it takes longer, and
     its bill is its own price times that longer time (not the SXM time at the PCIe price)."""

@@ -106,8 +106,11 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
     gpu_ckpt = recipe.train.gradient_checkpointing is not False
     micro = recipe.train.per_device_train_batch_size * recipe.train.max_length
     full = sum(shape.embedding_params for m in lo.modules_to_save or [] if m in ("embed_tokens", "lm_head"))
-    vram, vram_other = estimate_vram_both(shape, lora_params=lora, micro_batch_tokens=micro, qlora=qlora,
-                                          checkpointing=gpu_ckpt, backend=gpu_backend, extra_trainable=full)
+    def vram_with(backend: str) -> tuple[Vram, Vram]:
+        return estimate_vram_both(shape, lora_params=lora, micro_batch_tokens=micro, qlora=qlora,
+                                  checkpointing=gpu_ckpt, backend=backend, extra_trainable=full)
+
+    vram, vram_other = vram_with(gpu_backend)
     notes = [n for n in [mismatch, tokens.extrapolated, *tokens.truncated] if n]
     if recipe.model.backend == "auto":
         notes.append("GPU rows assume backend auto picks unsloth there (arzan[gpu] installed); "
@@ -169,8 +172,9 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
                 notes.append(busy)
     else:
         backend = _backend_here(recipe, gpu_backend) if device == here else gpu_backend
-        target = option(device, price, backend, gpu_ckpt, cat.gpus.get(device, {}).get("vram_gb"), vram,
-                        download=hub and not (device == here and _cached(recipe)), other=vram_other)
+        v, other = (vram, vram_other) if backend == gpu_backend else vram_with(backend)  # hf needs more than unsloth
+        target = option(device, price, backend, gpu_ckpt, cat.gpus.get(device, {}).get("vram_gb"), v,
+                        download=hub and not (device == here and _cached(recipe)), other=other)
     return Estimate(recipe=recipe.name, model=recipe.model.name, shape=shape, method=method, lora_params=lora,
                     tokens=tokens, plan=plan, vram=vram, exchange=exchange, options=options, target=target,
                     target_label=where or "as `arzan train` bills it", notes=notes, vram_other=vram_other)
