@@ -447,3 +447,26 @@ def test_a_chrf_below_one_is_a_chrf_below_one_not_eighty_points(tmp_path):
         scores_markdown(rows)
     assert points(0.8, "chrf,none") == 0.8 and points(0.8, "acc") == points(0.8) == 80.0
 
+
+
+def test_detail_shows_and_compares_one_filter_of_a_task_scored_two_ways(tmp_path):
+    """lm-eval's gsm8k reports exact_match under strict-match and flexible-extract, both primary:
+    --detail shows the first, as the headline does, and sets it against the base's first."""
+    def scored(name: str, strict: float, flexible: float, model: dict, kzt: float | None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"task": "gsm8k_kk", "metric": "exact_match", "filter": f, "value": v, "stderr": 0.01, "n": 200,
+                 "version": "1", "num_fewshot": 0, "primary": True}
+                for f, v in (("strict-match", strict), ("flexible-extract", flexible))]
+        doc = {"rows": rows, "tasks": headline(rows, ["gsm8k_kk"]), "limit": 200, "model": model}
+        (folder / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
+        if kzt is not None:
+            (folder / "cost.json").write_text(json.dumps({"run_id": name, "money": {"kzt": kzt}}), encoding="utf-8")
+        return folder
+
+    base = scored("base", 0.20, 0.60, THE_BASE, None)
+    run = scored("lora", 0.30, 0.50, RUN_ON, 1000.0)
+    for detail in (False, True):
+        rows = compare([base, run], references=False, detail=detail)
+        tuned = [r for r in rows if r["model"] == "lora" and r["task"] == "gsm8k_kk"]
+        assert len(tuned) == 1 and tuned[0]["value"] == 0.30 and tuned[0]["gain"] == pytest.approx(10.0)
