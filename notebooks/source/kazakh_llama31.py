@@ -141,7 +141,8 @@ else:
                                    budget=parse_budget(BUDGET), allow_over_budget=ALLOW_OVER_BUDGET)
     except ArzanError as exc:  # one line, as `arzan train` prints it, instead of a traceback
         hints = [h for flag, h in (("--budget", "BUDGET holds the cap"),
-                                   ("--allow-over-budget", "ALLOW_OVER_BUDGET = True starts anyway"))
+                                   ("--allow-over-budget", "ALLOW_OVER_BUDGET = True starts anyway"),
+                                   ("--resume", "Run all continues it"))
                  if flag in str(exc)]
         raise SystemExit(f"error: {exc}" + (f" (in this notebook: {'; '.join(hints)})" if hints else "")) from None
     ledger = result.ledger
@@ -215,7 +216,8 @@ if SCORE_TASKS and (out / "adapter" / "adapter_config.json").is_file():
     from IPython.display import Markdown, display
 
     from arzan.evaluation import compare, run_eval, scores_markdown, suites
-    from arzan.evaluation.targets import resolve_target, sha256
+    from arzan.evaluation.targets import resolve_target
+    from arzan.fileio import sha256
 
     model = None  # the sample-answer model: its memory goes back before lm-eval loads its own
     gc.collect()
