@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from arzan.data import count_tokens, prepare_data
+from arzan.data import count_tokens, load_data, prepare_data
 from arzan.errors import ArzanError
 from arzan.recipe import DataSection
 
@@ -143,6 +143,9 @@ def test_a_sample_of_more_rows_than_the_source_has_is_refused_and_one_means_all(
     with pytest.raises(ArzanError, match=r"a\.jsonl: sample 13 rows, but it has 12; ask for at most 12"):
         prepare_data(DataSection(sources=[{"path": str(a), "format": "alpaca", "sample": 13}]),
                      tiny_tokenizer, 256, tmp_path)
+    resumed = load_data(DataSection(sources=[{"path": str(a), "format": "alpaca", "sample": 13}], eval_fraction=0),
+                        tmp_path, resumed=True)  # a run an arzan before this check started: all rows, as then
+    assert len(resumed.train) == 12
     for whole in (12, 1):  # every row asked for by number, and the fraction 1
         data = prepare_data(DataSection(sources=[{"path": str(a), "format": "alpaca", "sample": whole}],
                                         eval_fraction=0), tiny_tokenizer, 256, tmp_path)

@@ -430,6 +430,8 @@ def test_points_are_priced_at_the_training_without_the_scoring_inside_its_sessio
     resumed = {"money": {"kzt": 0}, "sessions": [session(500.0, 100.0, setup=10, train=90),  # 5 ₸/s
                                                  session(600.0, 40.0, setup=10, train=20, eval=10)]}  # 15 ₸/s
     assert training_kzt(resumed) == pytest.approx(500.0 + 450.0)
+    assert training_kzt({**resumed, "sessions": [*resumed["sessions"], None, {"phases": None}]}) == \
+        pytest.approx(950.0)  # a hand-edited ledger's odd entries are passed over, not a traceback
 
 
 def test_a_chrf_below_one_is_a_chrf_below_one_not_eighty_points(tmp_path):
@@ -446,6 +448,7 @@ def test_a_chrf_below_one_is_a_chrf_below_one_not_eighty_points(tmp_path):
     assert "| lora | measured | 5,000 ₸ | 0.8 ±0.3 (n=100) · −11.2 ±0.6 vs base (a loss beyond noise) |" in \
         scores_markdown(rows)
     assert points(0.8, "chrf,none") == 0.8 and points(0.8, "acc") == points(0.8) == 80.0
+    assert points(0.6, "bleu_acc") == 60.0 and points(0.6, "bleu_max") == 0.6  # truthfulqa_gen's pair
 
 
 

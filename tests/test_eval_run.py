@@ -374,7 +374,6 @@ def test_ctrl_c_during_eval_bills_its_time_as_an_interrupted_session(run_dir, tm
 
 
 @needs_shared
-@needs_shared
 def test_an_eval_that_breaks_while_scoring_is_billed_as_failed_and_said_in_one_line(run_dir, tmp_path, monkeypatch):
     """A CUDA OOM half-way through lm-eval: the minutes were paid for, so they join the ledger as a
     failed session (as a merge's do), and the user reads one line with the knob that helps."""
@@ -399,8 +398,11 @@ def test_an_eval_that_breaks_while_scoring_is_billed_as_failed_and_said_in_one_l
     assert s["phases"]["eval"] == s["billed_seconds"] > 0
     assert ledger["money"]["usd"] == pytest.approx(before["money"]["usd"] + s["billed_seconds"] / 1000)
     assert f"as session {s['index']}, status failed" in message and not (run / "eval.json").exists()
+    assert f"the traceback is in {run / 'error.log'}" in message
+    assert "OutOfMemoryError" in (run / "error.log").read_text(encoding="utf-8")
 
 
+@needs_shared
 def test_offline_names_only_the_tasks_that_cannot_load(tmp_path):
     """`--tasks kazakh --data-dir ...` offline: a task whose data is on the Hub cannot load, but
     arzan_kkcopa, whose file is in --data-dir, can; the error must not blame it."""

@@ -344,6 +344,34 @@ def test_a_preempted_merge_is_billed_and_said_in_one_line(lora_run, tmp_path, mo
     assert not (run / ".arzan-eval.json").exists()
 
 
+def test_a_merge_out_of_memory_is_billed_and_said_in_one_line_exit_1(lora_run, tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+    from typer.testing import CliRunner
+
+    import arzan.export as export
+    from arzan.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run[0], run)
+    before = len(json.loads((run / "cost.json").read_text("utf-8"))["sessions"])
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.96 GiB")
+
+    monkeypatch.setattr(export, "_merge", oom)
+    result = CliRunner().invoke(app, ["merge", str(run), "--out", str(tmp_path / "merged")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert said.startswith("error: the merge failed (OutOfMemoryError: CUDA out of memory. Tried to allocate 1.96 "
+                           "GiB); a merge loads the whole base unquantised")
+    assert "its minutes are in the run's cost.json, status failed" in said and "error.log" in said
+    sessions = json.loads((run / "cost.json").read_text("utf-8"))["sessions"]
+    assert len(sessions) == before + 1 and sessions[-1]["status"] == "failed"
+    assert "OutOfMemoryError" in (run / "error.log").read_text("utf-8")
+
+
 def test_merging_a_run_that_has_no_adapter_yet_says_so(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

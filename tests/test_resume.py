@@ -480,18 +480,22 @@ def test_resuming_a_run_whose_training_is_complete_trains_no_extra_step(tmp_path
     from arzan import runtime
 
     path = _short_recipe(write_recipe, eval={"generation_check": True})
-    real = runtime.check_generation
+    real = runtime.free_accelerator_memory
 
     def crash(*a, **k):
-        raise RuntimeError("CUDA out of memory in the generation check")
+        raise RuntimeError("CUDA out of memory while freeing the trainer")
 
-    monkeypatch.setattr(runtime, "check_generation", crash)
+    monkeypatch.setattr(runtime, "free_accelerator_memory", crash)
     clock = StepClock()
-    with pytest.raises(Failed, match="out of memory in the generation check.*; lower train.per_device_train"):
+    with pytest.raises(Failed) as failed:
         train(load_recipe(path), out=tmp_path / "run", clock=clock, callbacks=[clock])
+    # every step is trained: no advice to shrink the batch or to pay for the training again
+    assert str(failed.value).endswith(f"the training is complete; arzan train --resume {tmp_path / 'run'} does "
+                                      "only the work after it")
+    assert "per_device_train_batch_size" not in str(failed.value) and "--overwrite" not in str(failed.value)
     first = json.loads((tmp_path / "run" / "cost.json").read_text())
     assert first["status"] == "failed" and first["progress"]["step"] == 4
-    monkeypatch.setattr(runtime, "check_generation", real)
+    monkeypatch.setattr(runtime, "free_accelerator_memory", real)
     clock2 = StepClock()
     done = train(load_recipe(path), out=tmp_path / "run", mode="resume", clock=clock2, callbacks=[clock2])
     assert done.status == "finished" and done.ledger["progress"]["step"] == 4
@@ -1015,15 +1019,36 @@ def test_a_merge_of_the_final_adapter_stays_when_the_resume_only_redoes_the_work
     from arzan import runtime
     from arzan.export import merge_adapter
 
-    path = _short_recipe(write_recipe, eval={"generation_check": True})
-    real = runtime.check_generation
-    monkeypatch.setattr(runtime, "check_generation", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("OOM")))
+    path = _short_recipe(write_recipe)
+    real = runtime.free_accelerator_memory
+    monkeypatch.setattr(runtime, "free_accelerator_memory", lambda: (_ for _ in ()).throw(RuntimeError("CUDA error")))
     run = tmp_path / "run"
-    with pytest.raises(Failed, match="OOM"):
+    with pytest.raises(Failed, match="CUDA error"):
         train(load_recipe(path), out=run)
     merge_adapter(run)
     before = (run / "merged" / "model.safetensors").read_bytes()
-    monkeypatch.setattr(runtime, "check_generation", real)
+    monkeypatch.setattr(runtime, "free_accelerator_memory", real)
     assert train(load_recipe(path), out=run, mode="resume").status == "finished"
     assert (run / "merged" / "model.safetensors").read_bytes() == before
     assert not list(run.glob("merged.replaced-*"))
+
+
+def test_a_generation_check_out_of_memory_after_the_last_step_leaves_a_finished_run(tmp_path, write_recipe,
+                                                                                     monkeypatch):
+    """The adapter is saved when the sample answers run out of memory: the run is finished, its
+    reason says what failed, and the lm-eval and merge after it still run."""
+    import torch
+
+    from arzan import runtime
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
+
+    monkeypatch.setattr(runtime, "check_generation", oom)
+    path = _short_recipe(write_recipe, eval={"generation_check": True}, output={"save_merged": True})
+    done = train(load_recipe(path), out=tmp_path / "run")
+    assert done.status == "finished" and done.ledger["progress"]["step"] == 4
+    assert done.ledger["status_reason"] == ("training finished; the generation check after it failed "
+                                            "(OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB)")
+    assert (tmp_path / "run" / "merged" / "config.json").is_file()  # the merge after it still ran
+

@@ -669,18 +669,42 @@ def test_a_library_failure_mid_run_is_one_line_exit_1_with_the_traceback_kept(tm
     """A CUDA OOM is not input to fix line by line nor a bug to read a traceback for: exit 1, one
     line with what to change, the ledger closed as failed and the traceback in error.log."""
     import torch
+    from trl import SFTTrainer
 
-    from arzan import runtime
+    step = SFTTrainer.training_step
 
-    def oom(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    def oom_on_the_third_step(self, *args, **kwargs):
+        if self.state.global_step == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return step(self, *args, **kwargs)
 
-    monkeypatch.setattr(runtime, "check_generation", oom)
-    path = write_recipe(base_recipe(train={"max_steps": 2, "logging_steps": 1, "save_steps": 2}))
+    monkeypatch.setattr(SFTTrainer, "training_step", oom_on_the_third_step)
+    path = write_recipe(base_recipe(train={"max_steps": 4, "logging_steps": 1, "save_steps": 1}))
     result = cli("train", str(path), "--out", str(tmp_path / "run"))
+    said = " ".join(result.output.split())
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "error: the run failed at step 2 (OutOfMemoryError: CUDA out of memory" in " ".join(result.output.split())
-    assert "per_device_train_batch_size" in result.output and "checkpoint-2" in result.output
+    assert "error: the run failed at step 2 (OutOfMemoryError: CUDA out of memory" in said
+    assert "lower train.per_device_train_batch_size" in said
+    assert f"arzan train --resume {tmp_path / 'run'} continues from checkpoint-2 on a GPU with more memory" in said
     assert json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))["status"] == "failed"
     assert "OutOfMemoryError" in (tmp_path / "run" / "error.log").read_text("utf-8")
 
+
+
+def test_a_full_disk_mid_run_keeps_its_own_line_saying_to_free_space(tmp_path, write_recipe, monkeypatch):
+    import errno
+
+    import arzan.train
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(arzan.train, "replace_dir", full)
+    path = write_recipe(base_recipe(train={"max_steps": 2, "logging_steps": 1, "save_steps": 1}))
+    result = cli("train", str(path), "--out", str(tmp_path / "run"))
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "No space left on device; what was saved before it (checkpoints, the ledger) stays; free space, then " \
+           f"arzan train --resume {tmp_path / 'run'}" in said
+    assert json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))["status"] == "failed"
+    assert not (tmp_path / "run" / "error.log").exists()  # not written onto a full disk

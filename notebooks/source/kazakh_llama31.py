@@ -142,7 +142,8 @@ else:
     except ArzanError as exc:  # one line, as `arzan train` prints it, instead of a traceback
         hints = [h for flag, h in (("--budget", "BUDGET holds the cap"),
                                    ("--allow-over-budget", "ALLOW_OVER_BUDGET = True starts anyway"),
-                                   ("--resume", "Run all continues it"))
+                                   ("--resume", "Run all continues it"),
+                                   ("--overwrite", "set OUT to a new folder to start again; this one stays"))
                  if flag in str(exc)]
         raise SystemExit(f"error: {exc}" + (f" (in this notebook: {'; '.join(hints)})" if hints else "")) from None
     ledger = result.ledger

@@ -1,6 +1,8 @@
 """`arzan` command line: parse, call, print. The work lives in the modules it calls.
 
-A user error (ArzanError) prints one red line and exits 2; only a bug shows a traceback.
+A user error (ArzanError) prints one red line and exits 2; paid work a library broke part-way (errors.Failed:
+a CUDA out of memory) one line and exit 1, its traceback in the folder's error.log; otherwise only a
+bug shows a traceback.
 """
 
 from __future__ import annotations
@@ -242,6 +244,19 @@ def _interrupted_message(run_dir: Path | None, resume: bool) -> str:
            f"arzan train --resume {run_dir}"
 
 
+def _merge_failed(exc: Exception, run: Path, billed: bool) -> ArzanError:
+    from arzan.cost.ledger import utcnow
+    from arzan.errors import Failed, first_line, out_of_memory
+    from arzan.fileio import append_traceback
+
+    hint = ("; a merge loads the whole base unquantised (an 8B model: ~16 GB of VRAM in bfloat16, ~32 GB of RAM "
+            "on a CPU)" if out_of_memory(exc) else "")
+    saved = append_traceback(run, exc, f"{utcnow().isoformat()} arzan merge") if Path(run).is_dir() else None
+    return Failed(f"the merge failed ({type(exc).__name__}: {first_line(exc)}){hint}; the adapter is untouched and "
+                  "nothing merged was kept (only <out>.partial)" + ("; its minutes are in the run's cost.json, status "
+                  "failed" if billed else "") + (f"; {saved}" if saved else ""))
+
+
 @app.command()
 def merge(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="Run folder (or adapter folder)."),
@@ -253,7 +268,6 @@ def merge(
     from arzan.export import merge_adapter
     from arzan.evaluation.session import sigterm_as_ctrl_c
     from arzan.runfolder import ledger_doc
-
 
     try:  # the run folder the merge bills, also when given its adapter/ folder
         from arzan.export import locate
@@ -275,6 +289,9 @@ def merge(
         err_console.print("merge interrupted: the adapter is untouched, nothing merged was kept (only <out>.partial), "
                           "and the minutes it ran are in the run's cost.json (a run folder's)", highlight=False, markup=False)
         raise typer.Exit(130)
+    except Exception as exc:  # an OOM loading the 16-bit base: billed by merge_adapter, said in one line
+        _fail(_merge_failed(exc, billed_run, len(ledger_doc(billed_run).get("sessions") or []) > sessions))
+        return
     console.print(f"merged model: {path}", highlight=False)
     after = ledger_doc(billed_run)
     billed = after.get("sessions") or []

@@ -357,26 +357,28 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
     return out
 
 
-def _sample(ds: Dataset, sample: float | None, seed: int, label: str) -> Dataset:
+def _sample(ds: Dataset, sample: float | None, seed: int, label: str, resumed: bool = False) -> Dataset:
     """A fraction, or a number of rows; more rows than there are is refused, not quietly all of them,
-    since a mix given in rows per source would then not be the mix asked for."""
+    since a mix given in rows per source would then not be the mix asked for. A resume takes all of
+    them, as the arzan before this check did for the session it continues."""
     if sample is None or sample == 1:
         return ds
     n = int(sample) if sample > 1 else max(1, round(len(ds) * sample))
-    if n > len(ds):
+    if n > len(ds) and not resumed:
         raise ArzanError(f"{label}: sample {n} rows, but it has {len(ds)}; ask for at most {len(ds)}, "
                          "or a fraction (1 = all of them)")
-    return ds.shuffle(seed=seed).select(range(n))
+    return ds.shuffle(seed=seed).select(range(min(n, len(ds))))
 
 
-def load_sources(sources: list[DataSource], section: DataSection, base_dir: Path) -> tuple[Dataset, list[SourceInfo]]:
+def load_sources(sources: list[DataSource], section: DataSection, base_dir: Path,
+                 resumed: bool = False) -> tuple[Dataset, list[SourceInfo]]:
     """Read every source, rename its columns, sample it, and mix them into one normalised set."""
     parts, infos = [], []
     for src in sources:
         raw, label, digest = _load_source(src, base_dir)
         if len(raw) == 0:
             raise ArzanError(f"{label}: the dataset is empty")
-        norm = _sample(_normalise(raw, src, label, section.system_prompt), src.sample, section.seed, label)
+        norm = _sample(_normalise(raw, src, label, section.system_prompt), src.sample, section.seed, label, resumed)
         parts.append(norm)
         infos.append(SourceInfo(label, src.format, len(raw), len(norm), digest, src.license))
     mixed = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
@@ -493,11 +495,11 @@ class RawData:
     sources: list[SourceInfo]
 
 
-def load_data(section: DataSection, base_dir: Path) -> RawData:
-    train_raw, infos = load_sources(section.sources, section, base_dir)
+def load_data(section: DataSection, base_dir: Path, resumed: bool = False) -> RawData:
+    train_raw, infos = load_sources(section.sources, section, base_dir, resumed)
     eval_raw = None
     if section.eval_sources:
-        eval_raw, eval_infos = load_sources(section.eval_sources, section, base_dir)
+        eval_raw, eval_infos = load_sources(section.eval_sources, section, base_dir, resumed)
         infos += eval_infos
     elif section.eval_fraction > 0:
         n_eval = math.ceil(len(train_raw) * section.eval_fraction)  # how datasets rounds the test split

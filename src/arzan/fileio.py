@@ -62,3 +62,21 @@ def sha256(path: str | os.PathLike) -> str | None:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+ERROR_LOG = "error.log"
+
+
+def append_traceback(folder: str | os.PathLike, exc: BaseException, header: str) -> str:
+    """Appends `exc`'s traceback to the folder's error.log (an earlier failure's is never overwritten)
+    and says where it went: the terminal gets one line, whoever debugs it gets the whole story."""
+    import traceback
+
+    log = Path(folder) / ERROR_LOG
+    try:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"--- {header}\n" + "".join(traceback.format_exception(exc)))
+    except OSError as err:
+        return f"the traceback could not be saved ({err.strerror or type(err).__name__})"
+    return f"the traceback is in {log}"
+

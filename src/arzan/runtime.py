@@ -16,7 +16,7 @@ from arzan.cost.ledger import ModelInfo, detect_hardware, new_ledger, read_ledge
 from arzan.cost.meter import CostMeter
 from arzan.errors import Failed, first_line, out_of_memory
 from arzan.recipe import Recipe
-from arzan.resume import rewound
+from arzan.resume import is_final_checkpoint, rewound
 from arzan.runfolder import RunFolder
 
 
@@ -113,7 +113,6 @@ def redo_hint(where: str, run_dir: Path, recipe: Recipe) -> str:
     return f"the adapter is saved in {run_dir / 'adapter'}"
 
 
-ERROR_LOG = "error.log"
 OOM_FIX = ("lower train.per_device_train_batch_size (raise gradient_accumulation_steps to keep the batch) or "
            "train.max_length, or set train.gradient_checkpointing: true; `arzan estimate` marks the GPUs it fits on")
 
@@ -122,25 +121,20 @@ def training_failed(folder: RunFolder, exc: BaseException, step: int) -> Failed:
     """What a training that broke part-way tells its user in one line: what broke, what is kept,
     where the traceback went (appended to error.log: an earlier session's is never overwritten) and
     how to go on. The ledger is closed with status failed by the caller."""
-    import traceback
-
     from arzan.cost.ledger import utcnow
+    from arzan.fileio import append_traceback
 
-    log = folder.root / ERROR_LOG
-    try:
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(f"--- {utcnow().isoformat()} at step {step}\n" + "".join(traceback.format_exception(exc)))
-        saved = f"the traceback is in {log}"
-    except OSError as err:
-        saved = f"the traceback could not be saved ({err.strerror or type(err).__name__})"
-    ckpt = folder.last_checkpoint()
+    saved = append_traceback(folder.root, exc, f"{utcnow().isoformat()} arzan train, at step {step}")
+    ckpt, oom = folder.last_checkpoint(), out_of_memory(exc)
     if ckpt is None:
         then = "no checkpoint was saved, so fix it and start again with --overwrite (this folder is kept aside)"
+    elif is_final_checkpoint(ckpt):  # every step is trained: the recipe's memory knobs are beside the point
+        then, oom = f"the training is complete; arzan train --resume {folder.root} does only the work after it", False
     else:
         then = f"arzan train --resume {folder.root} continues from {ckpt.name}"
-        if out_of_memory(exc):
+        if oom:
             then += " on a GPU with more memory (a resume keeps the recipe), or start again with --overwrite"
-    fix = f"; {OOM_FIX}" if out_of_memory(exc) else ""
+    fix = f"; {OOM_FIX}" if oom else ""
     return Failed(f"the run failed at step {step} ({type(exc).__name__}: {first_line(exc)}){fix}; the ledger "
                   f"{folder.ledger} (status failed) and what was saved are kept; {saved}; {then}")
 

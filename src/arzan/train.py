@@ -110,7 +110,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     for line in (over, billing.unbindable_cap(recipe)):
         if line and console is not None:
             console.print(f"[yellow]warning:[/] {line}", highlight=False)
-    raw = load_data(recipe.data, recipe.base_dir)
+    raw = load_data(recipe.data, recipe.base_dir, resumed=mode == "resume")
     if mode == "resume":
         resume.check_same_data(raw.sources, previous)  # before the model load: a refusal costs nothing
     if console is not None:  # the checks passed: what the session is billed at, before it costs anything
@@ -199,16 +199,22 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                                   style="yellow", highlight=False, markup=False)
         after = runtime.skipped_after_training(meter, stopper, recipe, folder.root)  # a signal after the last step
         stopped_early = stopper.received is not None or meter.ledger.budget.stop_reason is not None
+        gen_failed = None
         if not stopped_early:  # a preempted machine has seconds left, a capped budget nothing
             try:
                 if recipe.eval.generation_check:
                     stopper.phase = "the generation check"
                     meter.check_cap(0.0, "the generation check")
                     with meter.phase("eval"):
-                        runtime.check_generation(recipe, meter, trainer.model, tokenizer, console)
+                        try:
+                            runtime.check_generation(recipe, meter, trainer.model, tokenizer, console)
+                        except BudgetCut:
+                            raise
+                        except Exception as exc:  # an OOM while generating: the training is complete and saved
+                            gen_failed = f"the generation check after it failed ({_why(exc)})"
                 model = trainer = None  # lm-eval and the merge load base + adapter afresh: free the GPU first
                 runtime.free_accelerator_memory()
-                after = failed_after = _eval_and_merge(recipe, folder, meter, stopper, info.device)
+                after = failed_after = _eval_and_merge(recipe, folder, meter, stopper, info.device, gen_failed)
             except Interrupted as exc:  # the adapter is saved: the training itself is complete
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root, recipe)})"
             except BudgetCut as exc:
@@ -221,6 +227,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         raise
     except KeyboardInterrupt:
         status, reason = "interrupted", f"interrupted by a second signal; {_resumes_from(folder)}"
+        raise
+    except OSError as exc:  # a full disk: the CLI's own line says to free space, then resume
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         raise
     except Exception as exc:  # a CUDA OOM, a library's error: one line, the traceback in error.log
         reason = f"{type(exc).__name__}: {first_line(exc)}"
@@ -274,13 +283,15 @@ def _resumes_from(folder: RunFolder) -> str:
     return f"--resume continues from {ckpt.name if ckpt else 'the start'}"
 
 
-def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str) -> str | None:
+def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str,
+                    gen_failed: str | None = None) -> str | None:
     """lm-eval and the merged model: work on the saved adapter, each one redoable on its own.
-    Returns what failed and how to redo it, if either did (a failed eval does not stop the merge)."""
+    Returns what failed and how to redo it, if either did (a failed eval does not stop the merge),
+    after `gen_failed`, the generation check's failure, if it failed."""
     from arzan import runtime
     from arzan.cost.meter import BudgetCut
 
-    failed = []
+    failed = [gen_failed] if gen_failed else []
     if recipe.eval.tasks:
         stopper.phase = "the evaluation after training"
         meter.check_cap(0.0, "the evaluation after training")  # before lm-eval loads the model, a paid minute

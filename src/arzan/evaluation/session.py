@@ -169,10 +169,14 @@ def failed(run_dir: Path, exc: Exception, seconds: float, device: str, started_a
     traceback. Out of memory names the knob that helps."""
     from arzan.reporting.table import kzt
 
+    from arzan.cost.ledger import utcnow
+    from arzan.fileio import append_traceback
+
     why = f"{type(exc).__name__}: {first_line(exc)}"
     hint = ("; try a smaller --batch-size (auto on a GPU picks the largest that fits the first batches)"
             if out_of_memory(exc) else "")
-    head = f"the evaluation failed after {seconds:.1f} s ({why}){hint}"
+    saved = append_traceback(run_dir, exc, f"{utcnow().isoformat()} arzan eval") if run_dir.is_dir() else None
+    head = f"the evaluation failed after {seconds:.1f} s ({why}){hint}" + (f"; {saved}" if saved else "")
     if not billed:
         return Failed(head)
     with signals_held():

@@ -157,7 +157,9 @@ def training_kzt(ledger: dict[str, Any]) -> float | None:
         return total
     spent = 0.0
     for x in sessions:
-        phases = (x.get("phases") or {}) if isinstance(x, dict) else {}
+        if not isinstance(x, dict):  # a hand-edited ledger: check_ledger does not look inside sessions
+            continue
+        phases = x.get("phases") if isinstance(x.get("phases"), dict) else {}
         if not (any(phases.get(p) for p in ("setup", "data", "train")) or (x.get("tokens") or {}).get("trained")):
             continue
         kzt, billed = float((x.get("money") or {}).get("kzt") or 0.0), x.get("billed_seconds")

@@ -24,9 +24,10 @@ class Score:
     stale: bool = False  # scored an adapter the run folder no longer holds (a resume trained on)
 
 
-# lm-eval's metrics already on a 0–100 scale; every other one it reports (acc, acc_norm,
-# exact_match, f1, mcc, ...) is a fraction.
-PERCENT_METRICS = ("bleu", "chrf", "ter")
+# lm-eval's metrics already on a 0–100 scale, by exact name (truthfulqa_gen's bleu_acc is a
+# fraction); every other one it reports (acc, acc_norm, exact_match, f1, mcc, ...) is a fraction.
+PERCENT_METRICS = frozenset({"bleu", "chrf", "ter", "bleu_max", "bleu_diff", "rouge1_max", "rouge1_diff",
+                             "rouge2_max", "rouge2_diff", "rougel_max", "rougel_diff"})
 
 
 def points(value: float, metric: str | None = None) -> float:
@@ -39,7 +40,7 @@ def points(value: float, metric: str | None = None) -> float:
 
 def scale(value: float, metric: str | None = None) -> float:
     """What turns `value` (and its standard error) into points: 100 for a fraction, else 1."""
-    if (metric or "").split(",")[0].strip().lower().startswith(PERCENT_METRICS):
+    if (metric or "").split(",")[0].strip().lower() in PERCENT_METRICS:
         return 1.0
     return 100.0 if abs(value) <= 1 else 1.0
 
