@@ -1052,3 +1052,34 @@ def test_a_generation_check_out_of_memory_after_the_last_step_leaves_a_finished_
                                             "(OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB)")
     assert (tmp_path / "run" / "merged" / "config.json").is_file()  # the merge after it still ran
 
+
+
+class CtrlCTwiceAt(TrainerCallback):
+    """The second Ctrl-C, as it lands: a KeyboardInterrupt before the first one's checkpoint exists."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_a_run_cut_by_a_second_ctrl_c_before_any_checkpoint_resumes_from_the_start(tmp_path, write_recipe):
+    """The stop message said `--resume continues from the start`; the resume must then do that (the
+    steps paid for stay in the money, as lost steps) instead of asking for a checkpoint never saved."""
+    path = _short_recipe(write_recipe, steps=6)
+    clock = StepClock()
+    with pytest.raises(KeyboardInterrupt):
+        train(load_recipe(path), out=tmp_path / "run", clock=clock, callbacks=[clock, CtrlCTwiceAt(3)])
+    cut = json.loads((tmp_path / "run" / "cost.json").read_text())
+    assert cut["status"] == "interrupted" and cut["progress"]["step"] == 3
+    assert cut["status_reason"] == "interrupted by a second signal; --resume continues from the start"
+    assert not list((tmp_path / "run" / "checkpoints").glob("checkpoint-*"))
+    clock2 = StepClock()
+    done = train(load_recipe(path), out=tmp_path / "run", mode="resume", clock=clock2, callbacks=[clock2])
+    assert done.status == "finished" and done.ledger["progress"]["step"] == 6
+    first = done.ledger["sessions"][0]
+    assert first["lost_steps"] == [0, 3] and first["tokens"]["trained"] == 0  # paid for, trained again, counted once
+    step_kzt = STEP_SECONDS / 3600 * 1.0 * 500
+    assert done.ledger["money"]["kzt"] == pytest.approx(9 * step_kzt)

@@ -119,6 +119,8 @@ def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
 
 
 CHECKPOINTED = {"interrupted", "stopped_budget"}  # statuses whose stop saved a checkpoint of its last step
+# ...unless a second Ctrl-C cut the first one's save short: such a run has no checkpoint to lose
+SECOND_SIGNAL = "interrupted by a second signal"
 
 
 def check_resume_point(folder: RunFolder, ledger: Ledger) -> None:
@@ -133,7 +135,7 @@ def check_resume_point(folder: RunFolder, ledger: Ledger) -> None:
     ckpt = folder.last_checkpoint()
     step = ledger.progress.step
     if ckpt is None:
-        if ledger.status in CHECKPOINTED and step > 0:
+        if ledger.status in CHECKPOINTED and step > 0 and not (ledger.status_reason or "").startswith(SECOND_SIGNAL):
             raise ArzanError(f"{folder.checkpoints}: no checkpoint, but the run stopped ({ledger.status}) at step "
                              f"{step} with one saved; resuming would train and bill all {step} steps again. Put "
                              "checkpoint-* back (e.g. from Google Drive), or start over with --overwrite")

@@ -226,7 +226,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         reason = f"stopped by an error before training finished: {first_line(exc)}"
         raise
     except KeyboardInterrupt:
-        status, reason = "interrupted", f"interrupted by a second signal; {_resumes_from(folder)}"
+        status, reason = "interrupted", f"{resume.SECOND_SIGNAL}; {_resumes_from(folder)}"
         raise
     except OSError as exc:  # a full disk: the CLI's own line says to free space, then resume
         reason = f"{type(exc).__name__}: {first_line(exc)}"
