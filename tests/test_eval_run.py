@@ -267,6 +267,17 @@ def _readme_quiz(where: Path) -> tuple[Path, str]:
     return where / "my_quiz.yaml", jsonl
 
 
+def test_an_unreadable_eval_json_is_kept_aside_not_silently_replaced(tmp_path):
+    task, _ = _readme_quiz(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval.json").write_text('{"tasks": {"kazakh_local": {"metric": "acc", "ac', encoding="utf-8")  # cut short
+    doc = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=out)
+    [aside] = out.glob("eval.json.unreadable-*")
+    assert aside.read_text(encoding="utf-8").endswith('"ac') and f"it is kept as {aside.name}" in doc["note"]
+    assert "my_kk_quiz" in json.loads((out / "eval.json").read_text(encoding="utf-8"))["tasks"]
+
+
 def test_readme_example_of_an_own_multiple_choice_set_runs(tmp_path, monkeypatch, capfd):
     """The README's JSONL and task YAML, byte for byte, through the real lm-eval on the tiny model,
     from a folder outside any git repository (lm-eval's git probe printed `fatal: ...` there)."""

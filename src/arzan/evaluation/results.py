@@ -8,7 +8,7 @@ of it (task, metric, value, stderr, n, version, few-shot count, where the data c
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,17 @@ def earlier_adapter(doc: Any, folder: Path) -> bool:
     except (TypeError, ValueError, OSError):
         pass
     return sha256(weights) != scored
+
+
+def set_aside_unreadable(path: Path) -> Path | None:
+    """An eval.json that cannot be read (cut short, edited by hand) holds scores someone paid for:
+    the new one does not replace it silently but next to `eval.json.unreadable-<time>`."""
+    if not path.is_file() or read_previous(path) is not None:
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.unreadable-{stamp}")
+    path.rename(aside)
+    return aside
 
 
 def read_previous(path: Path) -> dict | None:

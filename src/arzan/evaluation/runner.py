@@ -26,6 +26,7 @@ from arzan.evaluation.results import (
     headline,
     merge_with_previous,
     read_previous,
+    set_aside_unreadable,
     write_json_atomic,
 )
 from arzan.evaluation.session import EvalInterrupted, bill, failed, interrupted, sigterm_as_ctrl_c, signals_held
@@ -108,10 +109,12 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
             raise failed(tgt.out_dir, exc, time.monotonic() - started, device, began, billed) from exc
         note = None
         with signals_held() as got:  # the scores, their bill and the card: all three or none
+            if (aside := set_aside_unreadable(tgt.out_dir / EVAL_FILE)) is not None:
+                note = f"the earlier {EVAL_FILE} could not be read; it is kept as {aside.name}"
             write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
             if billed:
-                ledger, note = bill(tgt.out_dir, doc["summary"], doc["seconds"], device, began)
-                note = "; ".join(n for n in (note, past_cap_note(ledger)) if n) or None
+                ledger, card_note = bill(tgt.out_dir, doc["summary"], doc["seconds"], device, began)
+                note = "; ".join(n for n in (note, card_note, past_cap_note(ledger)) if n) or None
     if got:
         raise EvalInterrupted(f"interrupted after the evaluation was saved: {tgt.out_dir / EVAL_FILE} and its bill "
                               "are complete")
