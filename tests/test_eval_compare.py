@@ -473,3 +473,9 @@ def test_detail_shows_and_compares_one_filter_of_a_task_scored_two_ways(tmp_path
         rows = compare([base, run], references=False, detail=detail)
         tuned = [r for r in rows if r["model"] == "lora" and r["task"] == "gsm8k_kk"]
         assert len(tuned) == 1 and tuned[0]["value"] == 0.30 and tuned[0]["gain"] == pytest.approx(10.0)
+
+
+def test_a_ledger_given_to_compare_is_named_not_read_as_scores(tmp_path):
+    run = fake_run(tmp_path, "lora-a", 0.40, 5000.0)
+    with pytest.raises(ArzanError, match=r"cost\.json: is a run's ledger; give the run folder it is in \(.*lora-a\)"):
+        compare([run / "cost.json"])

@@ -152,3 +152,13 @@ def test_two_task_files_of_one_name_in_a_folder_are_refused(tmp_path):
     (tmp_path / "theirs.yaml").write_text(task.format(f="a.jsonl"))
     with pytest.raises(ArzanError, match=r"mine\.yaml: task 'my_kk_quiz' is also the task of .*theirs\.yaml"):
         suites.resolve([str(tmp_path / "mine.yaml")])
+
+
+def test_a_malformed_task_yaml_is_one_line_with_where(tmp_path):
+    bad = tmp_path / "broken_task.yaml"
+    bad.write_text("task: my_quiz\ndoc_to_text: Сұрақ: {{question}}\n", encoding="utf-8")
+    with pytest.raises(ArzanError) as e:
+        suites.resolve([str(bad)])
+    assert "\n" not in str(e.value)
+    assert str(e.value).endswith("broken_task.yaml: unreadable task YAML (line 2, column 19: mapping values are not "
+                                 "allowed here)")

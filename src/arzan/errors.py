@@ -32,3 +32,12 @@ def first_line(exc: BaseException) -> str:
     """A library's error for a one-line message: its first line, or its type when it says nothing."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """PyYAML's complaint in one line, with where it is ('line 3, column 8: mapping values are not
+    allowed here'): its own message spans three lines and a caret."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + (getattr(exc, "problem", None) or first_line(exc))
+

@@ -82,6 +82,8 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     p = Path(source)
     if not p.exists():  # a typo, not a run that still needs `arzan eval`
         raise ArzanError(f"{p}: no such run folder or eval.json")
+    if p.is_file() and p.name == "cost.json":  # a ledger has no scores: read as one, it showed only the published rows
+        raise ArzanError(f"{p}: is a run's ledger; give the run folder it is in ({p.parent})")
     eval_file = p / "eval.json" if p.is_dir() else p
     if p.is_dir() and not eval_file.is_file() and (p / "cost.json").is_file():
         return [_cost_only(p)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from arzan.errors import ArzanError
+from arzan.errors import ArzanError, yaml_problem
 from arzan.evaluation.taskdata import DATA_DIR_ENV, local_path, validate_file
 
 # Kazakh tasks that lm-eval 0.4.13 itself ships; each name checked against its task registry
@@ -66,8 +66,10 @@ def read_task_yaml(path: Path) -> dict:
     except UnicodeDecodeError:
         raise ArzanError(f"{path}: not UTF-8 text (Windows Notepad may have saved it as UTF-16: save it as "
                          "UTF-8)") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise ArzanError(f"{path}: unreadable task YAML ({e})") from None
+    except yaml.YAMLError as e:
+        raise ArzanError(f"{path}: unreadable task YAML ({yaml_problem(e)})") from None
+    except OSError as e:
+        raise ArzanError(f"{path}: unreadable task YAML ({e.strerror or type(e).__name__})") from None
     if not isinstance(data, dict) or not (data.get("task") or data.get("group")):
         raise ArzanError(f"{path}: not an lm-eval task: it needs a `task:` (or `group:`) name")
     return data
