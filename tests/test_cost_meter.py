@@ -273,6 +273,21 @@ def test_energy_estimated_from_tdp_of_the_priced_gpu(tmp_path):
     assert led.energy.kwh == pytest.approx(kwh) and led.energy.co2_kg == pytest.approx(kwh * 0.6)
 
 
+def test_a_cpu_run_priced_as_a_gpu_is_not_given_that_gpus_power(tmp_path, monkeypatch):
+    """`--gpu A100-40GB` on a CPU prices the run as an A100 but it drew a CPU's power: no TDP figure."""
+    import arzan.cost.energy as energy
+
+    monkeypatch.setattr(energy, "_rapl_reader", lambda: None)  # no CPU counters either, as in a container
+    price = Price(gpu="A100-40GB", usd_per_gpu_hour=1.2)
+    meter, clock = make_meter(tmp_path, price, ledger=Ledger(run_id="t", price=price, exchange=FX,
+                                                             hardware=Hardware(device="cpu")))
+    with meter.phase("train"):
+        clock.t += 3600
+    led = meter.finish("finished")
+    assert led.energy.method == "none" and led.energy.kwh is None
+    assert led.money.usd == pytest.approx(1.2)  # still billed as asked
+
+
 def test_energy_measured_with_nvml_when_present(tmp_path, monkeypatch):
     """A shared 4-GPU host with CUDA_VISIBLE_DEVICES=3: torch's GPU 0 is NVML's GPU 3, found by UUID,
     and GPU 0 (someone else's job) is not billed as this run's energy."""

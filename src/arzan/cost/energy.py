@@ -18,8 +18,9 @@ Reader = tuple[str, str, Callable[[], float | None]]  # (basis, method, kWh sinc
 
 
 def energy_reader(ledger: Ledger, billed_seconds: Callable[[], float]) -> Reader:
-    """NVML's counter on the GPU trained on; else the priced GPU's TDP × `billed_seconds()` (an upper
-    bound); else the CPU packages' RAPL counters; else nothing."""
+    """NVML's counter on the GPU trained on; else, on a GPU, the priced GPU's TDP × `billed_seconds()`
+    (an upper bound); else the CPU packages' RAPL counters; else nothing. A CPU run priced as a GPU
+    (`--gpu A100-40GB` to see a bill) drew a CPU's power, never an A100's."""
     try:
         import torch
 
@@ -36,7 +37,7 @@ def energy_reader(ledger: Ledger, billed_seconds: Callable[[], float]) -> Reader
             return "measured", "nvml", lambda: (millijoules() - start) / 3.6e9
     except Exception:  # no pynvml, no driver, or a GPU without an energy counter
         pass
-    gpu = ledger.price.gpu or ledger.hardware.gpu_name
+    gpu = (ledger.price.gpu or ledger.hardware.gpu_name) if ledger.hardware.device == "cuda" else None
     try:
         tdp = load_catalog().gpus[canonical_gpu(gpu)]["tdp_watts"] if gpu else None
     except ArzanError:
