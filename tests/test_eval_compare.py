@@ -479,3 +479,20 @@ def test_a_ledger_given_to_compare_is_named_not_read_as_scores(tmp_path):
     run = fake_run(tmp_path, "lora-a", 0.40, 5000.0)
     with pytest.raises(ArzanError, match=r"cost\.json: is a run's ledger; give the run folder it is in \(.*lora-a\)"):
         compare([run / "cost.json"])
+
+
+def test_a_base_scored_without_the_chat_template_is_not_set_against_a_fine_tune_scored_with_it(tmp_path):
+    """Other prompts are another test: the difference would be the template's, not what the money bought."""
+    base = fake_run(tmp_path, "base", 0.40, None, model=THE_BASE)
+    run = fake_run(tmp_path, "lora", 0.98, 5000.0, model=RUN_ON)
+    doc = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+    for head in doc["tasks"].values():
+        head["chat_template"] = True
+    (run / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
+    rows = compare([base, run], references=False)
+    tuned = next(r for r in rows if r["model"] == "lora" and r["task"] == "arzan_mmlu_translated_kk")
+    assert "gain" not in tuned
+    assert tuned["base_mismatch"] == "base scored without the chat template, this with the chat template"
+    md = scores_markdown(rows)
+    assert ("`arzan eval meta-llama/Llama-3.1-8B-Instruct --tasks arzan_mmlu_translated_kk --limit 100 "
+            "--chat-template` scores it as the fine-tune was") in md

@@ -267,6 +267,32 @@ def _readme_quiz(where: Path) -> tuple[Path, str]:
     return where / "my_quiz.yaml", jsonl
 
 
+def test_the_chat_template_renders_the_questions_and_is_recorded_per_task(tmp_path, monkeypatch):
+    """--chat-template: each question reaches the model inside its chat template (what an instruct
+    fine-tune was trained on), the answer right after the assistant header; eval.json says how each
+    task was scored, so compare never sets one way against the other."""
+    from lm_eval.models.huggingface import HFLM
+
+    task, _ = _readme_quiz(tmp_path)
+    contexts = []
+    scoring = HFLM.loglikelihood
+
+    def seen(self, requests, *args, **kwargs):
+        contexts.extend(r.args for r in requests)
+        return scoring(self, requests, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "loglikelihood", seen)
+    plain = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "plain")
+    asked_plain, contexts[:] = list(contexts), []
+    chat = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "chat", chat_template=True)
+    assert not any("<|start_header_id|>" in ctx for ctx, _ in asked_plain)
+    assert contexts and all(ctx.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>")
+                            and ctx.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+                            and not choice.startswith(" ") for ctx, choice in contexts)
+    assert plain["tasks"]["my_kk_quiz"]["chat_template"] is False and chat["tasks"]["my_kk_quiz"]["chat_template"] is True
+    assert chat["model"]["chat_template"] is True and all(r["chat_template"] for r in chat["rows"])
+
+
 def test_an_unreadable_eval_json_is_kept_aside_not_silently_replaced(tmp_path):
     task, _ = _readme_quiz(tmp_path)
     out = tmp_path / "out"

@@ -30,11 +30,14 @@ def standin_for(hub: str) -> Path:
 
 def with_standins(recipe):
     """The recipe's data section with each `hub:` swapped for its local stand-in; format, columns,
-    sample and licence kept, so the mapping under test is the recipe's own."""
+    licence and a fractional sample kept, so the mapping under test is the recipe's own. A sample of
+    N rows is the real set's (6,000 of 52,201): a stand-in of a few rows is taken whole."""
     def swap(src: DataSource) -> DataSource:
         if src.hub is None:
             return src
-        return DataSource.model_validate({**src.model_dump(), "hub": None, "path": str(standin_for(src.hub))})
+        whole = src.sample is not None and src.sample > 1
+        return DataSource.model_validate({**src.model_dump(), "hub": None, "path": str(standin_for(src.hub)),
+                                         **({"sample": None} if whole else {})})
 
     return recipe.data.model_copy(update={"sources": [swap(s) for s in recipe.data.sources],
                                           "eval_sources": [swap(s) for s in recipe.data.eval_sources]})

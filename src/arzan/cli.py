@@ -401,6 +401,9 @@ def eval_(
     load_in_4bit: Optional[bool] = typer.Option(None, "--load-in-4bit/--no-load-in-4bit", metavar="",
                                                 help="Base in 4-bit "
                                                 "(NF4, CUDA). Default: as the run was trained (QLoRA: 4-bit)."),
+    chat_template: bool = typer.Option(False, "--chat-template", metavar="",
+                                       help="Questions in the model's chat template, as an instruct fine-tune "
+                                       "was trained; score its base the same way."),
 ) -> None:
     """Score a fine-tune (base + adapter) on the Kazakh suite with lm-evaluation-harness."""
     from arzan.evaluation import compare, run_eval, scores_table
@@ -408,7 +411,7 @@ def eval_(
     try:
         task_list: list[str] | str = tasks if "," not in tasks else [t.strip() for t in tasks.split(",") if t.strip()]
         result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size,
-                          load_in_4bit=load_in_4bit)
+                          load_in_4bit=load_in_4bit, chat_template=chat_template)
         console.print(scores_table(compare([result["path"]], references=False)))
         console.print(f"scores written to {result['path']}")
         if (unfinished := _unfinished_run(Path(result["path"]).parent)) is not None:

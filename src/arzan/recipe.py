@@ -360,6 +360,7 @@ class EvalSection(_Strict):
     generation_check: bool = True
     prompts: list[str] | None = None  # default: arzan's Kazakh prompts
     max_new_tokens: int = Field(64, gt=0)
+    chat_template: bool = False  # lm-eval questions in the model's chat template (arzan eval --chat-template)
 
 
 class Recipe(_Strict):

@@ -109,7 +109,8 @@ def redo_hint(where: str, run_dir: Path, recipe: Recipe) -> str:
     if where == "the evaluation after training":
         from arzan.evaluation.targets import eval_command
 
-        return "score it with: " + eval_command(run_dir, recipe.eval_tasks(), recipe.eval.limit, recipe.eval_data_dir())
+        return "score it with: " + eval_command(run_dir, recipe.eval_tasks(), recipe.eval.limit, recipe.eval_data_dir(),
+                                                chat_template=recipe.eval.chat_template)
     return f"the adapter is saved in {run_dir / 'adapter'}"
 
 
@@ -199,5 +200,6 @@ def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter)
 
     ev = recipe.eval
     result = run_eval(folder.root, tasks=recipe.eval_tasks(), limit=ev.limit, update_ledger=False,
+                      chat_template=ev.chat_template,
                       data_dir=recipe.eval_data_dir(), guard=lambda fn: meter.capped(fn, "the next evaluation batch"))
     meter.ledger.summary.eval = result.get("summary")

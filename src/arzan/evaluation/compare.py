@@ -109,7 +109,8 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
     else:
         picked = [{"task": t, "metric": h["metric"], "value": h.get(h["metric"]),
                    "stderr": h.get(f"{h['metric']}_stderr"), "n": h.get("n"), "limit": h.get("limit"),
-                   "base_4bit": h.get("base_4bit"), "requested": h.get("requested"), "data_dir": h.get("data_dir")}
+                   "base_4bit": h.get("base_4bit"), "chat_template": h.get("chat_template"),
+                   "requested": h.get("requested"), "data_dir": h.get("data_dir")}
                   for t, h in (doc.get("tasks") or {}).items()]
     rows = []
     for r in picked:
@@ -121,6 +122,7 @@ def _measured(source: str | Path, detail: bool) -> list[dict]:
                      "requested": r.get("requested", doc.get("tasks_requested")), "data_dir": r.get("data_dir"),
                      # evals before 4-bit scoring existed all loaded the base in 16/32-bit
                      "base_4bit": bool(r.get("base_4bit", model.get("load_in_4bit"))),
+                     "chat_template": bool(r.get("chat_template", model.get("chat_template"))),  # older: never
                      **({"stale": True} if stale else {}),
                      "source": str(eval_file)})
     return rows
@@ -220,7 +222,8 @@ def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
             same = found.get((r["base"], r["task"], r["metric"])) if r.get("base") else None
             if not same:
                 return None
-            return next((b for b in same if b.get("n") == r.get("n") and b["base_4bit"] == r["base_4bit"]), same[0])
+            return next((b for b in same if b.get("n") == r.get("n") and b["base_4bit"] == r["base_4bit"]
+                         and bool(b.get("chat_template")) == bool(r.get("chat_template"))), same[0])
     for r in rows:
         if r.get("stale"):  # an earlier adapter's score says nothing of what the run's money bought
             continue
@@ -233,12 +236,19 @@ def against_base(rows: list[dict], base_rows: list[dict] | None) -> None:
         if b["base_4bit"] != r["base_4bit"]:  # a 4-bit base scores differently from its 16-bit self
             r["base_mismatch"] = f"base scored in {_bits(b)}, this in {_bits(r)}"
             continue
+        if bool(b.get("chat_template")) != bool(r.get("chat_template")):  # other prompts: another test
+            r["base_mismatch"] = f"base scored {_chat(b)}, this {_chat(r)}"
+            continue
         gain = points(r["value"], r.get("metric")) - points(b["value"], b.get("metric"))
         se_r, se_b = _stderr_points(r), _stderr_points(b)
         se = math.hypot(se_r, se_b) if se_r is not None and se_b is not None else None
         beyond = se is not None and gain > NOISE_Z * se
         r.update(base_model=b["model"], gain=gain, gain_stderr=se,
                  kzt_per_point_gained=r["kzt_train"] / gain if beyond and r.get("kzt_train") is not None else None)
+
+
+def _chat(r: dict) -> str:
+    return "with the chat template" if r.get("chat_template") else "without the chat template"
 
 
 def _tell_apart(rows: list[dict]) -> None:
@@ -331,6 +341,10 @@ def _legend(rows: list[dict]) -> list[str]:
             lines.append(f"{r['model']} and its base were scored on other items ({r['task']}): "
                          f"`{_eval_command(str(Path(r['source']).parent), r, limit=r['base_limit'])}` scores the "
                          "fine-tune on the base's (re-scoring the base would break what is set against it now).")
+        elif r.get("base_mismatch") and "chat template" in r["base_mismatch"]:
+            lines.append(f"The base of {r['model']} was scored {_chat({'chat_template': not r['chat_template']})} "
+                         f"({r['task']}): `{_eval_command(r['base'], r, four_bit=r['base_4bit'])}` scores it as "
+                         "the fine-tune was.")
         elif r.get("base_mismatch") and "bit" in r["base_mismatch"]:
             lines.append(f"The base of {r['model']} was scored in other bits ({r['task']}): "
                          f"`{_eval_command(r['base'], r, four_bit=r['base_4bit'])}` scores it as the fine-tune was "
@@ -342,7 +356,7 @@ def _eval_command(target: str, r: dict, limit: int | None = None, four_bit: bool
     """The `arzan eval` that scores `target` as row `r` was scored: the same --tasks as asked then
     (a suite, task files), the same --limit and --data-dir."""
     return eval_command(target, r.get("requested") or r["task"], limit if limit is not None else r.get("limit"),
-                        r.get("data_dir"), four_bit)
+                        r.get("data_dir"), four_bit, bool(r.get("chat_template")))
 
 
 def _money(kzt: float | None) -> str:

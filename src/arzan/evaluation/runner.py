@@ -53,7 +53,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
              batch_size: int | str | None = None, device: str | None = None,
              num_fewshot: int | None = None, update_ledger: bool = True,
              guard: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
-             load_in_4bit: bool | None = None) -> dict:
+             load_in_4bit: bool | None = None, chat_template: bool = False) -> dict:
     """Evaluates `target` (run folder, adapter folder, model folder or Hub id) on `tasks`.
 
     Writes `eval.json` in the run folder (or `out_dir`) and, when that folder has a cost.json and
@@ -71,6 +71,12 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
 
     `load_in_4bit` None scores a run as it was trained (a QLoRA run on its NF4 base, which is also
     what lets an 8B model be scored on the T4 it was trained on); True or False says so for any target.
+
+    `chat_template` renders each question with the model's chat template (lm-eval's
+    apply_chat_template): how an instruct fine-tune saw its training data, and without which a
+    fine-tune on chat-formatted answers can score no better than its base. Off by default, as
+    published scores are made; eval.json records it per task, and `arzan compare` sets a fine-tune
+    only against a base scored the same way.
     """
     started, began = time.monotonic(), utcnow()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -96,9 +102,9 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
             with sigterm_as_ctrl_c() if billed else nullcontext():
                 plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
                 results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard,
-                                             four_bit)
-                doc = _document(target, tgt, tasks, plan, limit, results, {**lm_info, "load_in_4bit": four_bit},
-                                started, data_dir)
+                                             four_bit, chat_template)
+                doc = _document(target, tgt, tasks, plan, limit, results,
+                                {**lm_info, "load_in_4bit": four_bit, "chat_template": chat_template}, started, data_dir)
         except KeyboardInterrupt:
             if not update_ledger:  # the caller (a training) owns the ledger and its signals
                 raise
@@ -169,7 +175,8 @@ def _document(target, tgt: Target, tasks, plan: suites.Plan, limit, results: dic
     import lm_eval
 
     from arzan import __version__
-    rows = [{**r, "base_4bit": lm_info["load_in_4bit"]} for r in extract_rows(results, plan.data_source)]
+    how = {"base_4bit": lm_info["load_in_4bit"], "chat_template": lm_info["chat_template"]}
+    rows = [{**r, **how} for r in extract_rows(results, plan.data_source)]
     adapter = tgt.adapter
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     doc = {
@@ -184,7 +191,7 @@ def _document(target, tgt: Target, tasks, plan: suites.Plan, limit, results: dic
         "limit": limit, "seconds": round(time.monotonic() - started, 2),
         "versions": {"lm_eval": getattr(lm_eval, "__version__", None), "arzan": __version__},
         "rows": rows,
-        "tasks": {t: {**h, "limit": limit, "base_4bit": lm_info["load_in_4bit"], "evaluated_at": created,
+        "tasks": {t: {**h, "limit": limit, **how, "evaluated_at": created,
                       "requested": tasks if isinstance(tasks, str) else list(tasks),
                       "data_dir": str(Path(data_dir).resolve()) if data_dir else None}
                   for t, h in headline(rows, plan.tasks).items()},
@@ -260,12 +267,12 @@ def _cannot_load(failed: dict[str, Exception], loaded: list[str]) -> str:
 
 
 def _evaluate(tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot, guard=None,
-              four_bit: bool = False):
+              four_bit: bool = False, chat_template: bool = False):
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="arzan-tasks-") as shadow:  # see suites.shallow
         return _evaluate_in(Path(shadow), tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard,
-                            four_bit)
+                            four_bit, chat_template)
 
 
 def _task_manager(plan: suites.Plan, shadow: Path, data_dir: Any) -> Any:
@@ -300,7 +307,7 @@ def check_tasks(tasks: list[str] | str, data_dir: Any = None, field: str = "eval
 
 
 def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot,
-                 guard=None, four_bit: bool = False):
+                 guard=None, four_bit: bool = False, chat_template: bool = False):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
@@ -321,12 +328,15 @@ def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, 
         with_adapter = f" with adapter {tgt.adapter}" if tgt.adapter else ""
         first = first_line(e)
         raise ArzanError(f"cannot load {tgt.base_name}{with_adapter}: {first}") from None
+    if chat_template and not getattr(lm.tokenizer, "chat_template", None):
+        raise ArzanError(f"--chat-template: the tokenizer of {tgt.base_name} has no chat template (a base model, "
+                         "not an instruct one); score it without --chat-template")
     if guard is not None:  # every loglikelihood and generation batch passes one of these two
         for name in ("_model_call", "_model_generate"):
             setattr(lm, name, guard(getattr(lm, name)))
     with _cut_contexts_counted() as cut, _no_git_probe():
         results = simple_evaluate(model=lm, tasks=plan.tasks, task_manager=tm, limit=limit,
-                                  num_fewshot=num_fewshot, log_samples=False)
+                                  num_fewshot=num_fewshot, log_samples=False, apply_chat_template=chat_template)
     cfg = results.get("config", {})
     # HFLM records its own default revision for a model it was handed: the 4-bit base's is the recipe's
     info = {"revision": (tgt.revision or "main") if four_bit else cfg.get("model_revision"), "sha": cfg.get("model_sha") or None,

@@ -100,7 +100,7 @@ def _adapter_base(adapter: Path, trained: dict, recipe: Path) -> str:
 
 
 def eval_command(target: str | Path, tasks: str | list[str], limit: int | None = None,
-                 data_dir: str | Path | None = None, four_bit: bool = False) -> str:
+                 data_dir: str | Path | None = None, four_bit: bool = False, chat_template: bool = False) -> str:
     """The `arzan eval` command line that scores `target` on `tasks` (a suite, task names or task
     files), quoted for a shell: a task file or data folder under "My Drive" has a space in its path."""
     import shlex
@@ -111,6 +111,6 @@ def eval_command(target: str | Path, tasks: str | list[str], limit: int | None =
         parts += ["--limit", str(limit)]
     if data_dir:
         parts += ["--data-dir", shlex.quote(str(data_dir))]
-    return " ".join(parts + (["--load-in-4bit"] if four_bit else []))
+    return " ".join(parts + (["--load-in-4bit"] if four_bit else []) + (["--chat-template"] if chat_template else []))
 
 

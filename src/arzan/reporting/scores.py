@@ -21,6 +21,7 @@ class Score:
     version: str | None = None
     stderr: float | None = None
     base_4bit: bool = False  # scored on a 4-bit base (arzan eval of a QLoRA run, or --load-in-4bit)
+    chat_template: bool = False  # questions in the model's chat template (arzan eval --chat-template)
     stale: bool = False  # scored an adapter the run folder no longer holds (a resume trained on)
 
 
@@ -79,4 +80,5 @@ def _entry_score(entry: dict[str, Any]) -> Score | None:
     stderr = next((v for k, v in entry.items() if str(k).split(",")[0] == f"{metric}_stderr"
                    and isinstance(v, (int, float)) and not isinstance(v, bool)), None)
     return Score(float(numeric[metric]), label, n if isinstance(n, int) else None,
-                 None if version is None else str(version), stderr, entry.get("base_4bit") is True)
+                 None if version is None else str(version), stderr, entry.get("base_4bit") is True,
+                 chat_template=entry.get("chat_template") is True)

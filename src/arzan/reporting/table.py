@@ -147,7 +147,7 @@ def score_gains(runs: list[Run]) -> dict[tuple[str, str], dict]:
     from arzan.evaluation.compare import against_base
 
     rows = [{"model": r.label, "task": task, "metric": sc.metric, "value": sc.value, "stderr": sc.stderr,
-             "n": sc.n, "base_4bit": sc.base_4bit, "kzt": r.get("money.kzt"),
+             "n": sc.n, "base_4bit": sc.base_4bit, "chat_template": sc.chat_template, "kzt": r.get("money.kzt"),
              "kzt_train": training_kzt(r.ledger) if r.kind == "run" else None,
              ("of_model" if r.kind == "model" else "base"): r.base, **({"stale": True} if sc.stale else {})}
             for r in runs for task, sc in r.scores.items()]
