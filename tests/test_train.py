@@ -711,3 +711,26 @@ def test_a_full_disk_mid_run_keeps_its_own_line_saying_to_free_space(tmp_path, w
            f"arzan train --resume {tmp_path / 'run'}" in said
     assert json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))["status"] == "failed"
     assert not (tmp_path / "run" / "error.log").exists()  # not written onto a full disk
+
+
+def test_a_sigterm_before_the_run_folder_exists_is_one_line_not_a_silent_143(tmp_path, monkeypatch):
+    """A provider's SIGTERM during the first seconds (imports, checks): nothing written or billed, and
+    the command says so instead of dying with `Terminated`."""
+    import os
+    import signal
+
+    import arzan.recipe
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM is handled by something else in this test process")
+    real = arzan.recipe.load_recipe
+
+    def preempted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(arzan.recipe, "load_recipe", preempted)
+    result = cli("train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 130
+    assert "interrupted before the run started: no new run folder was made" in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

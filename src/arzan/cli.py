@@ -154,46 +154,49 @@ def train(
     price: Optional[float] = typer.Option(None, "--price", metavar="USD", help="Your own price, USD per GPU-hour."),
 ) -> None:
     """Fine-tune with LoRA; writes adapter, model card and cost ledger to the run folder."""
+    from arzan.evaluation.session import sigterm_as_ctrl_c
     from arzan.recipe import load_recipe
     from arzan.runfolder import is_run_folder
 
     where, loaded_where = out or recipe, False
     try:
-        if resume and overwrite:
-            raise ArzanError("--resume and --overwrite contradict each other; choose one")
-        if resume and set_:
-            raise ArzanError("--set with --resume: a resumed run keeps the recipe it started with (its run folder's "
-                             "recipe.yaml); to change the recipe, start a new run")
-        run_dir = out
-        if resume and not recipe.exists():
-            raise ArzanError(f"{recipe}: no such run folder to resume")
-        if recipe.is_dir():
-            if not resume and is_run_folder(recipe):
-                raise ArzanError(f"{recipe}: is a run folder; to continue it use: arzan train --resume {recipe}")
-            if not resume:
-                raise ArzanError(f"{recipe}: is a folder, not a recipe YAML (recipes/*.yaml are examples)")
-            if not is_run_folder(recipe):
-                raise ArzanError(f"{recipe}: not a run folder (needs recipe.yaml and cost.json)")
-            if out is not None and out.resolve() != recipe.resolve():
-                raise ArzanError(f"--out {out} with --resume {recipe}: a run continues in its own folder; "
-                                 "to train into another, start a new run there")
-            run_dir, recipe = recipe, recipe / "recipe.yaml"
-        if resume and allow_over_budget:
-            raise ArzanError("--allow-over-budget with --resume: a resume is refused only when the cap cannot pay "
-                             "for one more step, and the meter would stop at once; raise the cap with --budget")
-        _check_price(price)
-        loaded = load_recipe(recipe, set_)
-        where, loaded_where = loaded.run_dir(run_dir), True
-        if resume and recipe.resolve() != (where / "recipe.yaml").resolve():
-            from arzan.resume import check_same_recipe
+        with sigterm_as_ctrl_c():  # a provider's SIGTERM before the training's own handler: one line, not 143
+            if resume and overwrite:
+                raise ArzanError("--resume and --overwrite contradict each other; choose one")
+            if resume and set_:
+                raise ArzanError("--set with --resume: a resumed run keeps the recipe it started with (its run "
+                                 "folder's recipe.yaml); to change the recipe, start a new run")
+            run_dir = out
+            if resume and not recipe.exists():
+                raise ArzanError(f"{recipe}: no such run folder to resume")
+            if recipe.is_dir():
+                if not resume and is_run_folder(recipe):
+                    raise ArzanError(f"{recipe}: is a run folder; to continue it use: arzan train --resume {recipe}")
+                if not resume:
+                    raise ArzanError(f"{recipe}: is a folder, not a recipe YAML (recipes/*.yaml are examples)")
+                if not is_run_folder(recipe):
+                    raise ArzanError(f"{recipe}: not a run folder (needs recipe.yaml and cost.json)")
+                if out is not None and out.resolve() != recipe.resolve():
+                    raise ArzanError(f"--out {out} with --resume {recipe}: a run continues in its own folder; "
+                                     "to train into another, start a new run there")
+                run_dir, recipe = recipe, recipe / "recipe.yaml"
+            if resume and allow_over_budget:
+                raise ArzanError("--allow-over-budget with --resume: a resume is refused only when the cap cannot pay "
+                                 "for one more step, and the meter would stop at once; raise the cap with --budget")
+            _check_price(price)
+            loaded = load_recipe(recipe, set_)
+            where, loaded_where = loaded.run_dir(run_dir), True
+            if resume and recipe.resolve() != (where / "recipe.yaml").resolve():
+                from arzan.resume import check_same_recipe
 
-            check_same_recipe(loaded, where, recipe)  # RECIPE --resume --out DIR: DIR's own recipe.yaml is what runs
-        from arzan.train import train as run_training
+                # RECIPE --resume --out DIR: DIR's own recipe.yaml is what runs
+                check_same_recipe(loaded, where, recipe)
+            from arzan.train import train as run_training
 
-        result = run_training(loaded, out=run_dir, mode="resume" if resume else "overwrite" if overwrite else "new",
-                              console=console, budget=parse_budget(budget), allow_over_budget=allow_over_budget,
-                              cost_overrides={"gpu": gpu, "provider": provider, "usd_per_gpu_hour": price},
-                              started=STARTED)
+            result = run_training(loaded, out=run_dir, mode="resume" if resume else "overwrite" if overwrite else "new",
+                                  console=console, budget=parse_budget(budget), allow_over_budget=allow_over_budget,
+                                  cost_overrides={"gpu": gpu, "provider": provider, "usd_per_gpu_hour": price},
+                                  started=STARTED)
     except ArzanError as exc:
         _fail(exc, recipe)
         return
