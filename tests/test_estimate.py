@@ -244,6 +244,25 @@ def test_render_shows_the_table(llama_estimate):
     json.dumps(est.to_dict(), default=str)  # --json works
 
 
+def test_the_cap_is_held_against_the_catalog_rows_too(llama_estimate):
+    """`--budget` on a machine whose own row is free (a CPU) still says which GPUs to rent stay under it."""
+    from arzan.estimate import catalog_within_cap
+
+    recipe, est = llama_estimate
+    assert catalog_within_cap(recipe, est) is None  # no cap, nothing to say
+    fitting = sorted((o for o in est.options if o.fits is not False and o.billed_seconds), key=lambda o: o.kzt)
+    capped = recipe.model_copy(update={"budget": recipe.budget.model_copy(update={"max_kzt": fitting[0].kzt / 2})})
+    assert catalog_within_cap(capped, est) == (f"over the cap on every catalog GPU it fits on (the cheapest: "
+                                               f"{fitting[0].device} at {fitting[0].price.provider}, "
+                                               f"{kzt_text(fitting[0].kzt)})")
+    between = (fitting[1].kzt + fitting[2].kzt) / 2
+    capped = recipe.model_copy(update={"budget": recipe.budget.model_copy(update={"max_kzt": between})})
+    assert catalog_within_cap(capped, est).startswith(f"within the cap on 2 of the {len(fitting)} catalog GPUs "
+                                                      f"it fits on: {fitting[0].device} ")
+    roomy = recipe.model_copy(update={"budget": recipe.budget.model_copy(update={"max_kzt": fitting[-1].kzt * 2})})
+    assert catalog_within_cap(roomy, est) == "within the cap on every catalog GPU it fits on"
+
+
 def test_budget_refusal_names_the_estimate_the_cap_and_the_override(write_recipe):
     r = load_recipe(REPO / "recipes" / "smoke.yaml", ["train.max_steps=40", "cost.usd_per_gpu_hour=100"])
     est = estimate(r)

@@ -335,7 +335,7 @@ def estimate(
 
     Exits 3 when the estimate is over the recipe's or --budget's cap, so a script can stop there.
     """
-    from arzan.estimate import check_budget, render
+    from arzan.estimate import catalog_within_cap, check_budget, render
     from arzan.estimate import estimate as run_estimate
     from arzan.recipe import load_recipe
 
@@ -367,6 +367,8 @@ def estimate(
 
         if (caps := cap_line(loaded)) is not None:
             console.print(caps, highlight=False, markup=False)
+        if (catalog := catalog_within_cap(loaded, est)) is not None:
+            console.print(catalog, highlight=False, markup=False)
     asked = [o for o in est.options if o.billed_seconds is not None] if gpu else []
     cheapest = min(asked, key=lambda o: o.kzt) if asked else None  # --gpu: the budget is for that GPU
     if (over := check_budget(loaded, est, cheapest)) is not None:

@@ -350,6 +350,26 @@ def check_budget(recipe: Recipe, est: Estimate, option: Option | None = None) ->
             f"--allow-over-budget (the meter still stops the run at the cap)")
 
 
+def catalog_within_cap(recipe: Recipe, est: Estimate) -> str | None:
+    """The cap against the catalog rows, not only the row the run is billed at: a free CPU row under
+    a 1 ₸ cap says nothing of the GPU someone is about to rent."""
+    b = recipe.budget
+    if b.max_kzt is None and b.max_usd is None and b.max_hours is None:
+        return None
+    rows = [o for o in est.options if o.billed_seconds is not None and o.fits is not False]
+    if not rows:
+        return None
+    within = [o for o in rows if check_budget(recipe, est, o) is None]
+    if not within:
+        cheapest = min(rows, key=lambda o: o.kzt)
+        return (f"over the cap on every catalog GPU it fits on (the cheapest: {cheapest.device} at "
+                f"{cheapest.price.provider or cheapest.price.source}, {kzt_text(cheapest.kzt)})")
+    if len(within) == len(rows):
+        return "within the cap on every catalog GPU it fits on"
+    names = ", ".join(f"{o.device} {o.price.provider or o.price.source}" for o in within)
+    return f"within the cap on {len(within)} of the {len(rows)} catalog GPUs it fits on: {names}"
+
+
 def preflight_budget(recipe: Recipe, allow_over_budget: bool = False,
                      tokenizer: Any = None) -> tuple[str | None, float, int]:
     """For `arzan train`, before the meter starts: refuse a run whose estimate is over its caps.
