@@ -635,6 +635,9 @@ def test_a_new_run_whose_setup_eats_the_budget_trains_nothing(tmp_path, write_re
     assert result.status == "stopped_budget" and result.ledger["progress"]["step"] == 0
     assert result.ledger["tokens"]["trained"] == 0
     assert not (tmp_path / "run" / "adapter").exists()  # no step trained: no adapter to pass off as one
+    # the setup passed the cap: said so, not blamed on a first step that never began
+    assert result.ledger["status_reason"].startswith("max_kzt 50 ₸: spent 83.33 ₸, already past it, so the first "
+                                                     "step of this session did not start")
 
 
 def test_a_signal_while_the_final_adapter_is_saved_finishes_the_run_and_a_second_one_waits_for_the_file(
@@ -910,7 +913,7 @@ def test_a_cap_the_generation_check_reached_loads_no_model_for_lm_eval(tmp_path,
     assert result.status == "finished" and result.ledger["summary"]["generation_check"] is not None
     assert loads == []  # the cap was passed before lm-eval: no model load
     # 33 ₸ of steps + two generation passes (adapter off, then on) of 83 ₸ each
-    assert "max_kzt 100 ₸: spent 200.00 ₸, so the evaluation after training did not start" in reason
+    assert "max_kzt 100 ₸: spent 200.00 ₸, already past it, so the evaluation after training did not start" in reason
     assert "the evaluation after training and the merge not done" in reason
 
 

@@ -343,6 +343,8 @@ class CostMeter(TrainerCallback):
         if b.max_hours is not None:
             caps.append((b.max_hours, hours, ahead_s / 3600, f"max_hours {amount(b.max_hours)} h: {hours:.3f} h billed", ""))
         for cap, spent, more, words, more_words in caps:
+            if spent > cap:  # the setup (a model load) passed it before any step could be priced
+                return f"{words}, already past it, so {ahead} did not start"
             if ahead_s <= 0 and spent >= cap:
                 return f"{words}, so {ahead} did not start"
             if ahead_s > 0 and spent + more > cap:
