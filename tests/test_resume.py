@@ -638,6 +638,11 @@ def test_a_new_run_whose_setup_eats_the_budget_trains_nothing(tmp_path, write_re
     # the setup passed the cap: said so, not blamed on a first step that never began
     assert result.ledger["status_reason"].startswith("max_kzt 50 ₸: spent 83.33 ₸, already past it, so the first "
                                                      "step of this session did not start")
+    # a resume under the same cap names the cap the stop named: no step was measured to price another by
+    suggested = result.ledger["resume_command"].split(" --budget ")[1]
+    with pytest.raises(ArzanError) as refused:
+        train(load_recipe(tmp_path / "run" / "recipe.yaml"), out=tmp_path / "run", mode="resume")
+    assert str(refused.value).endswith(f"--budget {suggested}")
 
 
 def test_a_signal_while_the_final_adapter_is_saved_finishes_the_run_and_a_second_one_waits_for_the_file(
@@ -1086,3 +1091,18 @@ def test_a_run_cut_by_a_second_ctrl_c_before_any_checkpoint_resumes_from_the_sta
     assert first["lost_steps"] == [0, 3] and first["tokens"]["trained"] == 0  # paid for, trained again, counted once
     step_kzt = STEP_SECONDS / 3600 * 1.0 * 500
     assert done.ledger["money"]["kzt"] == pytest.approx(9 * step_kzt)
+
+
+def test_a_run_stopped_before_any_step_is_told_the_cap_its_stop_named(tmp_path, write_recipe):
+    """No step measured: the stop priced the 1000 steps left by the estimate (the ledger cannot say a
+    step's time), so the refused resume repeats that cap instead of one that pays for a setup alone."""
+    from arzan.cost.ledger import new_ledger
+    from arzan.cost.prices import Price, resolve_exchange
+    from arzan.resume import preflight_resume
+
+    recipe = load_recipe(_short_recipe(write_recipe, budget={"max_kzt": 3}))
+    ledger = new_ledger("t", Price(usd_per_gpu_hour=1.0), resolve_exchange(500))
+    ledger.money.kzt, ledger.progress.max_steps = 5.84, 1000
+    ledger.status, ledger.resume_command = "stopped_budget", f"arzan train --resume {tmp_path} --budget 38KZT"
+    with pytest.raises(ArzanError, match=r"--budget 38KZT$"):
+        preflight_resume(recipe, ledger, tmp_path)

@@ -110,6 +110,9 @@ def preflight_resume(recipe: Recipe, ledger: Ledger, where: Path) -> None:
     for kind, cap, spent, step, unit in checks:
         if cap is not None and spent + step > cap:
             hint = suggest_cap(kind, ledger, step_s, price, exchange)
+            said = (ledger.resume_command or "").partition(" --budget ")[2]
+            if not step_s and said.endswith({"max_kzt": "KZT", "max_usd": "USD", "max_hours": "h"}[kind]):
+                hint = said  # no step measured: the stop priced the steps by the estimate, which this cannot redo
             digits = 3 if unit == "h" else 2
             others = [k for k, c, *_ in checks if c is not None and k != kind]
             alone = f" (the {' and '.join(others)} cap does not lift this one: each binds on its own)" if others else ""
