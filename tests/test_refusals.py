@@ -143,6 +143,11 @@ def test_scoring_an_unfinished_run_says_whose_scores_they_are(tmp_path):
     (run / "cost.json").write_text(json.dumps({"status": "interrupted", "progress": {"step": 507, "max_steps": 1000}}))
     note = _unfinished_run(run)
     assert note.startswith("this run is interrupted at step 507/1000: these are the scores of its adapter so far")
+    assert note.endswith(f"(arzan train --resume {run})")
+    capped = {"status": "stopped_budget", "progress": {"step": 507, "max_steps": 1000},
+              "resume_command": f"arzan train --resume {run} --budget 38KZT"}
+    (run / "cost.json").write_text(json.dumps(capped))
+    assert _unfinished_run(run).endswith(f"(arzan train --resume {run} --budget 38KZT)")  # the raised cap it needs
     (run / "cost.json").write_text(json.dumps({"status": "finished", "progress": {"step": 1000, "max_steps": 1000}}))
     assert _unfinished_run(run) is None and _unfinished_run(tmp_path / "evals") is None
 

@@ -57,8 +57,9 @@ def _unfinished_run(folder: Path) -> str | None:
     progress = led.get("progress") if isinstance(led.get("progress"), dict) else {}
     if led.get("status") in (None, "finished"):
         return None
+    command = led.get("resume_command") or f"arzan train --resume {folder}"  # a capped run's names its raised cap
     return (f"this run is {led.get('status')} at step {progress.get('step', '?')}/{progress.get('max_steps', '?')}: "
-            f"these are the scores of its adapter so far, not of the finished run (arzan train --resume {folder})")
+            f"these are the scores of its adapter so far, not of the finished run ({command})")
 
 
 RECIPE_SECTIONS = {"model", "lora", "data", "train", "budget", "cost", "output", "eval"}
