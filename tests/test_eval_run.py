@@ -637,3 +637,24 @@ def test_an_eval_past_the_runs_cap_says_so():
                                      "(arzan eval and arzan merge are not capped)")
     assert past_cap_note({"budget": {"max_kzt": 500.0}, "money": {"kzt": 349.2}}) is None
     assert past_cap_note(None) is None
+
+
+def test_arzan_eval_sets_the_run_beside_its_base_scored_here_before(run_dir, tmp_path, monkeypatch):
+    """`arzan eval BASE` then `arzan eval RUN` from the same folder: the second shows the gain at once
+    instead of asking for the base's score it already has."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    task, _ = _readme_quiz(tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "eval.json").unlink(missing_ok=True)
+    monkeypatch.chdir(tmp_path)
+    base = CliRunner().invoke(app, ["eval", TINY_MODEL_NAME, "--tasks", str(task)])
+    assert base.exit_code == 0 and (tmp_path / "evals" / "arzan_tiny-llama-kk" / "eval.json").is_file()
+    tuned = CliRunner().invoke(app, ["eval", str(run), "--tasks", str(task)])
+    said = " ".join(tuned.output.split())
+    assert tuned.exit_code == 0 and "vs base" in said and "No score of the base model" not in said

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -30,7 +29,7 @@ from arzan.evaluation.results import (
     write_json_atomic,
 )
 from arzan.evaluation.session import EvalInterrupted, bill, failed, interrupted, sigterm_as_ctrl_c, signals_held
-from arzan.evaluation.targets import Target, resolve_target
+from arzan.evaluation.targets import Target, evals_folder, resolve_target
 from arzan.evaluation.taskdata import DATA_DIR_ENV
 from arzan.fileio import sha256
 from arzan.runfolder import check_writable, eval_in_progress, evaluating
@@ -91,7 +90,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     device = device or _default_device()
     four_bit, precision_note = _in_4bit(tgt, device, load_in_4bit)
     if four_bit and tgt.kind == "model" and out_dir is None:  # beside the 16-bit scores, never over them
-        tgt.out_dir = Path("evals") / (re.sub(r"[^\w.-]+", "_", tgt.base_name) + "-4bit")
+        tgt.out_dir = evals_folder(tgt.base_name, four_bit=True)
     billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
     if billed:
         _refuse_while_training(tgt.out_dir)

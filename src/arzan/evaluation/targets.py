@@ -78,8 +78,13 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
                 and not p.parent.is_dir() and not name.startswith((".", "~")))
     if is_tiny(name) or hub_like:
         return Target("model", loadable(name), name, None, loadable(name),
-                      out_dir or Path("evals") / re.sub(r"[^\w.-]+", "_", name))
+                      out_dir or evals_folder(name))
     raise ArzanError(f"{target}: no such run folder or model folder, and not a Hub id (org/name)")
+
+
+def evals_folder(model: str, four_bit: bool = False) -> Path:
+    """Where `arzan eval MODEL` puts a plain model's scores (a 4-bit scoring beside the 16-bit one)."""
+    return Path("evals") / (re.sub(r"[^\w.-]+", "_", model) + ("-4bit" if four_bit else ""))
 
 
 def _adapter_base(adapter: Path, trained: dict, recipe: Path) -> str:
