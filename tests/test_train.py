@@ -456,11 +456,14 @@ def test_a_flattened_batch_on_sdpa_scores_each_document_alone():
     assert abs(leaky.item() - padded_loss.item()) > 1e-3  # the check can fail: without position_ids it leaks
 
 
-def test_a_lora_target_the_model_does_not_have_is_one_line_naming_the_field(tmp_path, write_recipe):
-    recipe = write_recipe(base_recipe(lora={"r": 4, "lora_alpha": 8, "target_modules": ["qproj"]}))
+@pytest.mark.parametrize("targets", [["qproj"], ["q_proj", "qproj"]])  # alone, or beside a real one peft accepts
+def test_a_lora_target_the_model_does_not_have_is_one_line_naming_the_field(tmp_path, write_recipe, targets):
+    recipe = write_recipe(base_recipe(lora={"r": 4, "lora_alpha": 8, "target_modules": targets}))
     result = cli("train", str(recipe), "--out", str(tmp_path / "run"))
+    said = " ".join(result.output.split())
     assert result.exit_code == 2, result.output
-    assert "lora.target_modules:" in result.output and "qproj" in result.output
+    assert "lora.target_modules: 'qproj' matches no module of this model (its linear layers: down_proj, gate_proj, " \
+           "k_proj, o_proj, q_proj, up_proj, v_proj)" in said
     assert "Traceback" not in result.output
 
 

@@ -321,11 +321,29 @@ def _load_hf(recipe: Recipe, name: str, on_cuda: bool) -> tuple[Any, Any]:
     return _with_lora(model, recipe), tokenizer
 
 
+def check_target_modules(model: Any, targets: list[str] | str) -> None:
+    """Every name in lora.target_modules must match a module: peft refuses a list where none does,
+    but takes [q_proj, nope] quietly, writing the typo into adapter_config.json as if it were trained."""
+    if isinstance(targets, str):  # "all-linear": peft finds them
+        return
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+    unknown = [t for t in targets if t not in leaves]
+    if unknown:
+        import torch
+
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head"})
+        raise ArzanError(f"lora.target_modules: {', '.join(map(repr, unknown))} "
+                         f"{'matches' if len(unknown) == 1 else 'match'} no module of this model (its linear layers: "
+                         f"{', '.join(linear)})")
+
+
 def _with_lora(model: Any, recipe: Recipe) -> Any:
     """peft's get_peft_model, with a target-module typo as a one-line error naming the field."""
     from peft import get_peft_model
     from transformers import set_seed
 
+    check_target_modules(model, recipe.lora.target_modules)
     set_seed(recipe.train.seed)  # the adapter's initial weights follow train.seed, as unsloth's random_state does
     try:
         return get_peft_model(model, lora_config(recipe))
@@ -348,6 +366,7 @@ def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
         raise ArzanError(f"model.name: cannot load '{m.name}' with unsloth: "
                          f"{first_line(exc.__cause__ or exc)}") from None
     checkpointing = "unsloth" if recipe.train.gradient_checkpointing is not False else False
+    check_target_modules(model, lo.target_modules)
     try:
         model = FastLanguageModel.get_peft_model(
             model, r=lo.r, lora_alpha=lo.lora_alpha, lora_dropout=lo.lora_dropout, target_modules=lo.target_modules,
