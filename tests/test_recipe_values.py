@@ -168,6 +168,8 @@ def test_secret_keys_in_a_recipe_file_and_names_that_only_look_alike(write_recip
     ("lora.target_modules=[1, 2]", "lora.target_modules: expected a list of text or 'all-linear' (got [1, 2])"),
     ("train.report_to=5", "train.report_to: expected a list of text or text (got 5)"),
     ("eval.tasks=7", "eval.tasks: expected a list of text or text (got 7)"),
+    ("train.max_steps=true", "train.max_steps: expected a number (got True)"),  # not 1 step
+    ("budget.max_kzt=yes", "budget.max_kzt: expected a number (got True)"),
 ])
 def test_union_errors_name_the_field_and_what_it_takes(override, expected):
     message = refused([override])

@@ -18,7 +18,7 @@ import warnings
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -42,7 +42,20 @@ class RecipeError(ArzanError):
     """A recipe that cannot run; the message names file and field."""
 
 
-class _Strict(BaseModel):
+class _NoYesForANumber(BaseModel):
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_for_a_number(cls, v: Any, info: Any) -> Any:
+        """pydantic reads `max_steps: true` as 1 step: a YAML yes/no is never a number here."""
+        if isinstance(v, bool) and info.field_name in cls.model_fields:
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = {annotation} | set(get_args(annotation))
+            if bool not in kinds and kinds & {int, float}:
+                raise ValueError("expected a number")
+        return v
+
+
+class _Strict(_NoYesForANumber):
     # inf/nan pass float checks (`gt=0`) and then break arithmetic far away: refuse them here
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
@@ -216,7 +229,7 @@ def _check_choice(name: str, value: Any) -> None:
             raise _field_error(name, f"{v!r} is not allowed{hint} (allowed: {', '.join(choices)})")
 
 
-class TrainSection(BaseModel):
+class TrainSection(_NoYesForANumber):
     """SFTConfig fields by their TRL names; any other SFTConfig field is accepted too."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
