@@ -273,6 +273,16 @@ def test_a_running_ledger_nobody_has_written_for_long_says_so_and_how_to_resume(
     assert "Still running" not in text
 
 
+def test_runs_priced_at_different_exchange_rates_are_said_to_be(runs, tmp_path):
+    """The fixture's T4 run is at 505.5 ₸/$, the others at 520: their ₸ side by side is not one currency."""
+    out = build_report(runs, tmp_path / "r.html", markdown=True)
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "the runs' tenge are at different exchange rates (" in md and "llama-kk-t4: 1 $ = 505.50 ₸" in md
+    assert "compare their $ columns" in out.read_text(encoding="utf-8")
+    build_report(runs[:2], tmp_path / "same.html", markdown=True)  # both at 520: nothing to say
+    assert "different exchange rates" not in (tmp_path / "same.md").read_text(encoding="utf-8")
+
+
 def test_markdown_next_to_html(runs, tmp_path):
     out = build_report(runs, tmp_path / "r.html")
     md = (tmp_path / "r.md").read_text(encoding="utf-8")

@@ -65,6 +65,10 @@ def build_report(run_dirs: list[Path], out_html: Path, out_md: Path | None = Non
     warnings = [w for run in items for w in run.warnings]
     refs = load_references(references if references is not None else default_path(), warnings)
     rates = [r.get("exchange.usd_kzt") for r in runs if r.get("exchange.usd_kzt")]
+    if len(set(rates)) > 1:  # each run's tenge are at its own rate: side by side they are not one currency
+        warnings.append("the runs' tenge are at different exchange rates (" + ", ".join(
+            f"{r.label}: 1 $ = {r.get('exchange.usd_kzt'):,.2f} ₸" for r in runs if r.get("exchange.usd_kzt"))
+            + "); compare their $ columns, which no rate changes")
     plots = all_plots(runs, refs, rates[0] if rates else None, models)
     ref_rows = sections.reference_rows(shown(refs, table.score_tasks(runs + models)))  # what the score plot drew
     title = title or ("arzan report: " + ", ".join(r.label for r in runs[:4])
