@@ -293,6 +293,16 @@ def test_the_chat_template_renders_the_questions_and_is_recorded_per_task(tmp_pa
     assert chat["model"]["chat_template"] is True and all(r["chat_template"] for r in chat["rows"])
 
 
+def test_scoring_a_task_again_on_other_items_says_what_it_replaced(tmp_path):
+    task, _ = _readme_quiz(tmp_path)
+    first = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "base", limit=2)
+    assert "note" not in first or "replaced" not in first["note"]
+    again = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "base", limit=3)
+    assert "my_kk_quiz: the earlier scores on --limit 2 are replaced by these on --limit 3" in again["note"]
+    same = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "base", limit=3)
+    assert "replaced" not in same.get("note", "")
+
+
 def test_an_unreadable_eval_json_is_kept_aside_not_silently_replaced(tmp_path):
     task, _ = _readme_quiz(tmp_path)
     out = tmp_path / "out"

@@ -117,6 +117,22 @@ def earlier_adapter(doc: Any, folder: Path) -> bool:
     return sha256(weights) != scored
 
 
+def relimited_note(before: dict | None, doc: dict) -> str | None:
+    """A task scored again on another number of items replaces the earlier scores: fine-tunes set
+    against those (same items) are no longer comparable to this model, which should be said now."""
+    old = (before or {}).get("tasks") if len(doc.get("history") or []) > 1 else None  # the same model, merged
+    if not isinstance(old, dict):
+        return None
+    changed = [t for t in doc.get("tasks_run") or [] if isinstance(old.get(t), dict)
+               and old[t].get("limit") != doc.get("limit")]
+    if not changed:
+        return None
+    was = {old[t].get("limit") for t in changed}
+    return (f"{', '.join(changed)}: the earlier scores on --limit {', '.join(str(w or 'none') for w in was)} are "
+            f"replaced by these on --limit {doc.get('limit') or 'none'}; a fine-tune scored on the earlier items is "
+            "no longer set against them")
+
+
 def set_aside_unreadable(path: Path) -> Path | None:
     """An eval.json that cannot be read (cut short, edited by hand) holds scores someone paid for:
     the new one does not replace it silently but next to `eval.json.unreadable-<time>`."""

@@ -25,6 +25,7 @@ from arzan.evaluation.results import (
     headline,
     merge_with_previous,
     read_previous,
+    relimited_note,
     set_aside_unreadable,
     write_json_atomic,
 )
@@ -114,6 +115,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
             raise failed(tgt.out_dir, exc, time.monotonic() - started, device, began, billed) from exc
         note = None
         with signals_held() as got:  # the scores, their bill and the card: all three or none
+            note = relimited_note(read_previous(tgt.out_dir / EVAL_FILE), doc)
             if (aside := set_aside_unreadable(tgt.out_dir / EVAL_FILE)) is not None:
                 note = f"the earlier {EVAL_FILE} could not be read; it is kept as {aside.name}"
             write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
