@@ -668,3 +668,31 @@ def test_arzan_eval_sets_the_run_beside_its_base_scored_here_before(run_dir, tmp
     tuned = CliRunner().invoke(app, ["eval", str(run), "--tasks", str(task)])
     said = " ".join(tuned.output.split())
     assert tuned.exit_code == 0 and "vs base" in said and "No score of the base model" not in said
+
+
+def test_a_runs_later_eval_follows_its_recipes_chat_template_and_a_chat_scored_base_keeps_its_plain_scores(
+        run_dir, tmp_path, monkeypatch):
+    """eval.chat_template: true in the run's recipe: `arzan eval RUN` scores it so unless told otherwise
+    (as --load-in-4bit follows a QLoRA run), and the base scored with the template goes beside its
+    plain scores (evals/NAME-chat), so a fine-tune of each kind still has its base to be set against."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    task, _ = _readme_quiz(tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "eval.json").unlink(missing_ok=True)
+    (run / "recipe.yaml").write_text(f"name: smoke\nmodel:\n  name: {TINY_MODEL_NAME}\neval:\n  chat_template: true\n")
+    assert run_eval(run, tasks=[str(task)])["tasks"]["my_kk_quiz"]["chat_template"] is True
+    assert run_eval(run, tasks=[str(task)], chat_template=False)["tasks"]["my_kk_quiz"]["chat_template"] is False
+    monkeypatch.chdir(tmp_path)
+    for flag in ([], ["--chat-template"]):
+        assert CliRunner().invoke(app, ["eval", TINY_MODEL_NAME, "--tasks", str(task), *flag]).exit_code == 0
+    plain = json.loads((tmp_path / "evals" / "arzan_tiny-llama-kk" / "eval.json").read_text(encoding="utf-8"))
+    chat = json.loads((tmp_path / "evals" / "arzan_tiny-llama-kk-chat" / "eval.json").read_text(encoding="utf-8"))
+    assert plain["tasks"]["my_kk_quiz"]["chat_template"] is False and chat["tasks"]["my_kk_quiz"]["chat_template"]
+    tuned = CliRunner().invoke(app, ["eval", str(run), "--tasks", str(task)])  # the recipe's way: with it
+    assert tuned.exit_code == 0 and "vs base" in " ".join(tuned.output.split())

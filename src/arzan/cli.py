@@ -407,9 +407,10 @@ def eval_(
     load_in_4bit: Optional[bool] = typer.Option(None, "--load-in-4bit/--no-load-in-4bit", metavar="",
                                                 help="Base in 4-bit "
                                                 "(NF4, CUDA). Default: as the run was trained (QLoRA: 4-bit)."),
-    chat_template: bool = typer.Option(False, "--chat-template", metavar="",
-                                       help="Questions in the model's chat template, as an instruct fine-tune "
-                                       "was trained; score its base the same way."),
+    chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template", metavar="",
+                                                 help="Questions in the model's chat template, as an instruct "
+                                                 "fine-tune was trained; score its base the same way. Default: as "
+                                                 "the run's recipe says (eval.chat_template), else off."),
 ) -> None:
     """Score a fine-tune (base + adapter) on the Kazakh suite with lm-evaluation-harness."""
     from arzan.evaluation import compare, run_eval, scores_table
@@ -421,8 +422,8 @@ def eval_(
                           load_in_4bit=load_in_4bit, chat_template=chat_template)
         base = (result.get("model") or {}).get("base") if (result.get("model") or {}).get("kind") != "model" else None
         # its base scored here before (arzan eval BASE): set beside it, so the gain shows at once
-        beside = [str(f) for f in (evals_folder(base, bit) for bit in (False, True)) if (f / "eval.json").is_file()] \
-            if base else []
+        beside = [str(f) for f in (evals_folder(base, bit, chat) for bit in (False, True) for chat in (False, True))
+                  if (f / "eval.json").is_file()] if base else []
         console.print(scores_table(compare([result["path"], *beside], references=False)))
         console.print(f"scores written to {result['path']}")
         if (unfinished := _unfinished_run(Path(result["path"]).parent)) is not None:

@@ -60,15 +60,20 @@ def recipe_model(run: Path | None) -> dict:
     """The `model:` section of a run folder's recipe.yaml: the base as it was trained on (name,
     revision, 4-bit, dtype, trust_remote_code), for eval, merge and inference to load it alike. An
     adapter without its run folder, or an unreadable recipe, says nothing."""
+    return recipe_section(run, "model")
+
+
+def recipe_section(run: Path | None, section: str) -> dict:
+    """One section of a run folder's recipe.yaml as written, {} where there is none to read."""
     import yaml
 
     if run is None:
         return {}
     try:
-        model = (yaml.safe_load((Path(run) / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("model") or {}
+        found = (yaml.safe_load((Path(run) / "recipe.yaml").read_text(encoding="utf-8")) or {}).get(section) or {}
     except (OSError, ValueError, yaml.YAMLError, AttributeError):  # ValueError: not UTF-8 text
         return {}
-    return model if isinstance(model, dict) else {}
+    return found if isinstance(found, dict) else {}
 
 
 def unique_folders(paths: list) -> list:

@@ -53,7 +53,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
              batch_size: int | str | None = None, device: str | None = None,
              num_fewshot: int | None = None, update_ledger: bool = True,
              guard: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
-             load_in_4bit: bool | None = None, chat_template: bool = False) -> dict:
+             load_in_4bit: bool | None = None, chat_template: bool | None = None) -> dict:
     """Evaluates `target` (run folder, adapter folder, model folder or Hub id) on `tasks`.
 
     Writes `eval.json` in the run folder (or `out_dir`) and, when that folder has a cost.json and
@@ -74,9 +74,9 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
 
     `chat_template` renders each question with the model's chat template (lm-eval's
     apply_chat_template): how an instruct fine-tune saw its training data, and without which a
-    fine-tune on chat-formatted answers can score no better than its base. Off by default, as
-    published scores are made; eval.json records it per task, and `arzan compare` sets a fine-tune
-    only against a base scored the same way.
+    fine-tune on chat-formatted answers can score no better than its base. None: as the run's recipe
+    says (eval.chat_template), else off, as published scores are made. eval.json records it per
+    task, and `arzan compare` sets a fine-tune only against a base scored the same way.
     """
     started, began = time.monotonic(), utcnow()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -90,8 +90,9 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     tgt = resolve_target(target, Path(out_dir) if out_dir else None)
     device = device or _default_device()
     four_bit, precision_note = _in_4bit(tgt, device, load_in_4bit)
-    if four_bit and tgt.kind == "model" and out_dir is None:  # beside the 16-bit scores, never over them
-        tgt.out_dir = evals_folder(tgt.base_name, four_bit=True)
+    chat_template = tgt.trained_chat if chat_template is None else chat_template
+    if (four_bit or chat_template) and tgt.kind == "model" and out_dir is None:  # beside the plain ones, never over
+        tgt.out_dir = evals_folder(tgt.base_name, four_bit, chat_template)
     billed = update_ledger and (tgt.out_dir / "cost.json").is_file()
     if billed:
         _refuse_while_training(tgt.out_dir)
@@ -103,8 +104,8 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
                 plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
                 results, lm_info = _evaluate(tgt, plan, limit, data_dir, batch_size, device, num_fewshot, guard,
                                              four_bit, chat_template)
-                doc = _document(target, tgt, tasks, plan, limit, results,
-                                {**lm_info, "load_in_4bit": four_bit, "chat_template": chat_template}, started, data_dir)
+                how = {"load_in_4bit": four_bit, "chat_template": chat_template}
+                doc = _document(target, tgt, tasks, plan, limit, results, {**lm_info, **how}, started, data_dir)
         except KeyboardInterrupt:
             if not update_ledger:  # the caller (a training) owns the ledger and its signals
                 raise

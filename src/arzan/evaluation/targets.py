@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arzan.errors import ArzanError, first_line
-from arzan.runfolder import recipe_model
+from arzan.runfolder import recipe_model, recipe_section
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Target:
     # GPU's own 16-bit type) and whether its code comes from the Hub repo
     dtype: str | None = None
     trust_remote_code: bool = False
+    trained_chat: bool = False  # its recipe scores lm-eval tasks in the chat template (eval.chat_template)
 
 
 def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Target:
@@ -54,7 +55,8 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
                           tokenizer, out_dir or default_out, trained.get("load_in_4bit") is True,
                           revision if isinstance(revision, str) and revision else None,
                           dtype if dtype in ("bfloat16", "float16", "float32") else None,
-                          trained.get("trust_remote_code") is True)
+                          trained.get("trust_remote_code") is True,
+                          recipe_section(default_out, "eval").get("chat_template") is True)
         if (p / "config.json").is_file():
             return Target("model", str(p), str(p), None, str(p), out_dir or p)
         if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that never saved an adapter
@@ -82,9 +84,10 @@ def resolve_target(target: str | os.PathLike, out_dir: Path | None = None) -> Ta
     raise ArzanError(f"{target}: no such run folder or model folder, and not a Hub id (org/name)")
 
 
-def evals_folder(model: str, four_bit: bool = False) -> Path:
-    """Where `arzan eval MODEL` puts a plain model's scores (a 4-bit scoring beside the 16-bit one)."""
-    return Path("evals") / (re.sub(r"[^\w.-]+", "_", model) + ("-4bit" if four_bit else ""))
+def evals_folder(model: str, four_bit: bool = False, chat: bool = False) -> Path:
+    """Where `arzan eval MODEL` puts a plain model's scores: a 4-bit or chat-template scoring beside
+    the plain 16-bit one, never over it (a fine-tune of each kind needs its own to be set against)."""
+    return Path("evals") / (re.sub(r"[^\w.-]+", "_", model) + ("-4bit" if four_bit else "") + ("-chat" if chat else ""))
 
 
 def _adapter_base(adapter: Path, trained: dict, recipe: Path) -> str:
