@@ -250,13 +250,13 @@ def _interrupted_message(run_dir: Path | None, resume: bool) -> str:
 
 def _merge_failed(exc: Exception, run: Path, billed: bool) -> ArzanError:
     from arzan.cost.ledger import utcnow
-    from arzan.errors import Failed, first_line, out_of_memory
+    from arzan.errors import Failed, described, out_of_memory
     from arzan.fileio import append_traceback
 
     hint = ("; a merge loads the whole base unquantised (an 8B model: ~16 GB of VRAM in bfloat16, ~32 GB of RAM "
             "on a CPU)" if out_of_memory(exc) else "")
     saved = append_traceback(run, exc, f"{utcnow().isoformat()} arzan merge") if Path(run).is_dir() else None
-    return Failed(f"the merge failed ({type(exc).__name__}: {first_line(exc)}){hint}; the adapter is untouched and "
+    return Failed(f"the merge failed ({described(exc)}){hint}; the adapter is untouched and "
                   "nothing merged was kept (only <out>.partial)" + ("; its minutes are in the run's cost.json, status "
                   "failed" if billed else "") + (f"; {saved}" if saved else ""))
 
@@ -420,7 +420,8 @@ def eval_(
         task_list: list[str] | str = tasks if "," not in tasks else [t.strip() for t in tasks.split(",") if t.strip()]
         result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size,
                           load_in_4bit=load_in_4bit, chat_template=chat_template)
-        base = (result.get("model") or {}).get("base") if (result.get("model") or {}).get("kind") != "model" else None
+        scored = result.get("model") or {}
+        base = scored.get("base") if scored.get("kind") != "model" else None
         # its base scored here before (arzan eval BASE): set beside it, so the gain shows at once
         beside = [str(f) for f in (evals_folder(base, bit, chat) for bit in (False, True) for chat in (False, True))
                   if (f / "eval.json").is_file()] if base else []

@@ -34,6 +34,11 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def described(exc: BaseException) -> str:
+    """A library's error with its kind, in one line ('OutOfMemoryError: CUDA out of memory ...')."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 def yaml_problem(exc: BaseException) -> str:
     """PyYAML's complaint in one line, with where it is ('line 3, column 8: mapping values are not
     allowed here'): its own message spans three lines and a caret."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arzan.cost.ledger import package_version
-from arzan.errors import ArzanError, first_line
+from arzan.errors import ArzanError, described, first_line
 from arzan.recipe import Recipe
 
 
@@ -52,7 +52,7 @@ def import_unsloth_early(requested: str) -> None:
     try:
         import unsloth  # noqa: F401
     except Exception as exc:  # unsloth raises many kinds on a bad driver or version mix
-        _UNSLOTH_IMPORT_ERROR.append(f"{type(exc).__name__}: {first_line(exc)}")
+        _UNSLOTH_IMPORT_ERROR.append(described(exc))
 
 
 def choose_backend(requested: str) -> tuple[str, str | None]:

@@ -22,7 +22,7 @@ from arzan.cost.ledger import (
     money_for,
     read_ledger,
 )
-from arzan.errors import ArzanError, first_line
+from arzan.errors import ArzanError, described
 from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import RunFolder, eval_in_progress
 
@@ -180,7 +180,7 @@ def _check_torch_file(path: Path, ckpt_name: str) -> None:
         with zipfile.ZipFile(path) as z:
             z.namelist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise ArzanError(f"{path}: damaged ({type(exc).__name__}: {first_line(exc)}); move {ckpt_name} aside to "
+        raise ArzanError(f"{path}: damaged ({described(exc)}); move {ckpt_name} aside to "
                          "resume from the checkpoint before it") from None
 
 

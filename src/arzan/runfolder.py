@@ -116,13 +116,13 @@ def _what_is_there(path: Path) -> str:
     return f" (its run is {status}{': ' + reason if reason else ''})" if status else ""
 
 
-def _aside_name(path: Path) -> Path:
-    """`<name>.replaced-<time>`, with a counter when two replacements fall in the same second."""
+def aside_name(path: Path, why: str = "replaced") -> Path:
+    """`<name>.<why>-<time>`, with a counter when two fall in the same second."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    aside, n = path.with_name(f"{path.name}.replaced-{stamp}"), 1
+    aside, n = path.with_name(f"{path.name}.{why}-{stamp}"), 1
     while aside.exists():
         n += 1
-        aside = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+        aside = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
     return aside
 
 
@@ -136,7 +136,7 @@ def retire_earlier_merge(folder: RunFolder, merged_from: str | None) -> Path | N
 
     if not folder.merged.exists() or sha256(folder.adapter / "adapter_model.safetensors") == merged_from:
         return None
-    aside = _aside_name(folder.merged)
+    aside = aside_name(folder.merged)
     folder.merged.rename(aside)
     return aside
 
@@ -271,7 +271,7 @@ def open_run_folder(path: Path, mode: str) -> tuple[RunFolder, str | None]:
     note = None
     try:
         if occupied:  # mode is overwrite
-            aside = _aside_name(path)
+            aside = aside_name(path)
             path.rename(aside)
             note = f"the previous run folder was moved to {aside}"
         path.mkdir(parents=True, exist_ok=True)

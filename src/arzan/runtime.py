@@ -14,7 +14,7 @@ from typing import Any, Callable
 from arzan.billing import price_for
 from arzan.cost.ledger import ModelInfo, detect_hardware, new_ledger, read_ledger
 from arzan.cost.meter import CostMeter
-from arzan.errors import Failed, first_line, out_of_memory
+from arzan.errors import Failed, described, out_of_memory
 from arzan.recipe import Recipe
 from arzan.resume import is_final_checkpoint, rewound
 from arzan.runfolder import RunFolder
@@ -136,7 +136,7 @@ def training_failed(folder: RunFolder, exc: BaseException, step: int) -> Failed:
         if oom:
             then += " on a GPU with more memory (a resume keeps the recipe), or start again with --overwrite"
     fix = f"; {OOM_FIX}" if oom else ""
-    return Failed(f"the run failed at step {step} ({type(exc).__name__}: {first_line(exc)}){fix}; the ledger "
+    return Failed(f"the run failed at step {step} ({described(exc)}){fix}; the ledger "
                   f"{folder.ledger} (status failed) and what was saved are kept; {saved}; {then}")
 
 

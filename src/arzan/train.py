@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from arzan.errors import ArzanError, first_line
+from arzan.errors import ArzanError, described, first_line
 from arzan.fileio import replace_dir
 from arzan.recipe import BudgetSection, Recipe, load_recipe
 from arzan.runfolder import (RunFolder, adapter_digest_if_merged, check_run_folder, check_writable, open_run_folder,
@@ -229,10 +229,10 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         status, reason = "interrupted", f"{resume.SECOND_SIGNAL}; {_resumes_from(folder)}"
         raise
     except OSError as exc:  # a full disk: the CLI's own line says to free space, then resume
-        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        reason = described(exc)
         raise
     except Exception as exc:  # a CUDA OOM, a library's error: one line, the traceback in error.log
-        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        reason = described(exc)
         raise runtime.training_failed(folder, exc, meter.ledger.progress.step) from exc
     finally:
         with stopper.protect("closing the ledger"):  # a signal now waits for the ledger and the card
@@ -320,7 +320,7 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
 
 def _why(exc: Exception) -> str:
     """Our own errors are one line already; a library's (an OOM) says its kind too."""
-    return str(exc) if isinstance(exc, ArzanError) else f"{type(exc).__name__}: {first_line(exc)}"
+    return str(exc) if isinstance(exc, ArzanError) else described(exc)
 
 
 def train_from_recipe(path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:

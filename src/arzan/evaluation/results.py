@@ -8,7 +8,7 @@ of it (task, metric, value, stderr, n, version, few-shot count, where the data c
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +133,15 @@ def relimited_note(before: dict | None, doc: dict) -> str | None:
             "no longer set against them")
 
 
-def set_aside_unreadable(path: Path) -> Path | None:
-    """An eval.json that cannot be read (cut short, edited by hand) holds scores someone paid for:
-    the new one does not replace it silently but next to `eval.json.unreadable-<time>`."""
-    if not path.is_file() or read_previous(path) is not None:
+def set_aside_unreadable(path: Path, previous: dict | None) -> Path | None:
+    """An eval.json that cannot be read (cut short, edited by hand; `previous`, read_previous's
+    answer, is None) holds scores someone paid for: the new one does not replace it silently but
+    next to `eval.json.unreadable-<time>`."""
+    from arzan.runfolder import aside_name
+
+    if previous is not None or not path.is_file():
         return None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    aside = path.with_name(f"{path.name}.unreadable-{stamp}")
+    aside = aside_name(path, "unreadable")
     path.rename(aside)
     return aside
 

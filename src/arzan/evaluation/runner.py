@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from arzan.cost.ledger import utcnow
-from arzan.errors import ArzanError, first_line
+from arzan.errors import ArzanError, described, first_line
 from arzan.evaluation import suites
 from arzan.evaluation.results import (
     extract_rows,
@@ -116,8 +116,9 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
             raise failed(tgt.out_dir, exc, time.monotonic() - started, device, began, billed) from exc
         note = None
         with signals_held() as got:  # the scores, their bill and the card: all three or none
-            note = relimited_note(read_previous(tgt.out_dir / EVAL_FILE), doc)
-            if (aside := set_aside_unreadable(tgt.out_dir / EVAL_FILE)) is not None:
+            previous = read_previous(tgt.out_dir / EVAL_FILE)
+            note = relimited_note(previous, doc)
+            if (aside := set_aside_unreadable(tgt.out_dir / EVAL_FILE, previous)) is not None:
                 note = f"the earlier {EVAL_FILE} could not be read; it is kept as {aside.name}"
             write_json_atomic(tgt.out_dir / EVAL_FILE, doc)
             if billed:
@@ -260,7 +261,7 @@ def _cannot_load(failed: dict[str, Exception], loaded: list[str]) -> str:
     """Which tasks cannot load and why (the first reason; offline, they are all the hub's), and
     which did, so the user can run those alone."""
     name, e = next(iter(failed.items()))
-    why = first_line(e) if isinstance(e, ArzanError) else f"{type(e).__name__}: {first_line(e)}"
+    why = first_line(e) if isinstance(e, ArzanError) else described(e)
     text = f"cannot load the data of {', '.join(failed)} ({name}: {why}); offline? arzan's own tasks read local " \
            "files from --data-dir"
     if loaded:

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from arzan.errors import Failed, first_line, out_of_memory
+from arzan.errors import Failed, described, first_line, out_of_memory
 
 LEDGER_FILE = "cost.json"
 
@@ -167,12 +167,11 @@ def failed(run_dir: Path, exc: Exception, seconds: float, device: str, started_a
     """An evaluation that broke after it began paying (a CUDA OOM, an lm-eval error): its minutes go
     into the ledger as a failed session, as a merge's do, and the user gets one line, not lm-eval's
     traceback. Out of memory names the knob that helps."""
-    from arzan.reporting.table import kzt
-
     from arzan.cost.ledger import utcnow
     from arzan.fileio import append_traceback
+    from arzan.reporting.table import kzt
 
-    why = f"{type(exc).__name__}: {first_line(exc)}"
+    why = described(exc)
     hint = ("; try a smaller --batch-size (auto on a GPU picks the largest that fits the first batches)"
             if out_of_memory(exc) else "")
     saved = append_traceback(run_dir, exc, f"{utcnow().isoformat()} arzan eval") if run_dir.is_dir() else None
@@ -183,4 +182,4 @@ def failed(run_dir: Path, exc: Exception, seconds: float, device: str, started_a
         ledger, note = bill(run_dir, None, seconds, device, started_at, status="failed")
     s = ledger["sessions"][-1]
     return Failed(f"{head}; its time ({kzt(s['money']['kzt'])} ₸) is in {run_dir / LEDGER_FILE} as session "
-                      f"{s['index']}, status failed" + (f"; {note}" if note else ""))
+                  f"{s['index']}, status failed" + (f"; {note}" if note else ""))
