@@ -668,6 +668,11 @@ def test_arzan_eval_sets_the_run_beside_its_base_scored_here_before(run_dir, tmp
     tuned = CliRunner().invoke(app, ["eval", str(run), "--tasks", str(task)])
     said = " ".join(tuned.output.split())
     assert tuned.exit_code == 0 and "vs base" in said and "No score of the base model" not in said
+    # a broken base file is not this eval's failure: the new scores are shown alone, exit 0
+    (tmp_path / "evals" / "arzan_tiny-llama-kk" / "eval.json").write_text("{not json", encoding="utf-8")
+    again = CliRunner().invoke(app, ["eval", str(run), "--tasks", str(task)])
+    said = " ".join(again.output.split())
+    assert again.exit_code == 0 and "my_kk_quiz" in said and "vs base" not in said, again.output
 
 
 def test_a_runs_later_eval_follows_its_recipes_chat_template_and_a_chat_scored_base_keeps_its_plain_scores(

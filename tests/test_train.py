@@ -490,6 +490,9 @@ def test_recipe_eval_section_scores_after_training_as_its_own_paid_phase(tmp_pat
     assert led["phases"]["eval"] >= doc["seconds"] - 0.005 and doc["seconds"] > 0  # eval.json rounds to 0.01 s
     assert led["money"]["usd"] == pytest.approx(led["billed_seconds"] / 3600 * 1.0)
     assert led["billed_seconds"] >= sum(led["phases"].values()) - 1e-6
+    said = " ".join(result.output.split())  # the scores are shown, not only filed, as `arzan eval RUN` shows them
+    assert "Kazakh scores (% correct)" in said and f"scores written to {tmp_path / 'run' / 'eval.json'}" in said
+    assert all(task in said for task in doc["tasks"]) and "(n=3)" in said
 
 
 def test_the_console_script_turns_usage_mistakes_into_one_error_line():

@@ -413,19 +413,13 @@ def eval_(
                                                  "the run's recipe says (eval.chat_template), else off."),
 ) -> None:
     """Score a fine-tune (base + adapter) on the Kazakh suite with lm-evaluation-harness."""
-    from arzan.evaluation import compare, run_eval, scores_table
-    from arzan.evaluation.targets import evals_folder
+    from arzan.evaluation import gain_table, run_eval
 
     try:
         task_list: list[str] | str = tasks if "," not in tasks else [t.strip() for t in tasks.split(",") if t.strip()]
         result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size,
                           load_in_4bit=load_in_4bit, chat_template=chat_template)
-        scored = result.get("model") or {}
-        base = scored.get("base") if scored.get("kind") != "model" else None
-        # its base scored here before (arzan eval BASE): set beside it, so the gain shows at once
-        beside = [str(f) for f in (evals_folder(base, bit, chat) for bit in (False, True) for chat in (False, True))
-                  if (f / "eval.json").is_file()] if base else []
-        console.print(scores_table(compare([result["path"], *beside], references=False)))
+        console.print(gain_table(result))
         console.print(f"scores written to {result['path']}")
         if (unfinished := _unfinished_run(Path(result["path"]).parent)) is not None:
             console.print(f"note: {unfinished}", highlight=False, markup=False)

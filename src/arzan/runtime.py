@@ -194,8 +194,9 @@ def free_accelerator_memory() -> None:
         pass
 
 
-def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter) -> None:
-    """lm-eval on the saved adapter; the scores go into the ledger this meter owns (one writer)."""
+def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter, console: Any = None) -> None:
+    """lm-eval on the saved adapter; the scores go into the ledger this meter owns (one writer), and
+    onto the console beside the base's, as `arzan eval RUN` shows them."""
     from arzan.evaluation import run_eval
 
     ev = recipe.eval
@@ -203,3 +204,8 @@ def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter)
                       chat_template=ev.chat_template,
                       data_dir=recipe.eval_data_dir(), guard=lambda fn: meter.capped(fn, "the next evaluation batch"))
     meter.ledger.summary.eval = result.get("summary")
+    if console is not None:
+        from arzan.evaluation import gain_table
+
+        console.print(gain_table(result))
+        console.print(f"scores written to {result['path']}", highlight=False)

@@ -214,7 +214,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                             gen_failed = f"the generation check after it failed ({_why(exc)})"
                 model = trainer = None  # lm-eval and the merge load base + adapter afresh: free the GPU first
                 runtime.free_accelerator_memory()
-                after = failed_after = _eval_and_merge(recipe, folder, meter, stopper, info.device, gen_failed)
+                after = failed_after = _eval_and_merge(recipe, folder, meter, stopper, info.device, gen_failed, console)
             except Interrupted as exc:  # the adapter is saved: the training itself is complete
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root, recipe)})"
             except BudgetCut as exc:
@@ -284,7 +284,7 @@ def _resumes_from(folder: RunFolder) -> str:
 
 
 def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str,
-                    gen_failed: str | None = None) -> str | None:
+                    gen_failed: str | None = None, console: Any = None) -> str | None:
     """lm-eval and the merged model: work on the saved adapter, each one redoable on its own.
     Returns what failed and how to redo it, if either did (a failed eval does not stop the merge),
     after `gen_failed`, the generation check's failure, if it failed."""
@@ -297,7 +297,7 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
         meter.check_cap(0.0, "the evaluation after training")  # before lm-eval loads the model, a paid minute
         with meter.phase("eval"):
             try:
-                runtime.evaluate_after_training(recipe, folder, meter)
+                runtime.evaluate_after_training(recipe, folder, meter, console)
             except BudgetCut:
                 raise
             except Exception as exc:  # an OOM too: the training is complete and saved, so the run is finished

@@ -8,6 +8,7 @@ reference rows), `generation` (does the fine-tune answer and stop?).
 
 from arzan.evaluation.compare import (
            compare,
+           gain_table,
            load_references,
            scores_markdown,
            scores_table,
@@ -17,5 +18,5 @@ from arzan.evaluation.runner import run_eval
 from arzan.evaluation.suites import SUITES
 from arzan.evaluation.taskdata import validate_file
 
-__all__ = ["SUITES", "compare", "default_prompts", "generation_check", "load_references",
+__all__ = ["SUITES", "compare", "default_prompts", "gain_table", "generation_check", "load_references",
            "run_eval", "scores_markdown", "scores_table", "validate_file"]

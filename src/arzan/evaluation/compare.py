@@ -18,7 +18,7 @@ import yaml
 
 from arzan.errors import ArzanError, first_line
 from arzan.evaluation.results import earlier_adapter
-from arzan.evaluation.targets import eval_command
+from arzan.evaluation.targets import base_scores_beside, eval_command
 from arzan.runfolder import unique_folders
 from arzan.reporting.runs import check_ledger, training_kzt
 from arzan.reporting.scores import points, scale
@@ -393,3 +393,13 @@ def scores_markdown(rows: list[dict]) -> str:
     if sources:
         lines += ["", "Published rows (not measured here):", *(f"- {line}" for line in sources)]
     return "\n".join(lines) + "\n"
+
+
+def gain_table(result: dict):
+    """What `arzan eval RUN` and a training's own eval print: the new scores beside the base's from
+    evals/, when it was scored there. A broken file there is not this eval's failure: the scores
+    just written are shown alone, and `arzan compare` names the file."""
+    try:
+        return scores_table(compare(base_scores_beside(result), references=False))
+    except ArzanError:
+        return scores_table(compare([result["path"]], references=False))

@@ -90,6 +90,15 @@ def evals_folder(model: str, four_bit: bool = False, chat: bool = False) -> Path
     return Path("evals") / (re.sub(r"[^\w.-]+", "_", model) + ("-4bit" if four_bit else "") + ("-chat" if chat else ""))
 
 
+def base_scores_beside(result: dict) -> list[str]:
+    """The eval.json and the base's own scores found under evals/ (every 4-bit and chat kind: compare
+    pairs the matching one), so a fine-tune's scores are shown with the gain over its base at once."""
+    scored = result.get("model") or {}
+    base = scored.get("base") if scored.get("kind") != "model" else None
+    found = [evals_folder(base, bit, chat) for bit in (False, True) for chat in (False, True)] if base else []
+    return [str(result["path"]), *(str(f) for f in found if (f / "eval.json").is_file())]
+
+
 def _adapter_base(adapter: Path, trained: dict, recipe: Path) -> str:
     """The run's recipe first (`trained`: its model section), as `arzan merge` (export.base_model_of)
     decides: it holds the name the user chose, where the adapter's config may hold a machine's cache
