@@ -81,6 +81,25 @@ def test_user_yaml_is_indexed_and_its_data_checked(tmp_path):
         suites.resolve("")
 
 
+
+@pytest.mark.parametrize("entry, said", [
+    ("metric: acc_typo\n    aggregation: mean", "metric 'acc_typo' is not one lm-eval knows (did you mean"),
+    ("metric: acc\n    aggregation: avg", "aggregation 'avg' is not one lm-eval knows (lm-eval's: "),
+])
+def test_a_metric_lm_eval_does_not_know_is_refused_before_anything_is_scored(tmp_path, entry, said):
+    """lm-eval itself only logs an unknown metric name, scores the whole set and reports nothing:
+    a paid eval with an empty table and exit 0. The file and its metric_list entry are named."""
+    (tmp_path / "quiz.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n', encoding="utf-8")
+    task = tmp_path / "my_quiz.yaml"
+    head = "task: my_quiz\ndataset_kwargs:\n  schema: mc\n  local_file: quiz.jsonl\nmetric_list:\n  - "
+    task.write_text(head + entry + "\n", encoding="utf-8")
+    with pytest.raises(ArzanError) as exc:
+        suites.resolve([str(task)])
+    assert str(exc.value).startswith(f"{task}: metric_list entry 1: {said}") and "\n" not in str(exc.value)
+    task.write_text(head + "metric: acc\n    aggregation: mean\n", encoding="utf-8")
+    assert suites.resolve([str(task)]).tasks == ["my_quiz"]  # lm-eval's own names pass
+
+
 SAMPLE_ROWS = {  # one made-up row per schema, in each source's own column layout
     "belebele": {"flores_passage": "Мәтін.", "question": "Сұрақ?", "mc_answer1": "а", "mc_answer2": "ә",
                  "mc_answer3": "б", "mc_answer4": "в", "correct_answer_num": "2"},

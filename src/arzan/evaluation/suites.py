@@ -169,6 +169,7 @@ def resolve(tasks: list[str] | str, data_dir: str | os.PathLike | None = None) -
     for name in names:
         for leaf in _leaves(name, known):
             path, cfg = known[leaf]
+            _check_metrics(path, cfg)
             kw = cfg.get("dataset_kwargs") or {}
             local = local_path(kw.get("local_file"), data_dir, str(path))
             if local is not None:
@@ -180,6 +181,30 @@ def resolve(tasks: list[str] | str, data_dir: str | os.PathLike | None = None) -
                 raise ArzanError(f"{path}: data file {kw['local_file']!r} not found "
                                  f"(data dir: {data_dir or 'none'}) and no Hub dataset named")
     return plan
+
+
+def _check_metrics(path: Path, cfg: dict) -> None:
+    """A metric name lm-eval does not know is scored as nothing: lm-eval only logs it, runs the whole
+    paid eval and reports no score. Refused here, before a model is loaded (and before a training
+    whose eval.tasks name the file). A task with its own process_results names its own metrics."""
+    if cfg.get("process_results") is not None:
+        return
+    try:
+        import lm_eval.api.metrics  # noqa: F401  (fills the registries)
+        from lm_eval.api.registry import aggregation_registry, metric_registry
+    except ImportError:  # lm-eval missing is said by whoever runs it
+        return
+    import difflib
+
+    for i, entry in enumerate(cfg.get("metric_list") or [], start=1):
+        if not isinstance(entry, dict) or entry.get("hf_evaluate"):
+            continue
+        for key, registry in (("metric", metric_registry), ("aggregation", aggregation_registry)):
+            name = entry.get(key)
+            if isinstance(name, str) and name not in registry:
+                near = difflib.get_close_matches(name, list(registry.keys()), n=3, cutoff=0.5)
+                hint = f"did you mean {' or '.join(near)}?" if near else f"lm-eval's: {', '.join(sorted(registry.keys()))}"
+                raise ArzanError(f"{path}: metric_list entry {i}: {key} {name!r} is not one lm-eval knows ({hint})")
 
 
 def _local_file(cfg: dict, data_dir: str | os.PathLike) -> bool:
