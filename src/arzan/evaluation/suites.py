@@ -189,8 +189,10 @@ def _check_metrics(path: Path, cfg: dict) -> None:
     whose eval.tasks name the file). A task with its own process_results names its own metrics."""
     if cfg.get("process_results") is not None:
         return
+    import importlib
+
     try:
-        import lm_eval.api.metrics  # noqa: F401  (fills the registries)
+        importlib.import_module("lm_eval.api.metrics")  # its decorators fill the registries
         from lm_eval.api.registry import aggregation_registry, metric_registry
     except ImportError:  # lm-eval missing is said by whoever runs it
         return
