@@ -713,6 +713,26 @@ def write_model_eval(folder: Path, base: str, tasks: dict) -> Path:
     return folder
 
 
+def test_a_chat_scored_run_beside_a_plainly_scored_base_is_said_with_the_command_that_pairs_them(runs, tmp_path):
+    """The report says which scores went through a chat template and, as `arzan compare` does, the
+    `arzan eval` that scores the base the fine-tune's way, not just "not compared" in a cell."""
+    base = write_model_eval(tmp_path / "evals" / "qwen-base", "Qwen/Qwen2.5-1.5B-Instruct",
+                            {"kkCOPA": {"metric": "acc", "acc": 0.5, "acc_stderr": 0.02, "n": 500}})
+    doc = {"model": {"kind": "adapter", "base": "Qwen/Qwen2.5-1.5B-Instruct", "load_in_4bit": False},
+           "tasks": {"kkCOPA": {"metric": "acc", "acc": 0.6125, "acc_stderr": 0.02, "n": 500, "chat_template": True,
+                                "requested": ["kkCOPA"]}}}
+    (runs[0] / "eval.json").write_text(json.dumps(doc), encoding="utf-8")
+    out = build_report([runs[0], base], tmp_path / "r.html")
+    cell = parse(out).cells[("qwen-kk-a100", "score:kkCOPA")]["text"]
+    assert cell == "61.3 (n=500) · base scored without the chat template, this with the chat template, not compared"
+    import html
+
+    for text in (html.unescape(" ".join(out.read_text(encoding="utf-8").split())),
+                 out.with_suffix(".md").read_text("utf-8")):
+        assert "Scored with the model's chat template (arzan eval --chat-template): qwen-kk-a100;" in text
+        assert "arzan eval Qwen/Qwen2.5-1.5B-Instruct --tasks kkCOPA --chat-template" in text
+
+
 def test_base_and_kazllm_scored_here_stand_beside_the_runs(runs, tmp_path):
     """`arzan report runs/A evals/BASE evals/KAZLLM`: the scored models join the score table and plot
     (no bill, so not the cost tables), and the fine-tune's cell shows its gain over its base."""

@@ -330,6 +330,13 @@ def _legend(rows: list[dict]) -> list[str]:
     if any(r.get("stale") for r in rows):
         lines.append("An earlier adapter's score: eval.json scored an adapter this run folder no longer holds "
                      "(a resume trained on and saved a new one); kept, but not the run's score now.")
+    return lines + base_fixes(rows)
+
+
+def base_fixes(rows: list[dict]) -> list[str]:
+    """For each fine-tune not set against its base, the `arzan eval` that would make it comparable
+    (`arzan compare` and `arzan report` both say them)."""
+    lines = []
     unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None and not r.get("stale")]
     missing = [r for r in unmatched if not r.get("base_mismatch")]
     for command in dict.fromkeys(_eval_command(r["base"], r, four_bit=r["base_4bit"]) for r in missing):

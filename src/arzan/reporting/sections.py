@@ -119,4 +119,21 @@ def scores_note(runs: list[Run], models: list[Run]) -> str:
                  f" ₸/pt gained: the run's training bill (its scoring and later merges left out) per point above its"
                  " base, given only where the gain is over"
                  f" {NOISE_Z} × its ± (about 95% sure it is not noise).")
-    return text
+    chat = [r.label for r in runs + models if any(sc.chat_template for sc in r.scores.values())]
+    if chat:
+        text += (" Scored with the model's chat template (arzan eval --chat-template): " + ", ".join(chat)
+                 + "; a score is set against its base's only when both were scored the same way.")
+    return " ".join([text, *_base_fixes(runs + models)])
+
+
+def _base_fixes(runs: list[Run]) -> list[str]:
+    """What `arzan compare` says to run when a fine-tune has no base scored its way, so the report
+    names the command too; scores kept only in a ledger (no eval.json) have nothing to say it from."""
+    from arzan.errors import ArzanError
+    from arzan.evaluation.compare import base_fixes, compare
+
+    files = [str(r.path / "eval.json") for r in runs if (r.path / "eval.json").is_file()]
+    try:
+        return base_fixes(compare(files, references=False)) if files else []
+    except ArzanError:  # a file compare refuses still shows what the report could read of it
+        return []
