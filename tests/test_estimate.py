@@ -14,6 +14,7 @@ import pytest
 
 from arzan.errors import ArzanError
 from arzan.estimate import check_budget, estimate, kzt_text, preflight_budget, render
+from arzan.numbers import hms
 from arzan.recipe import load_recipe, recipe_from_dict
 from arzan.throughput import load_table
 from arzan.vram import ModelShape, estimate_vram
@@ -261,6 +262,13 @@ def test_the_cap_is_held_against_the_catalog_rows_too(llama_estimate):
                                                       f"it fits on: {fitting[0].device} ")
     roomy = recipe.model_copy(update={"budget": recipe.budget.model_copy(update={"max_kzt": fitting[-1].kzt * 2})})
     assert catalog_within_cap(roomy, est) == "within the cap on every catalog GPU it fits on"
+    # a time cap is held against time: the nearest row is the fastest, not the cheapest
+    fastest = min(fitting, key=lambda o: o.billed_seconds)
+    timed = recipe.model_copy(update={"budget": recipe.budget.model_copy(
+        update={"max_hours": fastest.billed_seconds / 3600 / 2})})
+    assert catalog_within_cap(timed, est) == (f"over the cap on every catalog GPU it fits on (the fastest: "
+                                              f"{fastest.device} at {fastest.price.provider}, "
+                                              f"{hms(fastest.billed_seconds)} billed)")
 
 
 def test_budget_refusal_names_the_estimate_the_cap_and_the_override(write_recipe):
@@ -396,6 +404,8 @@ def test_the_cap_as_read_is_printed_before_anything_is_paid(tmp_path):
 
     out = CliRunner().invoke(app, ["estimate", str(REPO / "recipes" / "smoke.yaml"), "--budget", "1,500h"])
     assert out.exit_code == 0 and "budget cap: 1,500 h" in out.output
+    out = CliRunner().invoke(app, ["estimate", str(REPO / "recipes" / "smoke.yaml"), "--budget", "1m"])
+    assert out.exit_code == 0 and "budget cap: 0.017 h (1m00s)" in out.output  # a minute, not a misread figure
 
 
 def test_estimate_prices_this_machine_at_the_users_own_rate(tmp_path):

@@ -47,11 +47,12 @@ def price_for(recipe: Recipe) -> tuple[Price, Exchange]:
 def cap_line(recipe: Recipe) -> str | None:
     """The caps this session runs under, as read: `--budget 1,500h` is 1,500 hours, and a misread
     figure must show before it costs anything."""
-    from arzan.numbers import amount
+    from arzan.numbers import amount, hms
 
     b = recipe.budget
-    caps = [f"{amount(v)} {unit}" for v, unit in ((b.max_kzt, "₸"), (b.max_usd, "$"), (b.max_hours, "h"))
-            if v is not None]
+    caps = [f"{amount(v)} {unit}" for v, unit in ((b.max_kzt, "₸"), (b.max_usd, "$")) if v is not None]
+    if b.max_hours is not None:  # --budget 1m reads 0.017 h: the clock time says what was meant
+        caps.append(f"{amount(b.max_hours)} h" + (f" ({hms(b.max_hours * 3600)})" if b.max_hours < 1 else ""))
     return f"budget cap: {', '.join(caps)}" if caps else None
 
 

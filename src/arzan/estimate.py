@@ -25,7 +25,7 @@ from arzan.cost.prices import (
 )
 from arzan.errors import ArzanError
 from arzan import numbers
-from arzan.numbers import amount, fixed
+from arzan.numbers import amount, fixed, hms
 from arzan.recipe import Recipe
 from arzan.runplan import Plan, Tokens, count_tokens, plan_run
 from arzan.throughput import Table, load_table, model_shape
@@ -216,16 +216,6 @@ def _detected_gpu() -> str | None:
 
 
 # --- output -------------------------------------------------------------------------------------
-def _hms(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 def _money(x: float | None, digits: int) -> str:
     return "?" if x is None else fixed(x, digits)
 
@@ -314,14 +304,14 @@ def render(est: Estimate) -> Any:
     for mine, o in rows:
         table.add_row(f"▸ {o.device}" if mine else o.device, _price_cell(o.price), f"{o.vram_gb:g} GB"
                       if o.vram_gb else "", yes_no(o.fits), yes_no(o.fits_other), _money(o.tokens_per_s, 0),
-                      o.basis, _hms(o.billed_seconds), kzt_text(o.kzt).removesuffix(" ₸"),
+                      o.basis, hms(o.billed_seconds), kzt_text(o.kzt).removesuffix(" ₸"),
                       "?" if o.usd is None else numbers.usd(o.usd),
                       style="bold" if mine else None)
     if est.target and est.target.billed_seconds is not None:
         ph = est.target.phases
-        head.append(Text(f"{est.target_label}: setup {_hms(ph['setup'])} · data {_hms(ph['data'])} · train "
-                         f"{_hms(ph['train'])} ({_hms(est.target.eval_s)} of it evaluating) · generation check "
-                         f"{_hms(ph['eval'])} · save {_hms(ph['save'])} · {est.target.source}"))
+        head.append(Text(f"{est.target_label}: setup {hms(ph['setup'])} · data {hms(ph['data'])} · train "
+                         f"{hms(ph['train'])} ({hms(est.target.eval_s)} of it evaluating) · generation check "
+                         f"{hms(ph['eval'])} · save {hms(ph['save'])} · {est.target.source}"))
     notes = [Text(f"note: {n}", style="dim") for n in est.notes]
     return Group(*head, table, *notes)
 
@@ -342,7 +332,7 @@ def check_budget(recipe: Recipe, est: Estimate, option: Option | None = None) ->
         over.append(f"budget.max_hours {amount(b.max_hours)} h")
     if not over:
         return None
-    where = f"{_hms(o.billed_seconds)} on {o.device} at {o.price.provider or o.price.source} " \
+    where = f"{hms(o.billed_seconds)} on {o.device} at {o.price.provider or o.price.source} " \
             f"{o.price.usd_per_gpu_hour:g} $/h"
     return (f"the estimate for '{recipe.name}' is {kzt_text(o.kzt)} ({numbers.usd(o.usd)} $, {where}; "
             f"{o.basis} throughput) and it is over {' and '.join(over)}. Shorten the run (train.max_steps, a data "
@@ -361,6 +351,10 @@ def catalog_within_cap(recipe: Recipe, est: Estimate) -> str | None:
         return None
     within = [o for o in rows if check_budget(recipe, est, o) is None]
     if not within:
+        if b.max_kzt is None and b.max_usd is None:  # a time cap: the fastest row is the nearest to it
+            fastest = min(rows, key=lambda o: o.billed_seconds)
+            return (f"over the cap on every catalog GPU it fits on (the fastest: {fastest.device} at "
+                    f"{fastest.price.provider or fastest.price.source}, {hms(fastest.billed_seconds)} billed)")
         cheapest = min(rows, key=lambda o: o.kzt)
         return (f"over the cap on every catalog GPU it fits on (the cheapest: {cheapest.device} at "
                 f"{cheapest.price.provider or cheapest.price.source}, {kzt_text(cheapest.kzt)})")

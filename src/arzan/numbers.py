@@ -32,3 +32,14 @@ def kzt(v: float) -> str:
 def usd(v: float) -> str:
     """Dollars: two decimals (0.0024 $ keeps two significant digits)."""
     return fixed(v, 2)
+
+
+def hms(seconds: float | None) -> str:
+    """A duration as people say it: 9.5s, 1m30s, 2h05m."""
+    if seconds is None:
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
