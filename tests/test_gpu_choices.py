@@ -12,7 +12,7 @@ import torch
 
 from arzan import model as arzan_model
 from arzan.errors import ArzanError
-from arzan.recipe import load_recipe
+from arzan.recipe import load_recipe, recipe_from_dict
 from tests.conftest import base_recipe
 
 
@@ -147,3 +147,31 @@ def test_a_busy_cpu_is_said_before_a_cpu_run(monkeypatch):
     assert note.startswith("this machine is busy (load 1.7 on 2 cores)") and "OMP_NUM_THREADS=1" in note
     monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 1.0, 1.0))
     assert arzan_model.busy_cpu_note() is None
+
+
+@pytest.mark.parametrize("lora", [{"modules_to_save": ["lm_head"]}, {"bias": "all"}])
+def test_what_lora_trains_beside_the_adapter_is_float32_on_float16_weights(lora):
+    """A T4 (or model.dtype: float16) trains with fp16 and a GradScaler, which refuses float16
+    gradients at the first optimizer step. peft upcasts only the LoRA matrices; a modules_to_save
+    copy and the biases lora.bias trains stayed float16: a crash after the paid-for load."""
+    from transformers import AutoModelForCausalLM
+
+    from arzan.tiny import tiny_model_dir
+
+    recipe = recipe_from_dict(base_recipe(lora={"r": 4, "lora_alpha": 8, **lora}))
+    weights = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir()), dtype=torch.float16)
+    if lora.get("bias") == "all":  # the tiny Llama has no biases: give its attention some, as Qwen2's has
+        for layer in weights.model.layers:
+            layer.self_attn.q_proj.bias = torch.nn.Parameter(torch.zeros(layer.self_attn.q_proj.out_features,
+                                                                         dtype=torch.float16))
+    model = arzan_model._with_lora(weights, recipe)
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    beside = [n for n in trained if "lora_" not in n]
+    assert beside and {trained[n].dtype for n in trained} == {torch.float32}, beside
+    assert {p.dtype for n, p in model.named_parameters() if not p.requires_grad} == {torch.float16}  # frozen stay
+    for p in trained.values():
+        p.grad = torch.ones_like(p)
+    optimizer = torch.optim.SGD(list(trained.values()), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(torch.ones(()))
+    scaler.unscale_(optimizer)  # raised "Attempting to unscale FP16 gradients." before

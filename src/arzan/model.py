@@ -346,9 +346,24 @@ def _with_lora(model: Any, recipe: Recipe) -> Any:
     check_target_modules(model, recipe.lora.target_modules)
     set_seed(recipe.train.seed)  # the adapter's initial weights follow train.seed, as unsloth's random_state does
     try:
-        return get_peft_model(model, lora_config(recipe))
+        model = get_peft_model(model, lora_config(recipe))
     except ValueError as exc:  # peft's NoMatchingPeftModuleError and friends
         raise ArzanError(f"lora.target_modules: {first_line(exc)}") from None
+    return _trainable_in_float32(model)
+
+
+def _trainable_in_float32(model: Any) -> Any:
+    """peft upcasts the LoRA matrices to float32, but not a lora.modules_to_save copy (lm_head) nor the
+    biases lora.bias makes trainable: on float16 weights (a T4, model.dtype: float16) they stay float16,
+    and the fp16 GradScaler refuses them at the first optimizer step ("Attempting to unscale FP16
+    gradients"), after the load was paid for. Trained in float32 as the adapter is; bfloat16 needs no
+    scaler and keeps its smaller copy."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.float16:
+            param.data = param.data.float()
+    return model
 
 
 def _load_unsloth(recipe: Recipe, name: str) -> tuple[Any, Any]:
