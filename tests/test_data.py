@@ -140,7 +140,8 @@ def test_mixing_sources_with_sampling_and_eval_fraction(tmp_path, tiny_tokenizer
 def test_a_sample_of_more_rows_than_the_source_has_is_refused_and_one_means_all(tmp_path, tiny_tokenizer):
     a = tmp_path / "a.jsonl"
     a.write_text("".join(json.dumps({"instruction": f"{i} санын жаз", "output": str(i)}) + "\n" for i in range(12)))
-    with pytest.raises(ArzanError, match=r"a\.jsonl: sample 13 rows, but it has 12; ask for at most 12"):
+    with pytest.raises(ArzanError, match=r"^data\.sources\[0\]\.sample: 13 rows asked of .*a\.jsonl, "
+                                         r"which has 12; ask for at most 12"):
         prepare_data(DataSection(sources=[{"path": str(a), "format": "alpaca", "sample": 13}]),
                      tiny_tokenizer, 256, tmp_path)
     resumed = load_data(DataSection(sources=[{"path": str(a), "format": "alpaca", "sample": 13}], eval_fraction=0),

@@ -357,7 +357,8 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
     return out
 
 
-def _sample(ds: Dataset, sample: float | None, seed: int, label: str, resumed: bool = False) -> Dataset:
+def _sample(ds: Dataset, sample: float | None, seed: int, label: str, resumed: bool = False,
+            field: str = "sample") -> Dataset:
     """A fraction, or a number of rows; more rows than there are is refused, not quietly all of them,
     since a mix given in rows per source would then not be the mix asked for. A resume takes all of
     them, as the arzan before this check did for the session it continues."""
@@ -365,7 +366,7 @@ def _sample(ds: Dataset, sample: float | None, seed: int, label: str, resumed: b
         return ds
     n = int(sample) if sample > 1 else max(1, round(len(ds) * sample))
     if n > len(ds) and not resumed:
-        raise ArzanError(f"{label}: sample {n} rows, but it has {len(ds)}; ask for at most {len(ds)}, "
+        raise ArzanError(f"{field}: {n} rows asked of {label}, which has {len(ds)}; ask for at most {len(ds)}, "
                          "or a fraction (1 = all of them)")
     return ds.shuffle(seed=seed).select(range(min(n, len(ds))))
 
@@ -374,11 +375,12 @@ def load_sources(sources: list[DataSource], section: DataSection, base_dir: Path
                  resumed: bool = False) -> tuple[Dataset, list[SourceInfo]]:
     """Read every source, rename its columns, sample it, and mix them into one normalised set."""
     parts, infos = [], []
-    for src in sources:
+    for i, src in enumerate(sources):
         raw, label, digest = _load_source(src, base_dir)
         if len(raw) == 0:
             raise ArzanError(f"{label}: the dataset is empty")
-        norm = _sample(_normalise(raw, src, label, section.system_prompt), src.sample, section.seed, label, resumed)
+        norm = _sample(_normalise(raw, src, label, section.system_prompt), src.sample, section.seed, label, resumed,
+                       field=f"data.sources[{i}].sample")
         parts.append(norm)
         infos.append(SourceInfo(label, src.format, len(raw), len(norm), digest, src.license))
     mixed = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
