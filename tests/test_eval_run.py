@@ -303,6 +303,31 @@ def test_scoring_a_task_again_on_other_items_says_what_it_replaced(tmp_path):
     assert "replaced" not in same.get("note", "")
 
 
+def test_a_damaged_adapter_is_refused_before_the_base_loads_and_nothing_is_billed(run_dir, tmp_path, monkeypatch):
+    """A copy cut short used to fail only after the base was loaded, as a failed, billed session."""
+    import shutil
+
+    from lm_eval.models import huggingface
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    weights = run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    ledger = (run / "cost.json").read_text(encoding="utf-8")
+    monkeypatch.setattr(huggingface, "HFLM", lambda *a, **k: pytest.fail("the base was loaded"))
+    with pytest.raises(ArzanError) as exc:
+        run_eval(run, tasks="kazakh_local", limit=2)
+    assert str(exc.value).startswith(f"{run / 'adapter'}: the adapter cannot be read (SafetensorError: ")
+    assert str(exc.value).endswith("a copy cut short? copy it again from where it was trained")
+    assert (run / "cost.json").read_text(encoding="utf-8") == ledger  # no failed session: nothing ran
+    for step in (500, 1000):  # the newest by number, not by name
+        (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+        shutil.copy(run_dir / "adapter" / "adapter_model.safetensors", run / "checkpoints" / f"checkpoint-{step}")
+    with pytest.raises(ArzanError, match=rf"the run's last checkpoint \({run / 'checkpoints' / 'checkpoint-1000'}\) "
+                                         "holds another$"):
+        run_eval(run, tasks="kazakh_local", limit=2)
+
+
 def test_an_unreadable_eval_json_is_kept_aside_not_silently_replaced(tmp_path):
     task, _ = _readme_quiz(tmp_path)
     out = tmp_path / "out"

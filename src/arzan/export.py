@@ -46,6 +46,39 @@ def locate(path: str | Path) -> tuple[Path, Path | None]:
     raise ArzanError(f"{p}: neither a run folder with adapter/ nor an adapter folder (no adapter_config.json)")
 
 
+def check_adapter(adapter: Path) -> None:
+    """The adapter's config and weights readable before a base of gigabytes is loaded for them: a copy
+    cut short (a Drive sync, a full disk) used to fail only once the base was in memory, billed."""
+    try:
+        if not isinstance(json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")), dict):
+            raise ValueError("adapter_config.json is not a JSON object")
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or not UTF-8 text
+        raise unreadable_adapter(adapter, e) from None
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        if (adapter / "adapter_model.bin").is_file():  # an older peft's pickle: read at load time
+            return
+        raise unreadable_adapter(adapter, FileNotFoundError("no adapter_model.safetensors"))
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:  # the header only: milliseconds, not a load
+            if not list(f.keys()):
+                raise ValueError("adapter_model.safetensors holds no tensors")
+    except Exception as e:  # SafetensorError for a cut or foreign file
+        raise unreadable_adapter(adapter, e) from None
+
+
+def unreadable_adapter(adapter: Path, exc: Exception) -> ArzanError:
+    """One line for a damaged adapter, naming the run's newest checkpoint, which holds another copy."""
+    kept = sorted(adapter.parent.glob("checkpoints/checkpoint-*/adapter_model.safetensors"),
+                  key=lambda f: int(f.parent.name.rsplit("-", 1)[-1]) if f.parent.name[-1:].isdigit() else -1)
+    other = f"the run's last checkpoint ({kept[-1].parent}) holds another" if kept else \
+        "copy it again from where it was trained"
+    return ArzanError(f"{adapter}: the adapter cannot be read ({type(exc).__name__}: {first_line(exc)}); a copy "
+                      f"cut short? {other}")
+
+
 def unquantised_name(name: str) -> str:
     """'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit' -> 'unsloth/Meta-Llama-3.1-8B-Instruct'."""
     for suffix in _QUANT_SUFFIXES:
@@ -126,9 +159,7 @@ def load_for_inference(path: str | Path, dtype: str = "auto", load_in_4bit: bool
     try:
         model = PeftModel.from_pretrained(base, adapter)
     except Exception as exc:  # safetensors, json and peft each raise their own kind for a damaged file
-        first = first_line(exc)
-        raise ArzanError(f"{adapter}: the adapter cannot be read ({type(exc).__name__}: {first}); "
-                         "a copy cut short? the run's last checkpoint holds another") from None
+        raise unreadable_adapter(adapter, exc) from None
     model.eval()
     return model, tokenizer
 
@@ -162,6 +193,7 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
     if dtype not in DTYPES:
         raise ArzanError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
     adapter, run = locate(path)
+    check_adapter(adapter)
     out = Path(out_dir) if out_dir else (run or adapter.parent) / "merged"
     if out.exists() and not out.is_dir():
         raise ArzanError(f"{out}: is a file; --out names a folder for the merged model")

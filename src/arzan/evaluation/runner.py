@@ -88,6 +88,10 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
     if batch_size is not None and batch_size != "auto" and not (str(batch_size).isdigit() and int(batch_size) > 0):
         raise ArzanError(f"--batch-size: '{batch_size}' is not a positive whole number or auto")
     tgt = resolve_target(target, Path(out_dir) if out_dir else None)
+    if tgt.adapter is not None:
+        from arzan.export import check_adapter
+
+        check_adapter(tgt.adapter)  # before the base loads and the session is billed
     device = device or _default_device()
     four_bit, precision_note = _in_4bit(tgt, device, load_in_4bit)
     chat_template = tgt.trained_chat if chat_template is None else chat_template
