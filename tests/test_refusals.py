@@ -159,9 +159,21 @@ def test_a_task_the_training_would_score_is_checked_before_it_trains(tmp_path):
     quiz.mkdir()
     (quiz / "q.jsonl").write_text('{"question": "?", "choices": ["a", "b", "c"], "answer": 3}\n', encoding="utf-8")
     (quiz / "q.yaml").write_text("task: my_q\ndataset_kwargs:\n  schema: mc\n  local_file: q.jsonl\n", encoding="utf-8")
+    (quiz / "ok.jsonl").write_text('{"question": "?", "choices": ["a", "b", "c"], "answer": 2}\n', encoding="utf-8")
+    task = ("dataset_kwargs:\n  schema: mc\n  local_file: ok.jsonl\ntest_split: test\noutput_type: multiple_choice\n"
+            "doc_to_text: '{{questoin}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: label\n")
+    (quiz / "t.yaml").write_text("task: my_t\ncustom_dataset: !function arzan.evaluation.taskdata.load\n" + task,
+                                 encoding="utf-8")
+    (quiz / "c.yaml").write_text("task: my_c\n" + task, encoding="utf-8")  # no loader for its local file
     for tasks, said in (("[no_such_task]", "eval.tasks: unknown task(s) no_such_task"),
                         (f"[{quiz / 'q.yaml'}]", "eval.tasks: " + str(quiz / "q.jsonl") + ": line 1: answer 3 is out "
-                                                 "of range for 3 choices")):
+                                                 "of range for 3 choices"),
+                        # a template typo is the file's fault: named, not blamed on the network
+                        (f"[{quiz / 't.yaml'}]", f"eval.tasks: {quiz / 't.yaml'}: a template of task my_t (doc_to_text, "
+                                                 "doc_to_choice or doc_to_target) cannot be rendered: UndefinedError: "
+                                                 "'questoin' is undefined"),
+                        (f"[{quiz / 'c.yaml'}]", f"eval.tasks: {quiz / 'c.yaml'}: lm-eval cannot build task my_c from "
+                                                 "its local file (TypeError: ")):
         out = tmp_path / "run"
         result = runner.invoke(app, ["train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out),
                                      "--set", f"eval.tasks={tasks}"])

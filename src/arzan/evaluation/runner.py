@@ -238,7 +238,7 @@ def _four_bit_model(tgt: Target) -> tuple[Any, Any]:
                                                        trust_remote_code=tgt.trust_remote_code)
 
 
-def _load_tasks_first(tm, tasks: list[str]) -> None:
+def _load_tasks_first(tm, tasks: list[str], plan: suites.Plan | None = None) -> None:
     """Every task's data, before an 8B model is loaded for nothing: a dataset the hub will not serve
     (offline, gated) or a task listed beside its own group fails here, in one line. lm-eval loads
     them again inside simple_evaluate, from the datasets cache.
@@ -258,16 +258,29 @@ def _load_tasks_first(tm, tasks: list[str]) -> None:
             failed[task] = e
     if not failed:  # each loads alone: together they clash, e.g. "Duplicate task" for a group and its subtask
         raise ArzanError(f"lm-eval refused the tasks {', '.join(tasks)}: {first_line(together)}") from None
-    raise ArzanError(_cannot_load(failed, [t for t in tasks if t not in failed])) from None
+    raise ArzanError(_cannot_load(failed, [t for t in tasks if t not in failed], plan)) from None
 
 
-def _cannot_load(failed: dict[str, Exception], loaded: list[str]) -> str:
+def _cannot_load(failed: dict[str, Exception], loaded: list[str], plan: suites.Plan | None = None) -> str:
     """Which tasks cannot load and why (the first reason; offline, they are all the hub's), and
-    which did, so the user can run those alone."""
+    which did, so the user can run those alone. A template lm-eval cannot render (a typo in a task
+    YAML's doc_to_text) is the file's fault, not the network's: the file is named instead."""
+    from jinja2 import TemplateError
+
     name, e = next(iter(failed.items()))
     why = first_line(e) if isinstance(e, ArzanError) else described(e)
-    text = f"cannot load the data of {', '.join(failed)} ({name}: {why}); offline? arzan's own tasks read local " \
-           "files from --data-dir"
+    local = plan is not None and plan.data_source.get(name, "").startswith("local:")
+    where = (suites.task_file(name, plan.include_paths) if plan else None) or f"task {name}"
+    if isinstance(e, TemplateError):
+        text = f"{where}: a template of task {name} (doc_to_text, doc_to_choice or doc_to_target) cannot be " \
+               f"rendered: {why}"
+    elif local and not isinstance(e, ArzanError):  # its file was read and checked: the YAML is what fails
+        text = f"{where}: lm-eval cannot build task {name} from its local file ({why}); a task YAML of your " \
+               "own needs `custom_dataset: !function arzan.evaluation.taskdata.load` (README: Evaluate on your " \
+               "own multiple-choice set)"
+    else:
+        text = f"cannot load the data of {', '.join(failed)} ({name}: {why}); offline? arzan's own tasks read " \
+               "local files from --data-dir"
     if loaded:
         text += f"; these loaded and can run alone: --tasks {','.join(loaded)}"
     return text
@@ -308,7 +321,10 @@ def check_tasks(tasks: list[str] | str, data_dir: Any = None, field: str = "eval
     try:
         plan = suites.resolve(tasks, data_dir)  # every local file, row by row
         with tempfile.TemporaryDirectory(prefix="arzan-tasks-") as shadow:
-            _task_manager(plan, Path(shadow), data_dir)
+            tm = _task_manager(plan, Path(shadow), data_dir)
+            local = all(source.startswith("local:") for source in plan.data_source.values())
+            if local and not plan.needs_lm_eval_registry:  # building local tasks renders their templates,
+                _load_tasks_first(tm, plan.tasks, plan)  # in seconds and with no download
     except ArzanError as exc:
         raise ArzanError(f"{field}: {exc}") from None
 
@@ -320,7 +336,7 @@ def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, 
 
     on_gpu = device.startswith("cuda")
     tm = _task_manager(plan, shadow, data_dir)
-    _load_tasks_first(tm, plan.tasks)
+    _load_tasks_first(tm, plan.tasks, plan)
     batch_size = batch_size or ("auto" if on_gpu else 8)
     try:  # fp32 on CPU: bf16 matmuls are slow there, and adapter-vs-merged checks need exactness
         if four_bit:

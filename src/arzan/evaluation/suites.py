@@ -75,6 +75,14 @@ def read_task_yaml(path: Path) -> dict:
     return data
 
 
+def task_file(name: str, folders: list[Path]) -> Path | None:
+    """The YAML that defines task `name` among the folders a plan includes (to name it in an error)."""
+    for folder in folders:
+        if (found := index_yamls(Path(folder)).get(name)) is not None:
+            return found[0]
+    return None
+
+
 def task_name(cfg: dict) -> str:
     return str(cfg["task"] if isinstance(cfg.get("task"), str) else cfg["group"])
 
