@@ -255,6 +255,32 @@ def test_a_merge_is_billed_as_a_session_of_the_run(lora_run, tmp_path):
     assert not (run / ".arzan-eval.json").exists()  # the mark is gone with the merge
 
 
+def test_merging_a_run_stopped_mid_training_says_it_is_its_adapter_so_far(lora_run, tmp_path):
+    """A merge of an interrupted (or budget-stopped) run is a model of the steps trained so far, as an
+    eval of it is: said, with the command that finishes the run."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run[0], run)
+    led = json.loads((run / "cost.json").read_text())
+    led.update(status="interrupted", progress={**led["progress"], "step": 0, "max_steps": 8})
+    (run / "cost.json").write_text(json.dumps(led))
+    out = CliRunner().invoke(app, ["merge", str(run), "--out", str(tmp_path / "merged"), "--dtype", "float32"])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0, out.output
+    assert (f"note: this run is interrupted at step 0/8: this is a merge of its adapter so far, not of the finished "
+            f"run (arzan train --resume {run})") in said
+    finished = tmp_path / "done"
+    shutil.copytree(lora_run[0], finished)
+    (finished / "cost.json").write_text(json.dumps({**led, "status": "finished"}))
+    out = CliRunner().invoke(app, ["merge", str(finished), "--out", str(tmp_path / "m2"), "--dtype", "float32"])
+    assert out.exit_code == 0 and "note:" not in out.output
+
+
 def test_a_merge_refuses_a_run_a_training_still_writes(lora_run, tmp_path):
     import shutil
 

@@ -47,8 +47,9 @@ def _fix_for(exc: OSError) -> str:
     return "fix that"
 
 
-def _unfinished_run(folder: Path) -> str | None:
-    """An adapter a stop left mid-training scores what it is: said, so it is not read as the run's."""
+def _unfinished_run(folder: Path, what: str = "these are the scores of its adapter so far") -> str | None:
+    """An adapter a stop left mid-training scores (or merges into) what it is: said, so it is not
+    read as the run's."""
     from arzan.runfolder import is_run_folder, ledger_doc
 
     if not is_run_folder(folder):
@@ -59,7 +60,7 @@ def _unfinished_run(folder: Path) -> str | None:
         return None
     command = led.get("resume_command") or f"arzan train --resume {folder}"  # a capped run's names its raised cap
     return (f"this run is {led.get('status')} at step {progress.get('step', '?')}/{progress.get('max_steps', '?')}: "
-            f"these are the scores of its adapter so far, not of the finished run ({command})")
+            f"{what}, not of the finished run ({command})")
 
 
 RECIPE_SECTIONS = {"model", "lora", "data", "train", "budget", "cost", "output", "eval"}
@@ -310,6 +311,8 @@ def merge(
             console.print(f"billed {kzt(s['money']['kzt'])} ₸ for {s['billed_seconds']:,.0f} s as session "
                           f"{s['index']} of {where} (total now {kzt(after['money']['kzt'])} ₸)",
                           highlight=False)
+    if (unfinished := _unfinished_run(billed_run, "this is a merge of its adapter so far")) is not None:
+        console.print(f"note: {unfinished}", highlight=False, markup=False)
 
 
 @app.command()
