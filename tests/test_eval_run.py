@@ -596,6 +596,85 @@ def test_eval_refuses_a_folder_a_live_training_is_writing(run_dir, tmp_path):
     assert live_writer_age(read_ledger(run / "cost.json")) is None  # its process is gone: no writer
 
 
+def test_an_eval_killed_outright_is_billed_by_the_next_command_up_to_its_last_heartbeat(run_dir, tmp_path, capfd):
+    """SIGKILL (the OOM killer, a deleted Colab runtime) runs no handler: the eval's paid minutes never
+    reached cost.json. Its mark's heartbeat says how long it lived; the next eval bills that first."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from datetime import datetime
+
+    from arzan.runfolder import EVAL_LOCK
+
+    task, _ = _readme_quiz(tmp_path)
+    run = _billed_run(run_dir, tmp_path)
+    before = json.loads((run / "cost.json").read_text())
+    slow = ("import time, arzan.runfolder as rf; rf.HEARTBEAT_S = 0.2\n"
+            "from arzan.evaluation import run_eval\n"
+            f"run_eval({str(run)!r}, tasks=[{str(task)!r}], "
+            "guard=lambda fn: lambda *a, **k: (time.sleep(600), fn(*a, **k))[1])\n")
+    scorer = subprocess.Popen([sys.executable, "-c", slow], cwd=tmp_path)
+    try:
+        deadline, started = time.time() + 120, None
+        while time.time() < deadline and scorer.poll() is None:  # scoring, its mark beating for 1.5 s
+            try:
+                started = datetime.fromisoformat(json.loads((run / EVAL_LOCK).read_text())["started_at"])
+                if (run / EVAL_LOCK).stat().st_mtime - started.timestamp() > 1.5:
+                    break
+            except (OSError, ValueError, KeyError):  # not written yet
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("the eval never started scoring")
+    finally:
+        scorer.send_signal(signal.SIGKILL)
+        scorer.wait()
+    killed_at = time.time()
+    assert json.loads((run / "cost.json").read_text()) == before  # nothing billed it: what this fixes
+    doc = run_eval(run, tasks=[str(task)])
+    said = capfd.readouterr().err
+    after = json.loads((run / "cost.json").read_text())
+    assert [s["status"] for s in after["sessions"][len(before["sessions"]):]] == ["interrupted", "finished"]
+    lost = after["sessions"][len(before["sessions"])]
+    assert 1.5 < lost["billed_seconds"] <= killed_at - started.timestamp()
+    assert lost["phases"]["eval"] == lost["billed_seconds"] and lost["money"]["usd"] > 0
+    assert f"note: an earlier arzan eval (pid {scorer.pid} on {socket.gethostname()}) was killed before it " \
+           f"could bill itself: its {lost['billed_seconds']:.0f} s up to its last sign of life" in said
+    assert f"are now session {lost['index']} of {run / 'cost.json'}, status interrupted" in said
+    assert after["money"]["usd"] == pytest.approx(sum(s["money"]["usd"] for s in after["sessions"]))
+    assert doc["tasks"] and not (run / EVAL_LOCK).exists() and not list(run.glob(EVAL_LOCK + ".*"))
+
+
+def test_a_mark_from_another_machine_is_stale_only_once_its_heartbeat_stops(run_dir, tmp_path):
+    """A Colab runtime deleted mid-eval leaves its mark on Drive; the next runtime is another host,
+    where the pid cannot be probed. A mark still beating blocks; one silent past STALE_AFTER_S is
+    billed (as the other machine's kind: a GPU eval checked from a CPU is billed at the run's price)."""
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from arzan.evaluation.session import bill_if_killed
+    from arzan.runfolder import EVAL_LOCK, STALE_AFTER_S, eval_in_progress
+
+    run = _billed_run(run_dir, tmp_path)
+    began = datetime.now(timezone.utc) - timedelta(seconds=STALE_AFTER_S + 100)
+    mark = run / EVAL_LOCK
+    mark.write_text(json.dumps({"host": "colab-runtime-1", "pid": 4242, "doing": "arzan eval is scoring",
+                                "started_at": began.isoformat(), "device": "cpu", "phase": "eval",
+                                "heartbeat_s": 10.0}))
+    assert "an arzan eval (pid 4242 on colab-runtime-1) is scoring" in eval_in_progress(run)
+    assert bill_if_killed(run) is None and mark.is_file()  # alive, as far as anyone here can tell
+    os.utime(mark, (time.time(), began.timestamp() + 40))  # its last beat, 40 s in; silent since
+    assert eval_in_progress(run) is None
+    before = json.loads((run / "cost.json").read_text())
+    note = bill_if_killed(run)
+    lost = json.loads((run / "cost.json").read_text())["sessions"][-1]
+    assert len(json.loads((run / "cost.json").read_text())["sessions"]) == len(before["sessions"]) + 1
+    assert lost["billed_seconds"] == pytest.approx(40, abs=0.01) and lost["status"] == "interrupted"
+    assert note.startswith("note: an earlier arzan eval (pid 4242 on colab-runtime-1) was killed") and not mark.exists()
+    assert bill_if_killed(run) is None  # billed once
+
+
 def test_a_billed_eval_marks_the_run_folder_while_it_scores(run_dir, tmp_path):
     """The mark a resume and --overwrite wait for is there from the first batch to the bill, then gone."""
     from arzan.runfolder import EVAL_LOCK

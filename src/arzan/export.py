@@ -215,7 +215,7 @@ def merge_adapter(path: str | Path, out_dir: str | Path | None = None, dtype: st
 
     # Ctrl-C, an OOM, a full disk: the minutes it ran are paid for all the same; once the merged model
     # is there, its bill goes in whole and its card shows it
-    with evaluating(run, "arzan merge is merging") if billed else nullcontext():
+    with evaluating(run, "arzan merge is merging", device=device, phase="save") if billed else nullcontext():
         with billed_session(run, device, then=lambda: write_merged_card(out, adapter, run, dtype, device,
                                                                           base_model)) if billed else nullcontext():
             path = _merge(adapter, run, out, dtype, device, base_model)

@@ -35,6 +35,9 @@ def resume_terms(folder: RunFolder, budget: BudgetSection | None,
     next; so do the price flags a resume gave (a new machine's `--price`): the next `--resume` keeps
     them unless it gives its own. Returns the recipe, the ledger and those price flags.
     """
+    from arzan.evaluation.session import say_killed_billed
+
+    say_killed_billed(folder.root)  # an eval killed outright in this folder: its time, before the totals are read
     ledger = read_ledger(folder.ledger)
     where = folder.root
     if ledger.status == "finished":

@@ -196,40 +196,82 @@ def check_writable(folder: Path, why: str) -> None:
 
 
 EVAL_LOCK = ".arzan-eval.json"
+HEARTBEAT_S = 10.0  # how often a live eval or merge touches its mark (a killed one's bill is short by less)
+STALE_AFTER_S = 120.0  # a mark untouched this long belongs to a process that is gone
 
 
 @contextmanager
-def evaluating(path: Path, doing: str = "arzan eval is scoring") -> Iterator[None]:
+def evaluating(path: Path, doing: str = "arzan eval is scoring", device: str | None = None,
+               phase: str = "eval") -> Iterator[None]:
     """Marks the run folder while `arzan eval` scores it (or `arzan merge` merges it) and will append
     its session to cost.json: a training started meanwhile (a resume, an --overwrite) would write its
     ledger from memory over that session, so those refuse while the mark is there (see
-    `eval_in_progress`)."""
+    `eval_in_progress`).
+
+    The mark also carries when the work began, on which device and for which phase, and a thread
+    touches it every HEARTBEAT_S: a process killed outright (SIGKILL, the OOM killer, a Colab runtime
+    deleted) writes no bill, so the next command on the folder bills its time from the mark, up to its
+    last touch (evaluation.session.bill_if_killed), and a mark nobody touches is seen as stale even
+    from another machine, where the pid cannot be probed."""
     import json
     import os
     import socket
+    import threading
 
     from arzan.fileio import write_text_atomic
 
     lock = Path(path) / EVAL_LOCK
-    write_text_atomic(lock, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "doing": doing}))
+    write_text_atomic(lock, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "doing": doing,
+                                        "started_at": datetime.now(timezone.utc).isoformat(),
+                                        "device": device, "phase": phase, "heartbeat_s": HEARTBEAT_S}))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(lock)
+            except OSError:  # deleted by hand, or the disk went away: the work goes on
+                pass
+
+    threading.Thread(target=beat, name="arzan-eval-heartbeat", daemon=True).start()
     try:
         yield
     finally:
+        stop.set()
         lock.unlink(missing_ok=True)
+
+
+def stale_mark(path: Path) -> dict | None:
+    """The mark of an eval or merge that is gone without removing it, with `last_alive` (the file's
+    mtime, POSIX seconds); None when there is none or its process may still be working."""
+    import json
+    import time
+
+    from arzan.cost.ledger import process_gone
+
+    lock = Path(path) / EVAL_LOCK
+    try:
+        mark, mtime = json.loads(lock.read_text(encoding="utf-8")), lock.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    if not isinstance(mark, dict):
+        return {"last_alive": mtime}
+    silent = isinstance(mark.get("heartbeat_s"), (int, float)) and time.time() - mtime > STALE_AFTER_S
+    if process_gone(mark.get("host"), mark.get("pid")) or silent:
+        return {**mark, "last_alive": mtime}
+    return None
 
 
 def eval_in_progress(path: Path) -> str | None:
     """Why a training must not start in `path` now: an `arzan eval` still billing into it."""
     import json
 
-    from arzan.cost.ledger import process_gone
-
     lock = Path(path) / EVAL_LOCK
     try:
         mark = json.loads(lock.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(mark, dict) or process_gone(mark.get("host"), mark.get("pid")):
+    if not isinstance(mark, dict) or stale_mark(path) is not None:
         return None  # the eval was killed: its mark is stale
     command, _, doing = str(mark.get("doing") or "arzan eval is scoring").partition(" is ")
     return (f"{path}: an {command} (pid {mark.get('pid')} on {mark.get('host')}) is {doing} this run and will "

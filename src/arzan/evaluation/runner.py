@@ -102,7 +102,7 @@ def run_eval(target: str | Path, tasks: list[str] | str = "kazakh", limit: int |
         _refuse_while_training(tgt.out_dir)
     check_writable(tgt.out_dir, "arzan eval writes eval.json there" + (" and its session into cost.json"
                    if billed else "") + "; copy the folder somewhere writable and score the copy")
-    with evaluating(tgt.out_dir) if billed else nullcontext():  # no training starts here until the bill is in
+    with evaluating(tgt.out_dir, device=device, phase="eval") if billed else nullcontext():  # no training starts here until the bill is in
         try:
             with sigterm_as_ctrl_c() if billed else nullcontext():
                 plan = suites.resolve(tasks, data_dir)  # checks every local file before the model loads
@@ -156,8 +156,12 @@ def _in_4bit(tgt: Target, device: str, asked: bool | None) -> tuple[bool, str | 
 
 def _refuse_while_training(run_dir: Path, command: str = "arzan eval") -> None:
     """A training still running into the folder rewrites cost.json from memory every 10 s: the
-    evaluation's (or merge's) session would be erased, and a resume could then start beside it."""
+    evaluation's (or merge's) session would be erased, and a resume could then start beside it.
+    An earlier eval or merge killed outright is billed first (session.bill_if_killed)."""
     from arzan.cost.ledger import live_writer_age, read_ledger
+    from arzan.evaluation.session import say_killed_billed
+
+    say_killed_billed(run_dir)
 
     age = live_writer_age(read_ledger(run_dir / "cost.json"))
     if age is not None:

@@ -68,7 +68,8 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
-                  started_at: datetime | None = None, status: str = "finished", phase: str = "eval") -> dict[str, Any]:
+                  started_at: datetime | None = None, status: str = "finished", phase: str = "eval",
+                  finished_at: datetime | None = None) -> dict[str, Any]:
     """summary.eval in cost.json (unless None: a cut eval scored nothing), and the evaluation's time
     and money as a session of its own, from `started_at` to now, with `status` ("interrupted" for a
     Ctrl-C). Returns the ledger as written.
@@ -84,7 +85,7 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     ledger = read_ledger(path)
     if summary is not None:
         ledger.summary.eval = summary
-    now, step = utcnow(), ledger.progress.step
+    now, step = min(finished_at or utcnow(), utcnow()), ledger.progress.step
     kind = "cuda" if device.startswith("cuda") else "cpu"
     s = Session(index=len(ledger.sessions), started_at=min(started_at or now, now), finished_at=now,
                 status=status, steps=[step, step], host=socket.gethostname(), pid=os.getpid(), device=kind)
@@ -100,7 +101,8 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
 
 
 def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, started_at: datetime,
-         status: str = "finished", phase: str = "eval") -> tuple[dict[str, Any] | None, str | None]:
+         status: str = "finished", phase: str = "eval",
+         finished_at: datetime | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """The eval-only session in `run_dir`'s ledger, then the model card rewritten from that ledger
     (the card's "Training cost" table must not show an older total than cost.json). Returns the
     ledger (None where the folder has none: a Hub id's evals/ folder) and a note when the card could
@@ -111,12 +113,58 @@ def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, start
     path = run_dir / LEDGER_FILE
     if not path.is_file():
         return None, None
-    ledger = put_in_ledger(path, summary, seconds, device, started_at, status, phase)
+    ledger = put_in_ledger(path, summary, seconds, device, started_at, status, phase, finished_at)
     try:
         refresh_card(run_dir, ledger)
     except Exception as exc:  # noqa: BLE001 - the bill is in; a Ctrl-C mid-import can leave the card's imports broken
         return ledger, f"the model card {run_dir / 'adapter' / 'README.md'} still shows the old bill: {first_line(exc)}"
     return ledger, None
+
+
+def bill_if_killed(run_dir: Path) -> str | None:
+    """The time of an `arzan eval` or `arzan merge` killed outright (SIGKILL, the OOM killer, a Colab
+    runtime deleted: nothing ran to bill it), billed from the mark it left (runfolder.evaluating)
+    up to the mark's last heartbeat, as an interrupted session, by the next command on the folder.
+    Under-counts by at most one heartbeat. Returns the note to show, or None. The mark is claimed
+    by renaming it, so two commands starting together bill it once."""
+    from arzan.reporting.table import kzt
+    from arzan.runfolder import EVAL_LOCK, stale_mark
+
+    mark, lock = stale_mark(run_dir), Path(run_dir) / EVAL_LOCK
+    if mark is None or not (Path(run_dir) / LEDGER_FILE).is_file():
+        return None
+    try:
+        started = datetime.fromisoformat(mark["started_at"])
+    except (KeyError, TypeError, ValueError):  # an older arzan's mark says nothing to bill from
+        started = None
+    claim = lock.with_name(f"{EVAL_LOCK}.billing-{os.getpid()}")
+    try:
+        os.rename(lock, claim)
+    except OSError:  # another command claimed it first
+        return None
+    try:
+        if started is None or mark.get("device") not in ("cpu", "cuda"):
+            return None
+        last = datetime.fromtimestamp(mark["last_alive"], tz=started.tzinfo)
+        seconds = max(0.0, (last - started).total_seconds())
+        ledger, note = bill(run_dir, None, seconds, mark["device"], started, status="interrupted",
+                            phase="save" if mark.get("phase") == "save" else "eval", finished_at=last)
+    finally:
+        claim.unlink(missing_ok=True)
+    s = ledger["sessions"][-1]
+    cost = "unbilled: another kind of machine" if s.get("unbilled_s") else f"{kzt(s['money']['kzt'])} ₸"
+    command = str(mark.get("doing") or "arzan eval").partition(" is ")[0]
+    return (f"note: an earlier {command} (pid {mark.get('pid')} on {mark.get('host')}) was killed before it could "
+            f"bill itself: its {seconds:.0f} s up to its last sign of life ({cost}) are now session {s['index']} of "
+            f"{Path(run_dir) / LEDGER_FILE}, status interrupted" + (f"; {note}" if note else ""))
+
+
+def say_killed_billed(run_dir: Path) -> None:
+    """bill_if_killed, its note on stderr: it concerns an earlier command, not this one's result."""
+    import sys
+
+    if (note := bill_if_killed(run_dir)) is not None:
+        print(note, file=sys.stderr, flush=True)
 
 
 @contextmanager
