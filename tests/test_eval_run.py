@@ -563,6 +563,36 @@ def test_a_preemption_sigterm_during_eval_is_billed_like_ctrl_c(run_dir, tmp_pat
     assert ledger["sessions"][-1]["status"] == "interrupted" and ledger["sessions"][-1]["billed_seconds"] > 0
 
 
+def test_a_sigterm_after_the_scores_are_written_is_one_line_that_says_they_were(run_dir, tmp_path, monkeypatch):
+    """A preemption while the table prints (outside run_eval's own handling) was the default SIGTERM:
+    exit 143 with no word; now 130 and one line naming the eval.json that was kept."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    import arzan.evaluation as evaluation
+    from arzan.cli import app
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM is handled by something else in this test process")
+    task, _ = _readme_quiz(tmp_path)
+    run = _billed_run(run_dir, tmp_path)
+    table = evaluation.gain_table
+
+    def preempted_while_printing(result):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return table(result)
+
+    monkeypatch.setattr(evaluation, "gain_table", preempted_while_printing)
+    out = CliRunner().invoke(app, ["eval", str(run), "--tasks", str(task)])
+    assert out.exit_code == 130, out.output
+    assert out.output.strip().splitlines()[-1] == f"interrupted after the scores were written to " \
+                                                  f"{run / 'eval.json'} (and billed, for a run folder)"
+    assert "Kazakh scores" not in out.output and "Traceback" not in out.output
+    assert json.loads((run / "eval.json").read_text())["tasks"]["my_kk_quiz"]["n"] == 3
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
 def test_eval_refuses_a_folder_a_live_training_is_writing(run_dir, tmp_path):
     """The training's meter rewrites cost.json from memory every 30 s: an eval billed into it
     meanwhile would be erased. Refused in one line before any model loads; the ledger untouched."""

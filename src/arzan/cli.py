@@ -417,24 +417,30 @@ def eval_(
 ) -> None:
     """Score a fine-tune (base + adapter) on the Kazakh suite with lm-evaluation-harness."""
     from arzan.evaluation import gain_table, run_eval
+    from arzan.evaluation.session import sigterm_as_ctrl_c
 
+    result = None
     try:
-        task_list: list[str] | str = tasks if "," not in tasks else [t.strip() for t in tasks.split(",") if t.strip()]
-        result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size,
-                          load_in_4bit=load_in_4bit, chat_template=chat_template)
-        console.print(gain_table(result))
-        console.print(f"scores written to {result['path']}")
-        if (unfinished := _unfinished_run(Path(result["path"]).parent)) is not None:
-            console.print(f"note: {unfinished}", highlight=False, markup=False)
-        if result.get("note"):
-            console.print(f"note: {result['note']}", highlight=False, markup=False)
+        # a SIGTERM outside run_eval's own handling (loading, printing the table) is one line too, not 143
+        with sigterm_as_ctrl_c():
+            task_list: list[str] | str = tasks if "," not in tasks else \
+                [t.strip() for t in tasks.split(",") if t.strip()]
+            result = run_eval(target, tasks=task_list, limit=limit, data_dir=data_dir, batch_size=batch_size,
+                              load_in_4bit=load_in_4bit, chat_template=chat_template)
+            console.print(gain_table(result))
+            console.print(f"scores written to {result['path']}")
+            if (unfinished := _unfinished_run(Path(result["path"]).parent)) is not None:
+                console.print(f"note: {unfinished}", highlight=False, markup=False)
+            if result.get("note"):
+                console.print(f"note: {result['note']}", highlight=False, markup=False)
     except ArzanError as exc:
         _fail(exc)
     except OSError as exc:
         _fail(_os_error(exc, "eval.json and cost.json are written whole or not at all, so the earlier ones stand"))
     except KeyboardInterrupt as exc:  # its time is already in the run's ledger (evaluation.session)
-        err_console.print(str(exc) or "evaluation interrupted: nothing scored was kept", highlight=False,
-                          markup=False)
+        said = (f"interrupted after the scores were written to {result['path']} (and billed, for a run folder)"
+                if result is not None else str(exc) or "evaluation interrupted: nothing scored was kept")
+        err_console.print(said, highlight=False, markup=False)
         raise typer.Exit(130)
 
 
