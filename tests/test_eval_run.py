@@ -593,6 +593,37 @@ def test_a_sigterm_after_the_scores_are_written_is_one_line_that_says_they_were(
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_a_sigterm_between_the_scores_and_their_bill_waits_for_the_bill(run_dir, tmp_path, monkeypatch):
+    """eval.json, cost.json and the card are written all three or none: a SIGTERM there (arzan eval's
+    own handler turns it into a Ctrl-C) is held like a Ctrl-C, so the scores are never kept unbilled."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+    from arzan.evaluation import runner
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM is handled by something else in this test process")
+    task, _ = _readme_quiz(tmp_path)
+    run = _billed_run(run_dir, tmp_path)
+    before = json.loads((run / "cost.json").read_text())
+    write = runner.write_json_atomic
+
+    def preempted_after_the_scores(path, doc):
+        write(path, doc)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(runner, "write_json_atomic", preempted_after_the_scores)
+    out = CliRunner().invoke(app, ["eval", str(run), "--tasks", str(task)])
+    assert out.exit_code == 130, out.output
+    assert out.output.strip().splitlines()[-1] == (f"interrupted after the evaluation was saved: {run / 'eval.json'} "
+                                                   "and its bill are complete")
+    after = json.loads((run / "cost.json").read_text())
+    assert len(after["sessions"]) == len(before["sessions"]) + 1 and after["sessions"][-1]["status"] == "finished"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
 def test_eval_refuses_a_folder_a_live_training_is_writing(run_dir, tmp_path):
     """The training's meter rewrites cost.json from memory every 30 s: an eval billed into it
     meanwhile would be erased. Refused in one line before any model loads; the ledger untouched."""
@@ -669,6 +700,7 @@ def test_an_eval_killed_outright_is_billed_by_the_next_command_up_to_its_last_he
     lost = after["sessions"][len(before["sessions"])]
     assert 1.5 < lost["billed_seconds"] <= killed_at - started.timestamp()
     assert lost["phases"]["eval"] == lost["billed_seconds"] and lost["money"]["usd"] > 0
+    assert lost["pid"] == scorer.pid  # the killed process's session, not the one that billed it
     assert f"note: an earlier arzan eval (pid {scorer.pid} on {socket.gethostname()}) was killed before it " \
            f"could bill itself: its {lost['billed_seconds']:.0f} s up to its last sign of life" in said
     assert f"are now session {lost['index']} of {run / 'cost.json'}, status interrupted" in said
@@ -702,7 +734,57 @@ def test_a_mark_from_another_machine_is_stale_only_once_its_heartbeat_stops(run_
     assert len(json.loads((run / "cost.json").read_text())["sessions"]) == len(before["sessions"]) + 1
     assert lost["billed_seconds"] == pytest.approx(40, abs=0.01) and lost["status"] == "interrupted"
     assert note.startswith("note: an earlier arzan eval (pid 4242 on colab-runtime-1) was killed") and not mark.exists()
+    assert (lost["host"], lost["pid"]) == ("colab-runtime-1", 4242)  # its session, not the biller's
     assert bill_if_killed(run) is None  # billed once
+
+
+def test_a_mark_here_is_stale_only_when_its_process_is_gone_and_is_billed_once(run_dir, tmp_path, monkeypatch):
+    """On this host the process table decides: a stopped eval (Ctrl-Z) beats no heartbeat but lives,
+    and billing it would bill its time twice. A killed one is billed once: not when another command
+    marked the folder since the stale mark was read, nor when it had billed itself before it died."""
+    import subprocess
+    import sys
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from arzan import runfolder
+    from arzan.evaluation import session
+    from arzan.runfolder import EVAL_LOCK, eval_in_progress, stale_mark
+
+    run = _billed_run(run_dir, tmp_path)
+    mark = run / EVAL_LOCK
+    began = datetime.now(timezone.utc) - timedelta(seconds=600)
+
+    def write_mark(pid: int) -> None:
+        mark.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "doing": "arzan eval is scoring",
+                                    "started_at": began.isoformat(), "device": "cpu", "phase": "eval",
+                                    "heartbeat_s": 10.0}))
+        os.utime(mark, (time.time(), began.timestamp() + 30))  # silent for 570 s
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.5)
+        began = datetime.now(timezone.utc) - timedelta(seconds=0.2)  # the mark after its process started
+        write_mark(sleeper.pid)
+        os.utime(mark, (time.time(), time.time() - 600))
+        assert stale_mark(run) is None and "is scoring this run" in eval_in_progress(run)
+        assert session.bill_if_killed(run) is None and mark.is_file()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    before = len(json.loads((run / "cost.json").read_text())["sessions"])
+    judged = stale_mark(run)
+    assert judged is not None  # gone now
+    write_mark(sleeper.pid + 1)  # another eval marked the folder since `judged` was read
+    with monkeypatch.context() as m:
+        m.setattr(runfolder, "stale_mark", lambda path: judged)
+        assert session.bill_if_killed(run) is None and mark.is_file()  # the new mark is given back
+    assert len(json.loads((run / "cost.json").read_text())["sessions"]) == before
+    # it billed itself, then was killed before it removed its mark: not billed again
+    write_mark(sleeper.pid)
+    session.bill(run, None, 5.0, "cpu", began, who=(socket.gethostname(), sleeper.pid))
+    assert session.bill_if_killed(run) is None and not mark.exists()
+    assert len(json.loads((run / "cost.json").read_text())["sessions"]) == before + 1
 
 
 def test_a_billed_eval_marks_the_run_folder_while_it_scores(run_dir, tmp_path):

@@ -221,9 +221,10 @@ def evaluating(path: Path, doing: str = "arzan eval is scoring", device: str | N
     from arzan.fileio import write_text_atomic
 
     lock = Path(path) / EVAL_LOCK
+    kind = None if device is None else "cuda" if str(device).startswith("cuda") else "cpu"  # as sessions say it
     write_text_atomic(lock, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "doing": doing,
                                         "started_at": datetime.now(timezone.utc).isoformat(),
-                                        "device": device, "phase": phase, "heartbeat_s": HEARTBEAT_S}))
+                                        "device": kind, "phase": phase, "heartbeat_s": HEARTBEAT_S}))
     stop = threading.Event()
 
     def beat() -> None:
@@ -243,23 +244,44 @@ def evaluating(path: Path, doing: str = "arzan eval is scoring", device: str | N
 
 def stale_mark(path: Path) -> dict | None:
     """The mark of an eval or merge that is gone without removing it, with `last_alive` (the file's
-    mtime, POSIX seconds); None when there is none or its process may still be working."""
+    mtime, POSIX seconds) and `text` (what was read); None when there is none or its process may
+    still be working. On this host the process table decides (a stopped process, Ctrl-Z, beats no
+    heartbeat but is not gone); from another host, where a pid cannot be probed, a heartbeat silent
+    for STALE_AFTER_S does."""
     import json
+    import socket
     import time
 
     from arzan.cost.ledger import process_gone
 
     lock = Path(path) / EVAL_LOCK
     try:
-        mark, mtime = json.loads(lock.read_text(encoding="utf-8")), lock.stat().st_mtime
+        text, mtime = lock.read_text(encoding="utf-8"), lock.stat().st_mtime
+        mark = json.loads(text)
     except (OSError, ValueError):
         return None
     if not isinstance(mark, dict):
-        return {"last_alive": mtime}
-    silent = isinstance(mark.get("heartbeat_s"), (int, float)) and time.time() - mtime > STALE_AFTER_S
-    if process_gone(mark.get("host"), mark.get("pid")) or silent:
-        return {**mark, "last_alive": mtime}
-    return None
+        return {"last_alive": mtime, "text": text}
+    if mark.get("host") == socket.gethostname():
+        gone = process_gone(mark.get("host"), mark.get("pid")) or _pid_reused(mark.get("pid"), mark.get("started_at"))
+    else:
+        gone = isinstance(mark.get("heartbeat_s"), (int, float)) and time.time() - mtime > STALE_AFTER_S
+    return {**mark, "last_alive": mtime, "text": text} if gone else None
+
+
+def _pid_reused(pid: object, started_at: object) -> bool:
+    """The pid alive now started after the mark was written: another process got the killed one's
+    number (Linux's /proc; elsewhere, or on any doubt, False: the mark is taken as live)."""
+    import os
+
+    try:
+        began = datetime.fromisoformat(str(started_at)).timestamp()
+        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") > began + 2.0
+    except (OSError, ValueError, TypeError, IndexError, StopIteration):
+        return False
 
 
 def eval_in_progress(path: Path) -> str | None:

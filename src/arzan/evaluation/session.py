@@ -41,11 +41,18 @@ def signals_held() -> Iterator[list[int]]:
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield got
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    held = [signal.SIGINT] + ([signal.SIGTERM] if signal.getsignal(signal.SIGTERM) is _sigterm_raises else [])
+    previous = {signum: signal.signal(signum, lambda signum, frame: got.append(signum)) for signum in held}
     try:
         yield got
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _sigterm_raises(signum: int, frame: Any) -> None:
+    """sigterm_as_ctrl_c's handler; signals_held holds a SIGTERM only when it is this one."""
+    raise KeyboardInterrupt
 
 
 @contextmanager
@@ -56,11 +63,7 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
         return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, _sigterm_raises)
     try:
         yield
     finally:
@@ -69,7 +72,8 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
 
 def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
                   started_at: datetime | None = None, status: str = "finished", phase: str = "eval",
-                  finished_at: datetime | None = None) -> dict[str, Any]:
+                  finished_at: datetime | None = None,
+                  who: tuple[str | None, int | None] | None = None) -> dict[str, Any]:
     """summary.eval in cost.json (unless None: a cut eval scored nothing), and the evaluation's time
     and money as a session of its own, from `started_at` to now, with `status` ("interrupted" for a
     Ctrl-C). Returns the ledger as written.
@@ -78,7 +82,8 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     after training). On another (a CPU: the user's own machine) its time is the session's
     `unbilled_s`, outside the phases (billed time): no money, GPU-hours or max_hours. Through the
     ledger's own reader and atomic writer, so a kill mid-write leaves the previous ledger whole.
-    `phase` "save" bills an `arzan merge` the same way.
+    `phase` "save" bills an `arzan merge` the same way. `who` (host, pid): the process whose time it
+    is, when another bills it (bill_if_killed), so a resume tells its session from its own.
     """
     from arzan.cost.ledger import Phases, Session, apply_totals, money_for, read_ledger, utcnow, write_ledger
 
@@ -88,7 +93,8 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     now, step = min(finished_at or utcnow(), utcnow()), ledger.progress.step
     kind = "cuda" if device.startswith("cuda") else "cpu"
     s = Session(index=len(ledger.sessions), started_at=min(started_at or now, now), finished_at=now,
-                status=status, steps=[step, step], host=socket.gethostname(), pid=os.getpid(), device=kind)
+                status=status, steps=[step, step], host=who[0] if who else socket.gethostname(),
+                pid=who[1] if who else os.getpid(), device=kind)
     if kind == ledger.hardware.device:
         s.phases, s.billed_seconds = Phases(**{phase: seconds}), seconds
         s.money.usd, s.money.kzt = money_for(seconds, ledger.price, ledger.exchange)
@@ -101,8 +107,8 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
 
 
 def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, started_at: datetime,
-         status: str = "finished", phase: str = "eval",
-         finished_at: datetime | None = None) -> tuple[dict[str, Any] | None, str | None]:
+         status: str = "finished", phase: str = "eval", finished_at: datetime | None = None,
+         who: tuple[str | None, int | None] | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """The eval-only session in `run_dir`'s ledger, then the model card rewritten from that ledger
     (the card's "Training cost" table must not show an older total than cost.json). Returns the
     ledger (None where the folder has none: a Hub id's evals/ folder) and a note when the card could
@@ -113,7 +119,7 @@ def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, start
     path = run_dir / LEDGER_FILE
     if not path.is_file():
         return None, None
-    ledger = put_in_ledger(path, summary, seconds, device, started_at, status, phase, finished_at)
+    ledger = put_in_ledger(path, summary, seconds, device, started_at, status, phase, finished_at, who)
     try:
         refresh_card(run_dir, ledger)
     except Exception as exc:  # noqa: BLE001 - the bill is in; a Ctrl-C mid-import can leave the card's imports broken
@@ -125,32 +131,57 @@ def bill_if_killed(run_dir: Path) -> str | None:
     """The time of an `arzan eval` or `arzan merge` killed outright (SIGKILL, the OOM killer, a Colab
     runtime deleted: nothing ran to bill it), billed from the mark it left (runfolder.evaluating)
     up to the mark's last heartbeat, as an interrupted session, by the next command on the folder.
-    Under-counts by at most one heartbeat. Returns the note to show, or None. The mark is claimed
-    by renaming it, so two commands starting together bill it once."""
+    Under-counts by at most one heartbeat. Returns the note to show, or None.
+
+    The mark is claimed by renaming it, so two commands starting together bill it once; the file
+    claimed must be the one judged stale (another command may have billed that one and a new eval
+    marked the folder since), else it goes back. A process killed after its own bill was written
+    but before it removed its mark is not billed again."""
+    from arzan.cost.ledger import read_ledger
     from arzan.reporting.table import kzt
     from arzan.runfolder import EVAL_LOCK, stale_mark
 
     mark, lock = stale_mark(run_dir), Path(run_dir) / EVAL_LOCK
     if mark is None or not (Path(run_dir) / LEDGER_FILE).is_file():
         return None
-    try:
-        started = datetime.fromisoformat(mark["started_at"])
-    except (KeyError, TypeError, ValueError):  # an older arzan's mark says nothing to bill from
-        started = None
     claim = lock.with_name(f"{EVAL_LOCK}.billing-{os.getpid()}")
     try:
         os.rename(lock, claim)
     except OSError:  # another command claimed it first
         return None
+
+    def give_back() -> None:
+        try:
+            if not lock.exists():
+                os.rename(claim, lock)
+        except OSError:
+            pass
+
     try:
+        if claim.read_text(encoding="utf-8") != mark["text"] or claim.stat().st_mtime != mark["last_alive"]:
+            give_back()  # not the mark judged stale: a live one written or touched since
+            return None
+        try:
+            started = datetime.fromisoformat(mark["started_at"])
+        except (KeyError, TypeError, ValueError):  # an older arzan's mark says nothing to bill from
+            started = None
         if started is None or mark.get("device") not in ("cpu", "cuda"):
+            claim.unlink(missing_ok=True)
+            return None
+        if any(x.pid == mark.get("pid") and x.host == mark.get("host") and x.finished_at is not None
+               and x.finished_at >= started.replace(microsecond=0)  # the ledger keeps whole seconds
+               for x in read_ledger(Path(run_dir) / LEDGER_FILE).sessions):
+            claim.unlink(missing_ok=True)  # it billed itself, then died before removing its mark
             return None
         last = datetime.fromtimestamp(mark["last_alive"], tz=started.tzinfo)
         seconds = max(0.0, (last - started).total_seconds())
         ledger, note = bill(run_dir, None, seconds, mark["device"], started, status="interrupted",
-                            phase="save" if mark.get("phase") == "save" else "eval", finished_at=last)
-    finally:
-        claim.unlink(missing_ok=True)
+                            phase="save" if mark.get("phase") == "save" else "eval", finished_at=last,
+                            who=(mark.get("host"), mark.get("pid")))
+    except BaseException:  # a bill cut short: the mark stays for the next command to bill
+        give_back()
+        raise
+    claim.unlink(missing_ok=True)
     s = ledger["sessions"][-1]
     cost = "unbilled: another kind of machine" if s.get("unbilled_s") else f"{kzt(s['money']['kzt'])} ₸"
     command = str(mark.get("doing") or "arzan eval").partition(" is ")[0]
