@@ -91,13 +91,35 @@ def test_a_metric_lm_eval_does_not_know_is_refused_before_anything_is_scored(tmp
     a paid eval with an empty table and exit 0. The file and its metric_list entry are named."""
     (tmp_path / "quiz.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n', encoding="utf-8")
     task = tmp_path / "my_quiz.yaml"
-    head = "task: my_quiz\ndataset_kwargs:\n  schema: mc\n  local_file: quiz.jsonl\nmetric_list:\n  - "
+    head = ("task: my_quiz\noutput_type: multiple_choice\ndataset_kwargs:\n  schema: mc\n  local_file: quiz.jsonl\n"
+            "metric_list:\n  - ")
     task.write_text(head + entry + "\n", encoding="utf-8")
     with pytest.raises(ArzanError) as exc:
         suites.resolve([str(task)])
     assert str(exc.value).startswith(f"{task}: metric_list entry 1: {said}") and "\n" not in str(exc.value)
     task.write_text(head + "metric: acc\n    aggregation: mean\n", encoding="utf-8")
     assert suites.resolve([str(task)]).tasks == ["my_quiz"]  # lm-eval's own names pass
+
+
+def test_metric_checks_follow_includes_and_pass_what_lm_eval_resolves_itself(tmp_path):
+    """The check sees the config lm-eval builds: a typo in an included template is refused; a
+    `!function` callable, and a generate_until metric lm-eval may fetch from `evaluate`, pass."""
+    (tmp_path / "quiz.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n', encoding="utf-8")
+    data = "dataset_kwargs:\n  schema: mc\n  local_file: quiz.jsonl\n"
+    (tmp_path / "_base.yaml").write_text("output_type: multiple_choice\nmetric_list:\n  - metric: acc\n"
+                                         "    aggregation: maen\n", encoding="utf-8")
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("include: _base.yaml\ntask: leaf_quiz\n" + data, encoding="utf-8")
+    with pytest.raises(ArzanError, match=rf"^{leaf}: metric_list entry 1: aggregation 'maen' is not one lm-eval "
+                                         r"knows \(did you mean mean"):
+        suites.resolve([str(leaf)])
+    own = tmp_path / "own.yaml"
+    own.write_text("task: own_quiz\noutput_type: multiple_choice\nmetric_list:\n  - metric: acc\n"
+                   "    aggregation: !function utils.my_mean\n" + data, encoding="utf-8")
+    gen = tmp_path / "gen.yaml"
+    gen.write_text("task: gen_quiz\noutput_type: generate_until\nmetric_list:\n  - metric: rouge\n" + data,
+                   encoding="utf-8")
+    assert suites.resolve([str(own), str(gen)]).tasks == ["own_quiz", "gen_quiz"]
 
 
 SAMPLE_ROWS = {  # one made-up row per schema, in each source's own column layout

@@ -274,14 +274,16 @@ def _cannot_load(failed: dict[str, Exception], loaded: list[str], plan: suites.P
     name, e = next(iter(failed.items()))
     why = first_line(e) if isinstance(e, ArzanError) else described(e)
     local = plan is not None and plan.data_source.get(name, "").startswith("local:")
-    where = (suites.task_file(name, plan.include_paths) if plan else None) or f"task {name}"
+    found = suites.task_file(name, plan.include_paths) if plan else None
+    where = found[0] if found else f"task {name}"
     if isinstance(e, TemplateError):
         text = f"{where}: a template of task {name} (doc_to_text, doc_to_choice or doc_to_target) cannot be " \
                f"rendered: {why}"
     elif local and not isinstance(e, ArzanError):  # its file was read and checked: the YAML is what fails
-        text = f"{where}: lm-eval cannot build task {name} from its local file ({why}); a task YAML of your " \
-               "own needs `custom_dataset: !function arzan.evaluation.taskdata.load` (README: Evaluate on your " \
-               "own multiple-choice set)"
+        text = f"{where}: lm-eval cannot build task {name} from its local file ({why})"
+        if found and "custom_dataset" not in found[1]:
+            text += ("; a task YAML of your own needs `custom_dataset: !function arzan.evaluation.taskdata.load` "
+                     "(README: Evaluate on your own multiple-choice set)")
     else:
         text = f"cannot load the data of {', '.join(failed)} ({name}: {why}); offline? arzan's own tasks read " \
                "local files from --data-dir"

@@ -57,7 +57,28 @@ class _Loader(yaml.SafeLoader):
     """Reads task YAMLs without importing the functions their `!function` tags name."""
 
 
-_Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+class FunctionRef(str):
+    """A `!function module.name` value: a callable lm-eval imports, not a registry name."""
+
+
+_Loader.add_constructor("!function", lambda loader, node: FunctionRef(loader.construct_scalar(node)))
+
+
+def with_includes(path: Path, cfg: dict, depth: int = 0) -> dict:
+    """The config as lm-eval builds it: an `include:` file's keys (relative to this YAML, recursively)
+    under this file's own. arzan's tasks keep metric_list, output_type and custom_dataset in a shared
+    template. An include that cannot be read is left for lm-eval to report."""
+    include = cfg.get("include")
+    if not isinstance(include, str) or depth > 8:
+        return cfg
+    base_path = Path(include) if Path(include).is_absolute() else path.parent / include
+    try:
+        base = yaml.load(base_path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return cfg
+    if not isinstance(base, dict):
+        return cfg
+    return {**with_includes(base_path, base, depth + 1), **{k: v for k, v in cfg.items() if k != "include"}}
 
 
 def read_task_yaml(path: Path) -> dict:
@@ -75,11 +96,12 @@ def read_task_yaml(path: Path) -> dict:
     return data
 
 
-def task_file(name: str, folders: list[Path]) -> Path | None:
-    """The YAML that defines task `name` among the folders a plan includes (to name it in an error)."""
+def task_file(name: str, folders: list[Path]) -> tuple[Path, dict] | None:
+    """The YAML that defines task `name` among the folders a plan includes, with its config as
+    lm-eval builds it (includes merged): to name it, and say what it lacks, in an error."""
     for folder in folders:
         if (found := index_yamls(Path(folder)).get(name)) is not None:
-            return found[0]
+            return found[0], with_includes(*found)
     return None
 
 
@@ -193,8 +215,11 @@ def resolve(tasks: list[str] | str, data_dir: str | os.PathLike | None = None) -
 
 def _check_metrics(path: Path, cfg: dict) -> None:
     """A metric name lm-eval does not know is scored as nothing: lm-eval only logs it, runs the whole
-    paid eval and reports no score. Refused here, before a model is loaded (and before a training
-    whose eval.tasks name the file). A task with its own process_results names its own metrics."""
+    paid eval and reports no score (an unknown aggregation fails after it). Refused here, before a
+    model is loaded (and before a training whose eval.tasks name the file). Not checked: a task with
+    its own process_results (it names its own metrics), a `!function` callable, and a metric of a
+    generate_until task, which lm-eval may fetch from Hugging Face `evaluate` (rouge, sacrebleu)."""
+    cfg = with_includes(path, cfg)
     if cfg.get("process_results") is not None:
         return
     import importlib
@@ -209,9 +234,12 @@ def _check_metrics(path: Path, cfg: dict) -> None:
     for i, entry in enumerate(cfg.get("metric_list") or [], start=1):
         if not isinstance(entry, dict) or entry.get("hf_evaluate"):
             continue
+        generated = cfg.get("output_type", "generate_until") == "generate_until"
         for key, registry in (("metric", metric_registry), ("aggregation", aggregation_registry)):
             name = entry.get(key)
-            if isinstance(name, str) and name not in registry:
+            if key == "metric" and generated:
+                continue
+            if isinstance(name, str) and not isinstance(name, FunctionRef) and name not in registry:
                 near = difflib.get_close_matches(name, list(registry.keys()), n=3, cutoff=0.5)
                 hint = f"did you mean {' or '.join(near)}?" if near else f"lm-eval's: {', '.join(sorted(registry.keys()))}"
                 raise ArzanError(f"{path}: metric_list entry {i}: {key} {name!r} is not one lm-eval knows ({hint})")
