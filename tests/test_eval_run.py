@@ -320,7 +320,7 @@ def test_a_damaged_adapter_is_refused_before_the_base_loads_and_nothing_is_bille
     assert str(exc.value).startswith(f"{run / 'adapter'}: the adapter cannot be read (SafetensorError: ")
     assert str(exc.value).endswith("a copy cut short? copy it again from where it was trained")
     assert (run / "cost.json").read_text(encoding="utf-8") == ledger  # no failed session: nothing ran
-    for step in (500, 1000):  # the newest by number, not by name
+    for step in (500, 1000, "1500 copy 2"):  # the newest by number, not by name; a Finder copy is no checkpoint
         (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
         shutil.copy(run_dir / "adapter" / "adapter_model.safetensors", run / "checkpoints" / f"checkpoint-{step}")
     with pytest.raises(ArzanError, match=rf"the run's last checkpoint \({run / 'checkpoints' / 'checkpoint-1000'}\) "

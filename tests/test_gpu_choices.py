@@ -158,7 +158,7 @@ def test_what_lora_trains_beside_the_adapter_is_float32_on_float16_weights(lora)
 
     from arzan.tiny import tiny_model_dir
 
-    recipe = recipe_from_dict(base_recipe(lora={"r": 4, "lora_alpha": 8, **lora}))
+    recipe = recipe_from_dict(base_recipe(lora={"r": 4, "lora_alpha": 8, **lora}, eval={"max_new_tokens": 4}))
     weights = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir()), dtype=torch.float16)
     if lora.get("bias") == "all":  # the tiny Llama has no biases: give its attention some, as Qwen2's has
         for layer in weights.model.layers:
@@ -175,3 +175,13 @@ def test_what_lora_trains_beside_the_adapter_is_float32_on_float16_weights(lora)
     scaler = torch.amp.GradScaler("cpu")
     scaler.scale(torch.ones(()))
     scaler.unscale_(optimizer)  # raised "Attempting to unscale FP16 gradients." before
+    # the generation check after training runs the same model outside the Trainer's autocast
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from arzan.runtime import check_generation
+
+    meter = SimpleNamespace(ledger=SimpleNamespace(summary=SimpleNamespace(generation_check=None)))
+    check_generation(recipe, meter, model, AutoTokenizer.from_pretrained(str(tiny_model_dir())), None)
+    assert meter.ledger.summary.generation_check["prompts"]  # it answered, adapter off and on

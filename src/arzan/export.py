@@ -71,8 +71,11 @@ def check_adapter(adapter: Path) -> None:
 
 def unreadable_adapter(adapter: Path, exc: Exception) -> ArzanError:
     """One line for a damaged adapter, naming the run's newest checkpoint, which holds another copy."""
-    kept = sorted(adapter.parent.glob("checkpoints/checkpoint-*/adapter_model.safetensors"),
-                  key=lambda f: int(f.parent.name.rsplit("-", 1)[-1]) if f.parent.name[-1:].isdigit() else -1)
+    import re
+
+    kept = sorted((f for f in adapter.parent.glob("checkpoints/checkpoint-*/adapter_model.safetensors")
+                   if re.fullmatch(r"checkpoint-\d+", f.parent.name)),  # not a "checkpoint-500 copy 2"
+                  key=lambda f: int(f.parent.name.split("-")[1]))
     other = f"the run's last checkpoint ({kept[-1].parent}) holds another" if kept else \
         "copy it again from where it was trained"
     return ArzanError(f"{adapter}: the adapter cannot be read ({type(exc).__name__}: {first_line(exc)}); a copy "

@@ -352,6 +352,20 @@ def _with_lora(model: Any, recipe: Recipe) -> Any:
     return _trainable_in_float32(model)
 
 
+def half_precision_autocast(model: Any) -> Any:
+    """Generation with the trained model, as it trained: under float16 autocast when its weights are
+    float16. The float32 copies _trainable_in_float32 made (modules_to_save, lora.bias) otherwise meet
+    float16 activations in a plain matmul and the generation check fails on dtypes."""
+    import contextlib
+
+    import torch
+
+    if not any(p.dtype == torch.float16 for p in model.parameters()):
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device.type
+    return torch.autocast(device_type=device, dtype=torch.float16)
+
+
 def _trainable_in_float32(model: Any) -> Any:
     """peft upcasts the LoRA matrices to float32, but not a lora.modules_to_save copy (lm_head) nor the
     biases lora.bias makes trainable: on float16 weights (a T4, model.dtype: float16) they stay float16,

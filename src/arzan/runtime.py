@@ -160,10 +160,13 @@ def check_generation(recipe: Recipe, meter: CostMeter, model: Any, tokenizer: An
     fine-tune is a model that never stops, and the summary says so when it happens."""
     from arzan.evaluation import generation_check
 
+    from arzan.model import half_precision_autocast
+
     ev = recipe.eval
-    with model.disable_adapter():
-        before = generation_check(model, tokenizer, ev.prompts, max_new_tokens=ev.max_new_tokens)
-    after = generation_check(model, tokenizer, ev.prompts, max_new_tokens=ev.max_new_tokens)
+    with half_precision_autocast(model):
+        with model.disable_adapter():
+            before = generation_check(model, tokenizer, ev.prompts, max_new_tokens=ev.max_new_tokens)
+        after = generation_check(model, tokenizer, ev.prompts, max_new_tokens=ev.max_new_tokens)
     for b, a in zip(before["prompts"], after["prompts"]):
         a["before"], a["before_stopped_at_eos"] = b["text"], b["stopped_at_eos"]
     meter.ledger.summary.generation_check = after
