@@ -123,8 +123,9 @@ def relimited_note(before: dict | None, doc: dict) -> str | None:
     old = (before or {}).get("tasks") if len(doc.get("history") or []) > 1 else None  # the same model, merged
     if not isinstance(old, dict):
         return None
-    changed = [t for t in doc.get("tasks_run") or [] if isinstance(old.get(t), dict)
-               and old[t].get("limit") != doc.get("limit")]
+    # this eval's tasks (the last history entry): doc's tasks_run also lists the ones kept from before
+    ran = (doc.get("history") or [{}])[-1].get("tasks_run") or []
+    changed = [t for t in ran if isinstance(old.get(t), dict) and old[t].get("limit") != doc.get("limit")]
     if not changed:
         return None
     was = {old[t].get("limit") for t in changed}
