@@ -423,3 +423,15 @@ def test_estimate_prices_this_machine_at_the_users_own_rate(tmp_path):
     assert free_t["usd"] == 0 and paid_t["usd"] == pytest.approx(paid_t["billed_seconds"] / 3600, rel=1e-6)
     bad = runner.invoke(app, ["estimate", str(REPO / "recipes" / "smoke.yaml"), "--price", "-1"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_estimate_json_over_the_cap_is_still_json_alone_on_stdout():
+    """A script reads `--json` from stdout: the over-budget verdict goes into it and to stderr, not after it."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "arzan", "estimate", str(REPO / "recipes" / "smoke.yaml"), "--json",
+                          "--price", "1", "--budget", "0.0001KZT"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["over_budget"].startswith("the estimate for 'smoke' is ") and "over budget:" in res.stderr

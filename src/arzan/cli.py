@@ -361,10 +361,13 @@ def estimate(
     except ArzanError as exc:
         _fail(exc, recipe)
         return
-    if as_json:
+    asked = [o for o in est.options if o.billed_seconds is not None] if gpu else []
+    cheapest = min(asked, key=lambda o: o.kzt) if asked else None  # --gpu: the budget is for that GPU
+    over = check_budget(loaded, est, cheapest)
+    if as_json:  # stdout is the JSON alone, for a script to parse; the verdict is in it and on stderr
         import json
 
-        console.print_json(json.dumps(est.to_dict(), default=str, ensure_ascii=False))
+        console.print_json(json.dumps({**est.to_dict(), "over_budget": over}, default=str, ensure_ascii=False))
     else:
         console.print(render(est))
         from arzan.billing import cap_line
@@ -373,10 +376,9 @@ def estimate(
             console.print(caps, highlight=False, markup=False)
         if (catalog := catalog_within_cap(loaded, est)) is not None:
             console.print(catalog, highlight=False, markup=False)
-    asked = [o for o in est.options if o.billed_seconds is not None] if gpu else []
-    cheapest = min(asked, key=lambda o: o.kzt) if asked else None  # --gpu: the budget is for that GPU
-    if (over := check_budget(loaded, est, cheapest)) is not None:
-        console.print(f"[yellow]over budget:[/] {over}", highlight=False, soft_wrap=True)
+    if over is not None:
+        (err_console if as_json else console).print(f"[yellow]over budget:[/] {over}", highlight=False,
+                                                    soft_wrap=True)
         raise typer.Exit(3)
 
 
