@@ -368,6 +368,33 @@ def test_a_preempted_merge_is_billed_and_said_in_one_line(lora_run, tmp_path, mo
     sessions = json.loads((run / "cost.json").read_text("utf-8"))["sessions"]
     assert len(sessions) == before + 1 and sessions[-1]["status"] == "interrupted"
     assert not (run / ".arzan-eval.json").exists()
+    said = " ".join(result.output.split())  # what was left, by name, and where its time went: no <out> placeholder
+    assert "<out>" not in said and "the adapter is untouched, nothing merged was kept; its " in said
+    assert f"s are in {run / 'cost.json'} as session {sessions[-1]['index']}, status interrupted" in said
+    (tmp_path / "merged.partial").mkdir()
+    (tmp_path / "merged.partial" / ".arzan-merge-partial").write_text("")
+    again = CliRunner().invoke(app, ["merge", str(run), "--out", str(tmp_path / "merged")])
+    assert f"nothing merged was kept (only the unfinished {tmp_path / 'merged.partial'}, which the next merge " \
+           "replaces)" in " ".join(again.output.split())
+
+
+def test_a_merge_that_passes_the_runs_cap_says_so(lora_run, tmp_path):
+    """A merge is not capped (it was asked for by name), but the bill it adds to is: as an eval says it."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from arzan.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run[0], run)
+    led = json.loads((run / "cost.json").read_text())
+    led["budget"]["max_kzt"], led["status"] = 0.0001, "finished"
+    (run / "cost.json").write_text(json.dumps(led))
+    out = CliRunner().invoke(app, ["merge", str(run), "--out", str(tmp_path / "merged"), "--dtype", "float32"])
+    assert out.exit_code == 0, out.output
+    assert "note: the run's max_kzt cap of 0.00010 ₸ is passed: " in out.output
+    assert "spent with this merge (arzan eval and arzan merge are not capped)" in " ".join(out.output.split())
 
 
 def test_a_merge_out_of_memory_is_billed_and_said_in_one_line_exit_1(lora_run, tmp_path, monkeypatch):

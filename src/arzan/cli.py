@@ -249,7 +249,22 @@ def _interrupted_message(run_dir: Path | None, resume: bool) -> str:
            f"arzan train --resume {run_dir}"
 
 
-def _merge_failed(exc: Exception, run: Path, billed: bool) -> ArzanError:
+def _merge_left(run_dir: Path, out: Path | None) -> str:
+    """What an unfinished merge left: its `<out>.partial` folder by name (the next merge replaces
+    it), or nothing when it stopped before writing."""
+    try:
+        from arzan.export import locate
+
+        adapter, run = locate(run_dir)
+    except ArzanError:
+        return "nothing merged was kept"
+    target = Path(out) if out else (run or adapter.parent) / "merged"
+    partial = target.with_name(target.name + ".partial")
+    return (f"nothing merged was kept (only the unfinished {partial}, which the next merge replaces)"
+            if partial.exists() else "nothing merged was kept")
+
+
+def _merge_failed(exc: Exception, run: Path, billed: bool, left: str = "nothing merged was kept") -> ArzanError:
     from arzan.cost.ledger import utcnow
     from arzan.errors import Failed, described, out_of_memory
     from arzan.fileio import append_traceback
@@ -257,9 +272,9 @@ def _merge_failed(exc: Exception, run: Path, billed: bool) -> ArzanError:
     hint = ("; a merge loads the whole base unquantised (an 8B model: ~16 GB of VRAM in bfloat16, ~32 GB of RAM "
             "on a CPU)" if out_of_memory(exc) else "")
     saved = append_traceback(run, exc, f"{utcnow().isoformat()} arzan merge") if Path(run).is_dir() else None
-    return Failed(f"the merge failed ({described(exc)}){hint}; the adapter is untouched and "
-                  "nothing merged was kept (only <out>.partial)" + ("; its minutes are in the run's cost.json, status "
-                  "failed" if billed else "") + (f"; {saved}" if saved else ""))
+    return Failed(f"the merge failed ({described(exc)}){hint}; the adapter is untouched and {left}"
+                  + ("; its minutes are in the run's cost.json, status failed" if billed else "")
+                  + (f"; {saved}" if saved else ""))
 
 
 @app.command()
@@ -288,14 +303,19 @@ def merge(
         _fail(exc)
         return
     except OSError as exc:
-        _fail(_os_error(exc, "the adapter is untouched; an unfinished merge is left only as <out>.partial"))
+        _fail(_os_error(exc, f"the adapter is untouched; {_merge_left(run_dir, out)}"))
         return
     except KeyboardInterrupt:
-        err_console.print("merge interrupted: the adapter is untouched, nothing merged was kept (only <out>.partial), "
-                          "and the minutes it ran are in the run's cost.json (a run folder's)", highlight=False, markup=False)
+        billed = ledger_doc(billed_run).get("sessions") or []
+        paid = (f"; its {billed[-1].get('billed_seconds') or billed[-1].get('unbilled_s') or 0:,.0f} s are in "
+                f"{billed_run / 'cost.json'} as session {billed[-1].get('index')}, status interrupted"
+                if len(billed) > sessions else "")
+        err_console.print(f"merge interrupted: the adapter is untouched, {_merge_left(run_dir, out)}{paid}",
+                          highlight=False, markup=False)
         raise typer.Exit(130)
     except Exception as exc:  # an OOM loading the 16-bit base: billed by merge_adapter, said in one line
-        _fail(_merge_failed(exc, billed_run, len(ledger_doc(billed_run).get("sessions") or []) > sessions))
+        _fail(_merge_failed(exc, billed_run, len(ledger_doc(billed_run).get("sessions") or []) > sessions,
+                            _merge_left(run_dir, out)))
         return
     console.print(f"merged model: {path}", highlight=False)
     after = ledger_doc(billed_run)
@@ -311,6 +331,10 @@ def merge(
             console.print(f"billed {kzt(s['money']['kzt'])} ₸ for {s['billed_seconds']:,.0f} s as session "
                           f"{s['index']} of {where} (total now {kzt(after['money']['kzt'])} ₸)",
                           highlight=False)
+    from arzan.evaluation.runner import past_cap_note
+
+    if len(billed) > sessions and (passed := past_cap_note(after, "merge")) is not None:
+        console.print(f"note: {passed}", highlight=False, markup=False)
     if (unfinished := _unfinished_run(billed_run, "this is a merge of its adapter so far")) is not None:
         console.print(f"note: {unfinished}", highlight=False, markup=False)
 

@@ -418,9 +418,9 @@ def _no_git_probe() -> Iterator[None]:
         evaluator.get_git_commit_hash = probe
 
 
-def past_cap_note(ledger: dict | None) -> str | None:
-    """A standalone eval is not capped (it was asked for by name); when the run's own cap is passed by
-    now, say so, as the training would have."""
+def past_cap_note(ledger: dict | None, what: str = "evaluation") -> str | None:
+    """A standalone eval or merge is not capped (it was asked for by name); when the run's own cap is
+    passed by now, say so, as the training would have."""
     budget, money = (ledger or {}).get("budget") or {}, (ledger or {}).get("money") or {}
     for kind, spent, unit in (("max_kzt", money.get("kzt"), "₸"), ("max_usd", money.get("usd"), "$")):
         cap = budget.get(kind)
@@ -428,7 +428,7 @@ def past_cap_note(ledger: dict | None) -> str | None:
             from arzan.numbers import amount, fixed
 
             return (f"the run's {kind} cap of {amount(cap)} {unit} is passed: {fixed(spent, 2)} {unit} spent with this "
-                    "evaluation (arzan eval and arzan merge are not capped)")
+                    f"{what} (arzan eval and arzan merge are not capped)")
     return None
 
 
