@@ -593,6 +593,25 @@ class SetupClock(StepClock):
         return super().__call__() + self.extra
 
 
+def test_the_cap_a_budget_stop_names_grows_with_an_eval_billed_after_it(tmp_path, write_recipe, monkeypatch):
+    """`--budget X` named at the stop is spent + what is left; an `arzan eval` or merge since spends
+    more, and the old X would stop the resume again after one more paid setup."""
+    from datetime import datetime, timezone
+
+    from arzan.evaluation.session import bill
+
+    slow = SlowSetup(monkeypatch, SetupClock(), 600.0)
+    path = _short_recipe(write_recipe, steps=12, budget={"max_kzt": 130})
+    first = train(load_recipe(path), out=tmp_path / "run", clock=slow.clock, callbacks=[slow.clock])
+    assert first.status == "stopped_budget"
+    named = parse_budget(first.ledger["resume_command"].split(" --budget ")[1]).max_kzt
+    led, _ = bill(tmp_path / "run", None, 360.0, "cpu", datetime.now(timezone.utc))  # a 50 ₸ eval
+    assert led["status"] == "stopped_budget" and led["money"]["kzt"] == pytest.approx(first.ledger["money"]["kzt"] + 50)
+    now = parse_budget(led["resume_command"].split(" --budget ")[1]).max_kzt
+    assert named + 49 <= now <= named + 51  # the same headroom over what is spent now
+    assert led["resume_command"].startswith(f"arzan train --resume {tmp_path / 'run'} --budget ")
+
+
 def test_the_raised_cap_pays_for_the_next_sessions_setup_and_a_setup_never_buys_an_unaffordable_step(
         tmp_path, write_recipe, monkeypatch):
     step_kzt = STEP_SECONDS / 3600 * 500  # 8.33 ₸ a step; loading the model costs 600 s = 83.33 ₸

@@ -102,8 +102,26 @@ def put_in_ledger(path: Path, summary: dict | None, seconds: float, device: str,
     else:
         s.unbilled_s = seconds
     ledger.sessions.append(s)
-    write_ledger(path, apply_totals(ledger))
+    ledger = apply_totals(ledger)
+    _raise_suggested_cap(ledger)
+    write_ledger(path, ledger)
     return ledger.model_dump(mode="json")
+
+
+def _raise_suggested_cap(ledger: Any) -> None:
+    """A run stopped by its cap names the `--budget` that would finish it: spent so far plus what is
+    left. An eval or merge since has spent more, so the cap named before would stop the resume again
+    after one more paid setup. Priced again by the same rule (cost.budget.suggest_cap) from the
+    measured steps; a stop before any step was measured priced them by an estimate this cannot redo."""
+    from arzan.cost.budget import mean_step_seconds, suggest_cap
+
+    command, kind = ledger.resume_command or "", (ledger.budget.stop_reason or "").split(" ", 1)[0]
+    step_s = mean_step_seconds(ledger)
+    if ledger.status != "stopped_budget" or " --budget " not in command or not step_s or \
+            kind not in ("max_kzt", "max_usd", "max_hours"):
+        return
+    head = command.partition(" --budget ")[0]
+    ledger.resume_command = f"{head} --budget {suggest_cap(kind, ledger, step_s, ledger.price, ledger.exchange)}"
 
 
 def bill(run_dir: Path, summary: dict | None, seconds: float, device: str, started_at: datetime,
