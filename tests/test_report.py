@@ -273,6 +273,28 @@ def test_a_running_ledger_nobody_has_written_for_long_says_so_and_how_to_resume(
     assert "Still running" not in text
 
 
+def test_a_running_ledger_whose_process_is_gone_here_is_not_shown_running(runs, tmp_path):
+    """kill -9 seconds ago: the ledger is fresh, but its process is gone on this machine (as the
+    resume knows at once): the report must not draw it as still running."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    gone = tmp_path / "gone"
+    shutil.copytree(runs[-1], gone)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    led = json.loads((gone / "cost.json").read_text())
+    led["sessions"][-1].update(host=socket.gethostname(), pid=dead.pid)
+    (gone / "cost.json").write_text(json.dumps(led))
+    out = build_report([gone], tmp_path / "g.html")
+    text = "\n".join(parse(out).callouts)
+    assert f"Not running: its process (pid {dead.pid}) is gone" in text and f"arzan train --resume {gone}" in text
+    assert "Still running" not in text and "still running" not in out.read_text(encoding="utf-8")  # nor its plot
+    assert "Still running" in "\n".join(parse(build_report([runs[-1]], tmp_path / "r.html")).callouts)
+
+
 def test_runs_priced_at_different_exchange_rates_are_said_to_be(runs, tmp_path):
     """The fixture's T4 run is at 505.5 ₸/$, the others at 520: their ₸ side by side is not one currency."""
     out = build_report(runs, tmp_path / "r.html", markdown=True)

@@ -177,6 +177,11 @@ def _silent_for(run: Run) -> str | None:
 def state(run: Run) -> dict[str, str] | None:
     """What a reader must know before trusting a run's figures: why it stopped and how to go on,
     or that it is still running and the numbers will grow."""
+    if (pid := run.killed_pid) is not None:
+        return {"kind": "interrupted", "title": f"Not running: its process (pid {pid}) is gone, killed without a "
+                "signal (the OOM killer, kill -9); the figures are as of its last ledger write, "
+                f"{when(run.get('updated_at'))}", "why": "the ledger still says running; resume it (the steps after "
+                "its last checkpoint are paid for and trained again, counted once)", "command": run.resume_command}
     if run.status == "running" and (silent := _silent_for(run)) is not None:
         return {"kind": "interrupted", "title": f"Not updated for {silent}: its process probably died without a "
                 f"signal (a killed VM, the OOM killer)", "why": "the ledger still says running; if nothing is "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,23 @@ class Run:
 
     @property
     def status(self) -> str:
+        """As the ledger says, except a "running" one whose process is gone on this machine (kill -9,
+        the OOM killer: no final write), which is interrupted, as `arzan train --resume` knows at once."""
         if self.kind == "model":
             return "evaluated only: not trained here, no bill"
-        return str(self.get("status", "unknown"))
+        status = str(self.get("status", "unknown"))
+        return "interrupted" if status == "running" and self.killed_pid is not None else status
+
+    @cached_property
+    def killed_pid(self) -> int | None:
+        """The pid of a "running" ledger's last session when it ran on this machine and is gone."""
+        from arzan.cost.ledger import process_gone
+
+        sessions = self.get("sessions") or []
+        last = sessions[-1] if isinstance(sessions, list) and sessions and isinstance(sessions[-1], dict) else {}
+        pid = last.get("pid")
+        gone = self.get("status") == "running" and isinstance(pid, int) and process_gone(last.get("host"), pid)
+        return pid if gone else None
 
     @property
     def base(self) -> str | None:
