@@ -695,8 +695,14 @@ def test_a_library_failure_mid_run_is_one_line_exit_1_with_the_traceback_kept(tm
     assert "error: the run failed at step 2 (OutOfMemoryError: CUDA out of memory" in said
     assert "lower train.per_device_train_batch_size" in said
     assert f"arzan train --resume {tmp_path / 'run'} continues from checkpoint-2 on a GPU with more memory" in said
-    assert json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))["status"] == "failed"
+    led = json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))
+    assert led["status"] == "failed" and led["resume_command"] == f"arzan train --resume {tmp_path / 'run'}"
     assert "OutOfMemoryError" in (tmp_path / "run" / "error.log").read_text("utf-8")
+    # before any checkpoint: the same advice the ledger (and so the report) gives, not another
+    early = write_recipe(base_recipe(train={"max_steps": 4, "logging_steps": 1, "save_steps": 1000}), "early.yaml")
+    result = cli("train", str(early), "--out", str(tmp_path / "early"))
+    assert result.exit_code == 1 and f"no checkpoint was saved: arzan train --resume {tmp_path / 'early'} starts " \
+                                     "again from step 0 in this folder" in " ".join(result.output.split())
 
 
 

@@ -128,7 +128,8 @@ def training_failed(folder: RunFolder, exc: BaseException, step: int) -> Failed:
     saved = append_traceback(folder.root, exc, f"{utcnow().isoformat()} arzan train, at step {step}")
     ckpt, oom = folder.last_checkpoint(), out_of_memory(exc)
     if ckpt is None:
-        then = "no checkpoint was saved, so fix it and start again with --overwrite (this folder is kept aside)"
+        then = (f"no checkpoint was saved: arzan train --resume {folder.root} starts again from step 0 in this "
+                "folder, its bill so far kept in the ledger (or --overwrite starts afresh, this folder kept aside)")
     elif is_final_checkpoint(ckpt):  # every step is trained: the recipe's memory knobs are beside the point
         then, oom = f"the training is complete; arzan train --resume {folder.root} does only the work after it", False
     else:

@@ -434,7 +434,7 @@ class CostMeter(TrainerCallback):
         if status == "finished":  # the end is here: what it cost, not the projection made at the last step
             led.budget.projected_kzt, led.budget.projected_basis = led.money.kzt, "measured"
         led.status_reason = reason
-        if status == "interrupted":
+        if status in ("interrupted", "failed"):  # a failed run resumes from its last checkpoint, or from step 0
             led.resume_command = f"arzan train --resume {self.path.parent}"
         elif status != "stopped_budget" or led.resume_command is None:  # a budget stop keeps its raised cap
             led.resume_command = f"arzan train --resume {self.path.parent}" if status == "stopped_budget" else None
