@@ -152,7 +152,7 @@ def test_scoring_an_unfinished_run_says_whose_scores_they_are(tmp_path):
     assert _unfinished_run(run) is None and _unfinished_run(tmp_path / "evals") is None
 
 
-def test_a_task_the_training_would_score_is_checked_before_it_trains(tmp_path):
+def test_a_task_the_training_would_score_is_checked_before_it_trains(tmp_path, monkeypatch):
     """eval.tasks is scored after the last step: a misspelt name or a bad task file used to fail
     there, after the whole paid training. Both are refused before a run folder exists."""
     quiz = tmp_path / "quiz"
@@ -165,6 +165,10 @@ def test_a_task_the_training_would_score_is_checked_before_it_trains(tmp_path):
     (quiz / "t.yaml").write_text("task: my_t\ncustom_dataset: !function arzan.evaluation.taskdata.load\n" + task,
                                  encoding="utf-8")
     (quiz / "c.yaml").write_text("task: my_c\n" + task, encoding="utf-8")  # no loader for its local file
+    (quiz / "h.yaml").write_text("task: my_h\ndataset_path: arzan-test-no-such-org/no-such-set\ntest_split: test\n"
+                                 "output_type: multiple_choice\ndoc_to_text: '{{q}}'\ndoc_to_choice: '{{c}}'\n"
+                                 "doc_to_target: 0\n", encoding="utf-8")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for tasks, said in (("[no_such_task]", "eval.tasks: unknown task(s) no_such_task"),
                         (f"[{quiz / 'q.yaml'}]", "eval.tasks: " + str(quiz / "q.jsonl") + ": line 1: answer 3 is out "
                                                  "of range for 3 choices"),
@@ -173,7 +177,9 @@ def test_a_task_the_training_would_score_is_checked_before_it_trains(tmp_path):
                                                  "doc_to_choice or doc_to_target) cannot be rendered: UndefinedError: "
                                                  "'questoin' is undefined"),
                         (f"[{quiz / 'c.yaml'}]", f"eval.tasks: {quiz / 'c.yaml'}: lm-eval cannot build task my_c from "
-                                                 "its local file (TypeError: ")):
+                                                 "its local file (TypeError: "),
+                        # offline, a task on the Hub's data can only come from the cache: tried before, not after
+                        (f"[{quiz / 'h.yaml'}]", "eval.tasks: cannot load the data of my_h (my_h: ")):
         out = tmp_path / "run"
         result = runner.invoke(app, ["train", str(REPO / "recipes" / "smoke.yaml"), "--out", str(out),
                                      "--set", f"eval.tasks={tasks}"])

@@ -273,6 +273,24 @@ def test_a_running_ledger_nobody_has_written_for_long_says_so_and_how_to_resume(
     assert "Still running" not in text
 
 
+def test_a_finished_run_whose_eval_after_training_failed_says_so_with_the_command_to_redo_it(runs, tmp_path):
+    """The terminal said it and exited 3; the report showed a plain finished run."""
+    import shutil
+
+    done = tmp_path / "done"
+    shutil.copytree(runs[0], done)
+    led = json.loads((done / "cost.json").read_text())
+    led["status_reason"] = (f"training finished; the evaluation after it failed (cannot load the data of "
+                            f"belebele_kaz_Cyrl); score it with: arzan eval {done} --tasks kazakh")
+    (done / "cost.json").write_text(json.dumps(led))
+    out = build_report([done], tmp_path / "d.html")
+    text = "\n".join(parse(out).callouts)
+    assert "Finished training; the work after it did not all run" in text
+    assert f"score it with: arzan eval {done} --tasks kazakh" in text and "Resume it" not in text
+    assert f"score it with: arzan eval {done} --tasks kazakh" in out.with_suffix(".md").read_text(encoding="utf-8")
+    assert not parse(build_report([runs[0]], tmp_path / "plain.html")).callouts  # a plain finished run: nothing
+
+
 def test_a_running_ledger_whose_process_is_gone_here_is_not_shown_running(runs, tmp_path):
     """kill -9 seconds ago: the ledger is fresh, but its process is gone on this machine (as the
     resume knows at once): the report must not draw it as still running."""

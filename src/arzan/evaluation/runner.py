@@ -329,8 +329,10 @@ def check_tasks(tasks: list[str] | str, data_dir: Any = None, field: str = "eval
         with tempfile.TemporaryDirectory(prefix="arzan-tasks-") as shadow:
             tm = _task_manager(plan, Path(shadow), data_dir)
             local = all(source.startswith("local:") for source in plan.data_source.values())
-            if local and not plan.needs_lm_eval_registry:  # building local tasks renders their templates,
-                _load_tasks_first(tm, plan.tasks, plan)  # in seconds and with no download
+            # building tasks renders their templates and reads their data: in seconds when it is all local,
+            # or offline (the hub's data can only come from the cache then, so nothing is downloaded)
+            if (local and not plan.needs_lm_eval_registry) or os.environ.get("HF_HUB_OFFLINE") == "1":
+                _load_tasks_first(tm, plan.tasks, plan)
     except ArzanError as exc:
         raise ArzanError(f"{field}: {exc}") from None
 

@@ -194,6 +194,9 @@ def state(run: Run) -> dict[str, str] | None:
         if projected is not None:
             text += f" Projected at the end: {kzt(projected)} ₸ ({run.get('budget.projected_basis', 'estimated')})."
         return {"kind": "running", "title": text, "why": "", "command": ""}
+    if run.status == "finished" and run.get("status_reason"):  # trained; an eval or merge after it failed or was cut
+        return {"kind": "finished", "title": "Finished training; the work after it did not all run",
+                "why": str(run.get("status_reason")), "command": ""}
     if run.status not in STOPPED:
         return None
     title = {"stopped_budget": "Stopped by its budget", "interrupted": "Interrupted",
