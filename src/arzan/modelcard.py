@@ -158,7 +158,8 @@ def cost_table(ledger: dict[str, Any]) -> str:
         ("Cost", f"{_money(money.get('kzt'), kzt)} ₸ = {_money(money.get('usd'), usd)} $ "
                  f"({money.get('basis', 'measured')})"),
         ("Cost per 1M trained tokens", f"{_money(money.get('kzt_per_1m_tokens'), kzt)} ₸ = "
-                                       f"{_money(money.get('usd_per_1m_tokens'), usd)} $"),
+                                       f"{_money(money.get('usd_per_1m_tokens'), usd)} $ (the training sessions' "
+                                       "bill; evals and merges after it are in Cost above, not here)"),
         ("Sessions", str(len(ledger.get("sessions", [])) or 1)),
     ]
     lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

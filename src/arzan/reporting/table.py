@@ -111,7 +111,8 @@ COLUMNS = [
     Column("co2", "CO₂\nkg", lambda r: _energy(r, "energy.co2_kg")),
     Column("tokens", "Tokens\ntrained", lambda r: _num(r.get("tokens.trained"), lambda v: f"{int(v):,}")),
     Column("kzt_per_1m", "₸ per\n1M tok", lambda r: _num(r.kzt_per_1m, kzt, r.get("money.basis") == "estimated"),
-           hint="tenge per million trained tokens"),
+           hint="tenge per million trained tokens: the training sessions' bill only (the ₸ column also holds "
+                "evals and merges billed after training)"),
 ]
 
 
