@@ -184,6 +184,28 @@ def llama_estimate(tiny_tokenizer):
     return recipe, estimate(recipe, tokenizer=tiny_tokenizer)
 
 
+def test_a_recipe_paid_in_colab_compute_units_still_sees_every_catalog_gpu(llama_estimate, tiny_tokenizer):
+    """The 5000 ₸ recipe pays Colab's compute units, which only Colab sells: the catalog rows used to
+    be Colab's alone (and none with --provider runpod), the rest dropped as having no such price."""
+    from rich.console import Console
+
+    from arzan.cost.prices import load_catalog
+
+    recipe, _ = llama_estimate
+    colab = recipe.model_copy(update={"cost": recipe.cost.model_copy(
+        update={"gpu": "A100-40GB", "provider": "colab", "pricing": "compute-units"})})
+    est = estimate(colab, tokenizer=tiny_tokenizer)
+    assert {o.device for o in est.options} == set(load_catalog().gpus)
+    assert est.target.price.provider == "colab" and est.target.price.pricing == "compute-units"
+    assert {o.price.provider for o in est.options} - {"colab"}  # other providers' rows are there
+    runpod = estimate(colab, tokenizer=tiny_tokenizer, provider="runpod")
+    assert runpod.options and {o.price.provider for o in runpod.options} == {"runpod"}
+    console = Console(width=200, record=True)
+    console.print(render(est))
+    rows = [line for line in console.export_text().splitlines() if "A100-40GB" in line and "colab" in line]
+    assert len(rows) == 1 and rows[0].lstrip().startswith("▸")  # the recipe's own row, not again as a twin
+
+
 def test_every_catalog_gpu_is_priced_cheapest_first(llama_estimate):
     from arzan.cost.prices import load_catalog
 

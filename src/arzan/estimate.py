@@ -143,8 +143,16 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
     options = []
     for g in wanted:
         try:
-            price = resolve_price(gpu=g, provider=provider, gpu_count=c.gpu_count, overhead_s=c.overhead_minutes * 60,
-                                  pricing=c.pricing, exchange=exchange)
+            try:
+                price = resolve_price(gpu=g, provider=provider, gpu_count=c.gpu_count,
+                                      overhead_s=c.overhead_minutes * 60, pricing=c.pricing, exchange=exchange)
+            except ArzanError:
+                if c.pricing is None:
+                    raise
+                # the recipe's way of paying (Colab's compute units) exists at one provider only: the
+                # other GPUs are priced as they are rented, or the catalog would show Colab alone
+                price = resolve_price(gpu=g, provider=provider, gpu_count=c.gpu_count,
+                                      overhead_s=c.overhead_minutes * 60, exchange=exchange)
         except ArzanError as exc:
             if gpu:
                 raise
@@ -296,7 +304,9 @@ def render(est: Estimate) -> Any:
                       (other, "center"), ("tok/s", "right"), ("basis", "left"), ("time", "right"),
                       ("₸", "right"), ("$", "right")]:
         table.add_column(col, justify=just, no_wrap=True)
-    rows = ([(True, est.target)] if est.target else []) + [(False, o) for o in est.options]
+    t = est.target  # the recipe's own row once: its catalog twin (same GPU, price and figures) is not repeated
+    twin = (lambda o: t is not None and (o.device, o.price, o.backend, o.kzt) == (t.device, t.price, t.backend, t.kzt))
+    rows = ([(True, t)] if t else []) + [(False, o) for o in est.options if not twin(o)]
 
     def yes_no(x: bool | None) -> str:
         return "" if x is None else ("yes" if x else "[red]no[/]")
