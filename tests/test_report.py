@@ -291,6 +291,23 @@ def test_a_finished_run_whose_eval_after_training_failed_says_so_with_the_comman
     assert not parse(build_report([runs[0]], tmp_path / "plain.html")).callouts  # a plain finished run: nothing
 
 
+@pytest.mark.parametrize("resumable", [True, False])
+def test_a_failed_run_is_offered_the_resume_only_when_its_ledger_names_one(runs, tmp_path, resumable):
+    """An OOM part-way resumes; a run refused for its input would fail again on the same recipe: the
+    report says what the terminal said, from the ledger, not a resume for both."""
+    import shutil
+
+    run = tmp_path / "failed"
+    shutil.copytree(runs[0], run)
+    led = json.loads((run / "cost.json").read_text())
+    led.update(status="failed", status_reason="every label is masked",
+               resume_command=f"arzan train --resume {run}" if resumable else None)
+    (run / "cost.json").write_text(json.dumps(led))
+    text = " ".join("\n".join(parse(build_report([run], tmp_path / "f.html")).callouts).split())
+    assert ("Resume it" in text and f"arzan train --resume {run}" in text) is resumable
+    assert ("start again with --overwrite" in text) is not resumable
+
+
 def test_a_running_ledger_whose_process_is_gone_here_is_not_shown_running(runs, tmp_path):
     """kill -9 seconds ago: the ledger is fresh, but its process is gone on this machine (as the
     resume knows at once): the report must not draw it as still running."""

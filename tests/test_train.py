@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from arzan.cli import app
@@ -556,6 +557,10 @@ def test_a_finished_run_is_not_offered_a_resume_and_an_edited_recipe_is_not_resu
     assert "differs from" in result.output and "train.learning_rate" in result.output
     assert "train.max_steps" in result.output
     assert json.loads((run / "cost.json").read_text()) == led  # nothing ran, nothing was billed
+    # the run folder's recipe.yaml records where it ran (--out): given alone, it resumes that folder
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["output"]["dir"] == str(run)
+    resumed = cli("train", str(run / "recipe.yaml"), "--resume")
+    assert resumed.exit_code == 0 and f"finished · {run}" in " ".join(resumed.output.split()), resumed.output
 
 
 def test_a_money_cap_that_a_zero_price_cannot_enforce_is_said(tmp_path, write_recipe):

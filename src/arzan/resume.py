@@ -68,7 +68,8 @@ def check_same_recipe(given: Recipe, run_dir: Path, given_path: Path) -> None:
     """`arzan train RECIPE --resume --out DIR` runs DIR's recipe.yaml; a RECIPE that says something
     else (an edited learning rate, more steps, other data) is refused, not silently ignored.
 
-    Price and caps are not compared: --resume takes them from its own flags and the ledger.
+    Price and caps are not compared: --resume takes them from its own flags and the ledger; nor is
+    output.dir, which says where the run is, not what it trains (--out may have moved it).
     """
     from arzan.runfolder import is_run_folder
 
@@ -82,7 +83,8 @@ def check_same_recipe(given: Recipe, run_dir: Path, given_path: Path) -> None:
             continue
         if isinstance(value, dict):
             other = theirs.get(section) or {}
-            changed += [f"{section}.{key}" for key in value if value[key] != other.get(key)]
+            changed += [f"{section}.{key}" for key in value if value[key] != other.get(key)
+                        and f"{section}.{key}" != "output.dir"]
         elif value != theirs.get(section):
             changed.append(section)
     if changed:

@@ -141,9 +141,10 @@ def training_failed(folder: RunFolder, exc: BaseException, step: int) -> Failed:
                   f"{folder.ledger} (status failed) and what was saved are kept; {saved}; {then}")
 
 
-def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, reason: str | None) -> dict[str, Any]:
+def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, reason: str | None,
+           resumable: bool = False) -> dict[str, Any]:
     """Close the ledger, then write the model card from it, so the card shows the final bill."""
-    ledger = meter.finish(status, reason).model_dump(mode="json")
+    ledger = meter.finish(status, reason, resumable).model_dump(mode="json")
     if (folder.adapter / "adapter_config.json").is_file():
         from arzan.modelcard import write_card
 

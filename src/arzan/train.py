@@ -135,7 +135,9 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 
     if mode != "resume":  # from here to stopper.install() takes milliseconds: no signal window worth a handler
         folder, note = open_run_folder(recipe.run_dir(out), mode)
-        folder.recipe.write_text(recipe.resolved_yaml(), encoding="utf-8")
+        # output.dir as it ran (--out): `arzan train RUN/recipe.yaml --resume` then finds this folder
+        ran = recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(folder.root)})})
+        folder.recipe.write_text(ran.resolved_yaml(), encoding="utf-8")
     counter = TokenCounter()
     meter = runtime.make_meter(recipe, folder, counter, resume=mode == "resume", clock=clock, terms=terms)
     if mode != "resume":
@@ -146,7 +148,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     if started is not None and clock is None:
         meter.add_seconds("setup", t0 - started)
     meter.start_flusher()
-    status, reason, after, failed_after = "failed", None, None, None
+    status, reason, after, failed_after, resumable = "failed", None, None, None, False
     try:
         from arzan.data import quiet_progress, tokenize_data
         from arzan.model import load_model
@@ -232,11 +234,11 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         reason = described(exc)
         raise
     except Exception as exc:  # a CUDA OOM, a library's error: one line, the traceback in error.log
-        reason = described(exc)
+        reason, resumable = described(exc), True
         raise runtime.training_failed(folder, exc, meter.ledger.progress.step) from exc
     finally:
         with stopper.protect("closing the ledger"):  # a signal now waits for the ledger and the card
-            ledger = runtime.finish(meter, folder, recipe, status, reason)
+            ledger = runtime.finish(meter, folder, recipe, status, reason, resumable)
         stopper.uninstall()
     if status == "finished" and recipe.output.push_to_hub:  # after finish, so the card shows the final bill
         # a failed eval leaves the model to push; a cut or failed merge leaves no merged/ to send

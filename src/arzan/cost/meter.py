@@ -415,13 +415,15 @@ class CostMeter(TrainerCallback):
         self.flush()
 
     # --- end of a session ---
-    def finish(self, status: str, reason: str | None = None) -> Ledger:
-        """Close the session; a budget stop stays "stopped_budget" even if the caller says finished."""
+    def finish(self, status: str, reason: str | None = None, resumable: bool = False) -> Ledger:
+        """Close the session; a budget stop stays "stopped_budget" even if the caller says finished.
+        `resumable`: a failed run a resume can continue (a library broke part-way, an OOM), unlike
+        one refused for its input, which the same recipe would fail again."""
         self.stop_flusher()  # outside the lock: the flusher may be waiting for it
-        return self._finish(status, reason)
+        return self._finish(status, reason, resumable)
 
     @_locked
-    def _finish(self, status: str, reason: str | None) -> Ledger:
+    def _finish(self, status: str, reason: str | None, resumable: bool = False) -> Ledger:
         if self._phase is not None:
             self._close()
         else:
@@ -434,7 +436,7 @@ class CostMeter(TrainerCallback):
         if status == "finished":  # the end is here: what it cost, not the projection made at the last step
             led.budget.projected_kzt, led.budget.projected_basis = led.money.kzt, "measured"
         led.status_reason = reason
-        if status in ("interrupted", "failed"):  # a failed run resumes from its last checkpoint, or from step 0
+        if status == "interrupted" or (status == "failed" and resumable):
             led.resume_command = f"arzan train --resume {self.path.parent}"
         elif status != "stopped_budget" or led.resume_command is None:  # a budget stop keeps its raised cap
             led.resume_command = f"arzan train --resume {self.path.parent}" if status == "stopped_budget" else None

@@ -205,4 +205,8 @@ def state(run: Run) -> dict[str, str] | None:
     stop, reason = run.get("budget.stop_reason"), run.get("status_reason")
     if run.status == "stopped_budget" and stop and reason and stop != reason:
         why = f"{reason} ({stop})"
-    return {"kind": run.status, "title": title, "why": str(why), "command": run.resume_command}
+    command = run.resume_command
+    if run.status == "failed" and not run.get("resume_command"):  # refused for its input: the same recipe
+        command = ""  # would fail again, as the terminal said
+        why = f"{why}; fix what it names and start again with --overwrite (this folder is kept aside)"
+    return {"kind": run.status, "title": title, "why": str(why), "command": command}
