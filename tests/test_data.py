@@ -375,3 +375,16 @@ def test_row_numbers_in_a_jsonl_with_blank_lines_are_the_lines_an_editor_shows(t
     sec = DataSection(sources=[{"path": str(tmp_path / "d.jsonl"), "format": "alpaca"}])
     with pytest.raises(ArzanError, match=r"d\.jsonl: row 9: column 'output' must be text"):
         prepare_data(sec, None, 64, tmp_path)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_file_saved_in_another_encoding_names_the_first_line_that_is_not_utf8(tmp_path, suffix):
+    """Windows Notepad or Excel may save Kazakh text as Windows-1251: the line where it breaks is named."""
+    good = json.dumps({"instruction": "Сәлем", "output": "Сәлем!"}, ensure_ascii=False) if suffix == ".jsonl" \
+        else "instruction,output\nСәлем,Сәлем!"
+    bad = '{"instruction": "Привет", "output": "x"}' if suffix == ".jsonl" else "Привет,x"
+    (tmp_path / f"d{suffix}").write_bytes(good.encode("utf-8") + b"\n" + bad.encode("cp1251") + b"\n")
+    sec = DataSection(sources=[{"path": str(tmp_path / f"d{suffix}"), "format": "alpaca"}])
+    line = 2 if suffix == ".jsonl" else 3
+    with pytest.raises(ArzanError, match=rf"d{suffix}: line {line}: not UTF-8 text \(saved as Windows-1251"):
+        prepare_data(sec, None, 64, tmp_path)

@@ -25,6 +25,8 @@ def test_any_sft_config_field_is_accepted(write_recipe):
 BAD = [
     ("model: [unclosed", "malformed YAML"),
     ("- just\n- a list\n", "a recipe is a YAML mapping"),
+    ("", "the file is empty; a recipe needs at least name:, model: and data:"),
+    ("name: x\n", "model: required field is missing (and 1 more problem: data)"),
     ("name: a\ntrain:\n  max_steps: 5\ntrain:\n  learning_rate: 0.1\n",
      "line 4, column 1: malformed YAML: duplicate key 'train'"),
     (base_recipe(lora={"rank": 8}), "lora.rank: unknown field 'rank'"),

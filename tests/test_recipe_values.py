@@ -178,4 +178,4 @@ def test_union_errors_name_the_field_and_what_it_takes(override, expected):
 
 def test_union_error_counts_other_fields_as_more_problems():
     message = refused(["lora.target_modules=q_proj", "lora.r=0"])
-    assert "(and 1 more problem)" in message and "list[str]" not in message
+    assert "(and 1 more problem: lora.target_modules)" in message and "list[str]" not in message  # named too

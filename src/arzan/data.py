@@ -207,10 +207,25 @@ def _read_local(path: Path, label: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise ArzanError(f"{label}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except UnicodeDecodeError:
-        raise ArzanError(f"{label}: not UTF-8 text") from None
+        raise ArzanError(f"{label}: {_first_non_utf8_line(path)}not UTF-8 text (saved as Windows-1251 or "
+                         "Latin-1? save it as UTF-8)") from None
     except OSError as exc:
         raise ArzanError(f"{label}: cannot read file ({exc.strerror or exc})") from None
     raise ArzanError(f"{label}: unsupported file type '{suffix}' (use .jsonl, .json, .csv or .parquet)")
+
+
+def _first_non_utf8_line(path: Path) -> str:
+    """'line N: ' for the first line that is not UTF-8, so a mostly good file can be fixed where it breaks."""
+    try:
+        with path.open("rb") as fh:
+            for n, line in enumerate(fh, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f"line {n}: "
+    except OSError:
+        pass
+    return ""
 
 
 def _load_source(src: DataSource, base_dir: Path) -> tuple[Dataset, str, str]:

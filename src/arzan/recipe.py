@@ -659,6 +659,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}:{where}: malformed YAML: {problem}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not UTF-8 text") from None
+    if raw is None:
+        raise RecipeError(f"{path}: the file is empty; a recipe needs at least name:, model: and data: "
+                          "(recipes/smoke.yaml is the smallest one that runs)")
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping (name:, model:, data:, ...), got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
@@ -694,7 +697,9 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         problems = list(groups.values())
         first = _format_error(problems[0][0], source, problems[0])
         n = len(problems) - 1
-        more = f" (and {n} more problem{'s' if n > 1 else ''})" if n else ""
+        where = [_field_path(g[0]["loc"]) or "recipe" for g in problems[1:4]]
+        named = f": {', '.join(where)}{', ...' if n > 3 else ''}" if where else ""
+        more = f" (and {n} more problem{'s' if n > 1 else ''}{named})" if n else ""
         raise RecipeError(first + more) from None
 
 
