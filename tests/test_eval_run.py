@@ -921,3 +921,9 @@ def test_a_runs_later_eval_follows_its_recipes_chat_template_and_a_chat_scored_b
     assert plain["tasks"]["my_kk_quiz"]["chat_template"] is False and chat["tasks"]["my_kk_quiz"]["chat_template"]
     tuned = CliRunner().invoke(app, ["eval", str(run), "--tasks", str(task)])  # the recipe's way: with it
     assert tuned.exit_code == 0 and "vs base" in " ".join(tuned.output.split())
+    # compare given the plain base: the chat-scored one is already there, so no eval to pay for is suggested
+    cmp = CliRunner().invoke(app, ["compare", str(run), "evals/arzan_tiny-llama-kk"], terminal_width=200)
+    said = " ".join(cmp.output.split())
+    assert cmp.exit_code == 0 and "evals/arzan_tiny-llama-kk-chat holds arzan/tiny-llama-kk scored as run was: " \
+        f"`arzan compare {run} evals/arzan_tiny-llama-kk-chat` sets them side by side." in said, said
+    assert "arzan eval arzan/tiny-llama-kk" not in said

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import yaml
 
 from arzan.errors import ArzanError, first_line
 from arzan.evaluation.results import earlier_adapter
-from arzan.evaluation.targets import base_scores_beside, eval_command
+from arzan.evaluation.targets import base_scores_beside, eval_command, evals_folder
 from arzan.runfolder import unique_folders
 from arzan.reporting.runs import check_ledger, training_kzt
 from arzan.reporting.scores import points, scale
@@ -338,6 +339,17 @@ def base_fixes(rows: list[dict]) -> list[str]:
     (`arzan compare` and `arzan report` both say them)."""
     lines = []
     unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None and not r.get("stale")]
+    given = {str(Path(r["source"]).parent) for r in rows if r.get("source")}
+    ready = {}  # the base already scored the fine-tune's way under evals/, just not given: no eval to pay for
+    for r in unmatched:
+        folder = evals_folder(r["base"], bool(r["base_4bit"]), bool(r.get("chat_template")))
+        if r.get("base_limit") is None and (folder / "eval.json").is_file() and str(folder) not in given:
+            ready.setdefault(str(folder), []).append(r)
+    for folder, those in ready.items():
+        runs = " ".join(dict.fromkeys(shlex.quote(str(Path(r["source"]).parent)) for r in those if r.get("source")))
+        lines.append(f"{folder} holds {those[0]['base']} scored as {those[0]['model']} was: "
+                     f"`arzan compare {runs} {shlex.quote(folder)}` sets them side by side.")
+    unmatched = [r for r in unmatched if not any(r in those for those in ready.values())]
     missing = [r for r in unmatched if not r.get("base_mismatch")]
     for command in dict.fromkeys(_eval_command(r["base"], r, four_bit=r["base_4bit"]) for r in missing):
         lines.append(f"No score of the base model on the same items to set the fine-tune against: `{command}`, "
