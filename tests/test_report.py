@@ -857,3 +857,18 @@ def test_provenance_gives_each_tasks_own_limit_and_the_span_of_eval_dates(runs, 
     html = build_report([runs[0]], tmp_path / "r.html").read_text(encoding="utf-8")
     assert "limit 20 to 40 examples per task on 2 of 3 tasks" in html
     assert "run 2026-12-03 06:58 UTC to 2026-12-03 07:13 UTC" in html
+
+
+def test_the_price_shows_in_tenge_too_so_a_rate_given_in_tenge_reads_as_given(runs, tmp_path):
+    """`cost.kzt_per_gpu_hour: 600` is billed in dollars at the recorded rate; the report showed only
+    $1.1532 per hour, and the 600 ₸ the user wrote was nowhere."""
+    import html
+    import shutil
+
+    run = tmp_path / "tenge"
+    shutil.copytree(runs[0], run)
+    led = json.loads((run / "cost.json").read_text())
+    led["price"]["usd_per_gpu_hour"], led["exchange"]["usd_kzt"] = 600 / 520.27, 520.27
+    (run / "cost.json").write_text(json.dumps(led))
+    text = html.unescape(" ".join(build_report([run], tmp_path / "t.html").read_text(encoding="utf-8").split()))
+    assert "600.00 ₸ = $1.1532 per GPU-hour" in text

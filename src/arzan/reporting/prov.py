@@ -115,6 +115,8 @@ def rows(run: Run) -> list[Row]:
                 g("hardware.cuda") and f"CUDA {g('hardware.cuda')}", g("hardware.cpu"), g("hardware.host")]
     rate = float(g("price.usd_per_gpu_hour", 0.0))
     price = (f"${rate:,.2f}" if round(rate, 2) == rate else f"${rate:,.4f}".rstrip("0"))
+    if rate and isinstance(g("exchange.usd_kzt"), (int, float)):  # a rate given in ₸ (kzt_per_gpu_hour) shows as given
+        price = f"{kzt(rate * g('exchange.usd_kzt'))} ₸ = {price}"
     on_gpu = g("price.gpu") or g("hardware.device") == "cuda" or g("hardware.gpu_count")
     price = (f"{price} per {'GPU-hour' if on_gpu else 'hour (a CPU at the user rate)'} × {g('price.gpu_count', 1)}"
              f" ({', '.join(str(x) for x in (g('price.provider'), g('price.gpu'), g('price.pricing')) if x)})")
