@@ -872,3 +872,23 @@ def test_the_price_shows_in_tenge_too_so_a_rate_given_in_tenge_reads_as_given(ru
     (run / "cost.json").write_text(json.dumps(led))
     text = html.unescape(" ".join(build_report([run], tmp_path / "t.html").read_text(encoding="utf-8").split()))
     assert "600.00 ₸ = $1.1532 per GPU-hour" in text
+
+
+def test_a_metrics_file_that_ends_before_the_run_did_is_said(runs, tmp_path):
+    """A finished run whose metrics.jsonl stops at step 150 of 300 drew a curve ending early under a
+    'finished' marker, with no word; a missing file said 'No loss logged yet'."""
+    import html
+    import shutil
+
+    def notes(folder: Path) -> str:
+        return html.unescape(" ".join(build_report([folder], tmp_path / "n.html").read_text(encoding="utf-8").split()))
+
+    assert "the curves stop early" not in notes(runs[0])
+    cut = tmp_path / "cut"
+    shutil.copytree(runs[0], cut)
+    lines = (cut / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    (cut / "metrics.jsonl").write_text("\n".join(lines[:15]) + "\n" + lines[15][:20], encoding="utf-8")
+    assert (f"{cut / 'metrics.jsonl'}: the loss is logged up to step 150, but the ledger says the run reached "
+            "step 300: the curves stop early") in notes(cut)
+    (cut / "metrics.jsonl").unlink()
+    assert f"{cut / 'metrics.jsonl'}: no loss logged, though the ledger says the run reached step 300" in notes(cut)

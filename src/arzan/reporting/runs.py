@@ -136,7 +136,31 @@ def load_run(path: Path) -> Run:
     run.metrics = _read_metrics(path / "metrics.jsonl", run.warnings)
     run.recipe = _read_recipe(path / "recipe.yaml", run.warnings)
     run.scores = _read_scores(path / "eval.json", run)
+    if (short := _metrics_short(run)) is not None:
+        run.warnings.append(short)
     return run
+
+
+def _metrics_short(run: Run) -> str | None:
+    """A run that is not running logged up to its last step; a metrics.jsonl that ends well before
+    it (a copy cut short, a file restored from an older backup) draws a curve that stops early under
+    a finished marker, which must be said."""
+    step = run.get("progress.step")
+    if run.status == "running" or not isinstance(step, int) or step <= 0:
+        return None
+    logged = sorted({int(r["step"]) for r in run.metrics if isinstance(r.get("step"), (int, float))
+                     and isinstance(r.get("loss"), (int, float))})
+    every = ((run.recipe or {}).get("train") or {}).get("logging_steps")
+    gaps = [b - a for a, b in zip(logged, logged[1:])]
+    every = every if isinstance(every, int) and every > 0 else (max(set(gaps), key=gaps.count) if gaps else 1)
+    last = logged[-1] if logged else 0
+    if step - last <= every:
+        return None
+    file = run.path / "metrics.jsonl"
+    return (f"{file}: the loss is logged up to step {last:,}, but the ledger says the run reached step {step:,}: "
+            "the curves stop early (a copy cut short, or an older file?)" if logged else
+            f"{file}: no loss logged, though the ledger says the run reached step {step:,} (the file is missing "
+            "or empty: a copy cut short?)")
 
 
 def load_model_eval(path: Path) -> Run:
