@@ -51,3 +51,25 @@ def test_behind_a_proxy_the_probe_proves_nothing_and_is_skipped():
     which go through HTTPS_PROXY, would reach the hub."""
     note, env, _ = _probe(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HTTPS_PROXY="http://127.0.0.1:3128")
     assert (note, env) == ("None", "None")
+
+
+def test_the_offline_note_comes_with_an_error_about_the_hub_not_with_every_error(tmp_path):
+    """It preceded every error, an empty recipe file's too; now only the ones it explains."""
+    (tmp_path / "empty.yaml").write_text("", encoding="utf-8")
+    (tmp_path / "rows.jsonl").write_text('{"instruction": "a", "output": "b"}\n', encoding="utf-8")
+    (tmp_path / "hub.yaml").write_text("name: x\nmodel:\n  name: arzan-test-no-such-org/not-cached\ndata:\n  sources:\n"
+                                       f"    - path: {tmp_path / 'rows.jsonl'}\n      format: alpaca\n", encoding="utf-8")
+    base = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")
+            and k.lower() not in ("https_proxy", "http_proxy", "all_proxy")}
+    env = {**base, "PYTHONPATH": str(REPO / "src"), "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}
+
+    def arzan(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "arzan", *args], capture_output=True, text=True, timeout=300,
+                              env=env, cwd=tmp_path)
+
+    empty = arzan("estimate", "empty.yaml")
+    assert empty.returncode == 2 and "cannot be reached" not in empty.stderr
+    assert empty.stderr.strip().splitlines() == [empty.stderr.strip()] and "the file is empty" in empty.stderr
+    hub = arzan("estimate", "hub.yaml")
+    lines = hub.stderr.strip().splitlines()
+    assert hub.returncode == 2 and "cannot be reached" in lines[0] and lines[-1].startswith("error: hub.yaml: model.name")

@@ -77,9 +77,17 @@ def _fail(exc: ArzanError, recipe_file: Path | None = None) -> None:
             and field.group(2) not in FILE_SUFFIXES:  # `train.optim: ...`, not a file `train.jsonl: ...`
         exc = ArzanError(f"{recipe_file}: {exc}")
 
+    if _HUB_NOTE and _ABOUT_THE_HUB.search(str(exc)):  # why the hub was not tried: said where it matters
+        err_console.print(_HUB_NOTE, style="yellow", highlight=False, markup=False)
     # escaped: a message quoting `[q_proj` or a list must print as written, not as rich markup
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
+
+
+# The offline note (hub.offline_if_unreachable) is shown with an error that concerns the hub, not
+# before every error and every result: an empty recipe file has nothing to do with the network.
+_HUB_NOTE: str | None = None
+_ABOUT_THE_HUB = re.compile(r"hub|hugging ?face|offline|cache|couldn't (connect|reach)|connection", re.I)
 
 
 def _version(value: bool) -> None:
@@ -527,9 +535,9 @@ def run() -> None:
         from click.exceptions import NoArgsIsHelpError, UsageError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    global _HUB_NOTE
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS and "--help" not in sys.argv:
-        if note := offline_if_unreachable():
-            err_console.print(note, style="yellow", highlight=False, markup=False)
+        _HUB_NOTE = offline_if_unreachable()
     try:
         code = app(prog_name="arzan", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # `arzan` alone: the help is already printed
