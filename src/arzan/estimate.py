@@ -361,13 +361,16 @@ def catalog_within_cap(recipe: Recipe, est: Estimate) -> str | None:
         return None
     within = [o for o in rows if check_budget(recipe, est, o) is None]
     if not within:
+        # the exit status follows the recipe's own row: say so when that row is under the cap
+        here = "; the recipe's own row (▸) is within it" if est.target is not None and \
+            est.target.billed_seconds is not None and check_budget(recipe, est) is None else ""
         if b.max_kzt is None and b.max_usd is None:  # a time cap: the fastest row is the nearest to it
             fastest = min(rows, key=lambda o: o.billed_seconds)
             return (f"over the cap on every catalog GPU it fits on (the fastest: {fastest.device} at "
-                    f"{fastest.price.provider or fastest.price.source}, {hms(fastest.billed_seconds)} billed)")
+                    f"{fastest.price.provider or fastest.price.source}, {hms(fastest.billed_seconds)} billed){here}")
         cheapest = min(rows, key=lambda o: o.kzt)
         return (f"over the cap on every catalog GPU it fits on (the cheapest: {cheapest.device} at "
-                f"{cheapest.price.provider or cheapest.price.source}, {kzt_text(cheapest.kzt)})")
+                f"{cheapest.price.provider or cheapest.price.source}, {kzt_text(cheapest.kzt)}){here}")
     if len(within) == len(rows):
         return "within the cap on every catalog GPU it fits on"
     names = ", ".join(f"{o.device} {o.price.provider or o.price.source}" for o in within)
