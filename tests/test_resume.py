@@ -755,8 +755,13 @@ def test_a_resume_whose_checkpoint_is_gone_or_damaged_is_refused_before_it_bills
     shutil.move(run / "checkpoints", tmp_path / "on-drive")
     refused(r"no checkpoint, but the run stopped \(interrupted\) at step \d+ with one saved.*--overwrite")
     shutil.move(tmp_path / "on-drive", run / "checkpoints")
+    half = run / "checkpoints" / f"checkpoint-{first.ledger['progress']['step'] + 1}"  # a save a full disk cut short
+    half.mkdir()
+    (half / "optimizer.pt").write_bytes(b"cut short")
     done = train(load_recipe(path), out=run, mode="resume")  # put back: it finishes from the checkpoint
     assert done.status == "finished" and done.ledger["sessions"][1]["steps"][0] == first.ledger["progress"]["step"]
+    [aside] = (run / "checkpoints").glob(f"incomplete-{half.name}.at-*")  # not written into: kept aside as it was
+    assert (aside / "optimizer.pt").read_bytes() == b"cut short"
 
 
 def test_a_running_ledger_is_refused_while_its_process_lives_and_resumed_once_it_is_gone(tmp_path, write_recipe):

@@ -131,6 +131,26 @@ CHECKPOINTED = {"interrupted", "stopped_budget"}  # statuses whose stop saved a 
 SECOND_SIGNAL = "interrupted by a second signal"
 
 
+def set_aside_incomplete(folder: RunFolder) -> list[Path]:
+    """Checkpoint folders a save never finished (no trainer_state.json: a full disk, a kill mid-save)
+    are renamed `incomplete-checkpoint-N.at-<time>` before the resume trains: the Trainer would
+    otherwise write the same step's checkpoint into them, over what is there. The new name is one
+    neither arzan nor the Trainer's checkpoint rotation takes for a checkpoint."""
+    import re
+
+    from arzan.runfolder import aside_name
+
+    moved = []
+    if folder.checkpoints.is_dir():
+        for path in sorted(folder.checkpoints.glob("checkpoint-*")):
+            if path.is_dir() and re.fullmatch(r"checkpoint-\d+", path.name) and \
+                    not (path / "trainer_state.json").is_file():
+                aside = aside_name(path.with_name(f"incomplete-{path.name}"), "at")
+                path.rename(aside)
+                moved.append(aside)
+    return moved
+
+
 def check_resume_point(folder: RunFolder, ledger: Ledger) -> None:
     """The checkpoint a resume starts from must be there and readable, before anything is paid for.
 

@@ -90,6 +90,10 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         recipe, previous, terms = resume.resume_terms(folder, budget, cost_overrides)
         resume.preflight_resume(recipe, previous, folder.root)  # raises ArzanError("refusing to resume: ...")
         resume.check_resume_point(folder, previous)  # a checkpoint gone or damaged: refused, nothing billed
+        for aside in resume.set_aside_incomplete(folder):
+            if console is not None:
+                console.print(f"note: a checkpoint whose save never finished is kept aside as {aside.name}",
+                              style="yellow", highlight=False, markup=False)
         _check_machine(recipe, console)
         over = None
     else:
