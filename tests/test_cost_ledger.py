@@ -317,3 +317,12 @@ def test_a_hand_edited_ledger_that_would_change_the_money_is_refused(tmp_path):
         path.write_text(json.dumps(bad), "utf-8")
         with pytest.raises(ArzanError, match=said):
             read_ledger(path)
+
+
+def test_a_pid_no_kernel_gives_is_not_taken_for_a_gone_process():
+    """A hand-edited or foreign ledger's pid: the probe answers 'not known gone', it does not raise."""
+    import socket
+
+    from arzan.cost.ledger import process_gone
+
+    assert process_gone(socket.gethostname(), 2**40) is False and process_gone(socket.gethostname(), -5) is False

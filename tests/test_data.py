@@ -388,3 +388,11 @@ def test_a_file_saved_in_another_encoding_names_the_first_line_that_is_not_utf8(
     line = 2 if suffix == ".jsonl" else 3
     with pytest.raises(ArzanError, match=rf"d{suffix}: line {line}: not UTF-8 text \(saved as Windows-1251"):
         prepare_data(sec, None, 64, tmp_path)
+
+
+def test_a_utf16_file_is_named_as_such(tmp_path):
+    """Windows 'Unicode' and PowerShell's > save UTF-16 with a BOM: not a Windows-1251 file on line 1."""
+    (tmp_path / "d.jsonl").write_bytes('{"instruction": "Сәлем", "output": "x"}\n'.encode("utf-16"))
+    sec = DataSection(sources=[{"path": str(tmp_path / "d.jsonl"), "format": "alpaca"}])
+    with pytest.raises(ArzanError, match=r"d\.jsonl: saved as UTF-16 .*save it as UTF-8"):
+        prepare_data(sec, None, 64, tmp_path)

@@ -890,5 +890,7 @@ def test_a_metrics_file_that_ends_before_the_run_did_is_said(runs, tmp_path):
     (cut / "metrics.jsonl").write_text("\n".join(lines[:15]) + "\n" + lines[15][:20], encoding="utf-8")
     assert (f"{cut / 'metrics.jsonl'}: the loss is logged up to step 150, but the ledger says the run reached "
             "step 300: the curves stop early") in notes(cut)
+    (cut / "metrics.jsonl").write_text('{"step": NaN, "loss": 0.9}\n', encoding="utf-8")  # json.loads takes NaN
+    assert "no loss logged, though the ledger says the run reached step 300" in notes(cut)
     (cut / "metrics.jsonl").unlink()
     assert f"{cut / 'metrics.jsonl'}: no loss logged, though the ledger says the run reached step 300" in notes(cut)

@@ -207,6 +207,11 @@ def _read_local(path: Path, label: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise ArzanError(f"{label}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except UnicodeDecodeError:
+        with path.open("rb") as fh:
+            utf16 = fh.read(2) in (b"\xff\xfe", b"\xfe\xff")
+        if utf16:
+            raise ArzanError(f"{label}: saved as UTF-16 (Windows 'Unicode', PowerShell's >): save it as UTF-8") \
+                from None
         raise ArzanError(f"{label}: {_first_non_utf8_line(path)}not UTF-8 text (saved as Windows-1251 or "
                          "Latin-1? save it as UTF-8)") from None
     except OSError as exc:

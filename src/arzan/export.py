@@ -287,7 +287,9 @@ def merged_card(base: str, adapter: Path, dtype: str, compute: str, device: str,
 def hub_token() -> str:
     """$HF_TOKEN, or the one-line refusal; `arzan train` asks before a run with push_to_hub starts,
     not after hours of paid training."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    from arzan.hub import offline
+
+    if offline():
         raise ArzanError("output.push_to_hub: the Hugging Face hub cannot be reached from here (HF_HUB_OFFLINE is "
                          "set); push from a machine online with arzan.export.push_to_hub(RUN_DIR, REPO_ID)")
     token = os.environ.get("HF_TOKEN")

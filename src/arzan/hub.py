@@ -18,6 +18,11 @@ COMMANDS = {"train", "estimate", "eval", "merge"}  # the ones that may reach the
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
 
 
+def offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (1, true, yes, on)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def offline_if_unreachable(timeout_s: float = 3.0) -> str | None:
     """Sets HF_HUB_OFFLINE=1 when the hub's host cannot be connected to; returns the note to show.
     Does nothing when the user already chose (HF_HUB_OFFLINE set either way) or when huggingface_hub

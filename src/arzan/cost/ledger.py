@@ -368,11 +368,13 @@ def process_gone(host: str | None, pid: int | None) -> bool:
     """True only when `pid` ran on this host and no longer exists; another host cannot be probed."""
     if os.name == "nt" or pid is None or host != socket.gethostname() or pid == os.getpid():
         return False  # on Windows os.kill(pid, 0) would terminate the process, not probe it
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:  # 0 and below name process groups
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except OSError:  # PermissionError: a process of someone else's holds that pid
+    except (OSError, OverflowError, ValueError, TypeError):  # someone else's process; a pid no kernel gives
         return False
     return False
 

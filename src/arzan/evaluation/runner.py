@@ -331,7 +331,9 @@ def check_tasks(tasks: list[str] | str, data_dir: Any = None, field: str = "eval
             local = all(source.startswith("local:") for source in plan.data_source.values())
             # building tasks renders their templates and reads their data: in seconds when it is all local,
             # or offline (the hub's data can only come from the cache then, so nothing is downloaded)
-            if (local and not plan.needs_lm_eval_registry) or os.environ.get("HF_HUB_OFFLINE") == "1":
+            from arzan.hub import offline
+
+            if (local and not plan.needs_lm_eval_registry) or offline():
                 _load_tasks_first(tm, plan.tasks, plan)
     except ArzanError as exc:
         raise ArzanError(f"{field}: {exc}") from None

@@ -9,6 +9,7 @@ that is not JSON) is an error, and that error names the file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime
@@ -149,6 +150,7 @@ def _metrics_short(run: Run) -> str | None:
     if run.status == "running" or not isinstance(step, int) or step <= 0:
         return None
     logged = sorted({int(r["step"]) for r in run.metrics if isinstance(r.get("step"), (int, float))
+                     and not isinstance(r.get("step"), bool) and math.isfinite(r["step"])
                      and isinstance(r.get("loss"), (int, float))})
     every = ((run.recipe or {}).get("train") or {}).get("logging_steps")
     gaps = [b - a for a, b in zip(logged, logged[1:])]
