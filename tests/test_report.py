@@ -291,18 +291,22 @@ def test_a_finished_run_whose_eval_after_training_failed_says_so_with_the_comman
     assert not parse(build_report([runs[0]], tmp_path / "plain.html")).callouts  # a plain finished run: nothing
 
 
-@pytest.mark.parametrize("resumable", [True, False])
-def test_a_failed_run_is_offered_the_resume_only_when_its_ledger_names_one(runs, tmp_path, resumable):
-    """An OOM part-way resumes; a run refused for its input would fail again on the same recipe: the
-    report says what the terminal said, from the ledger, not a resume for both."""
+@pytest.mark.parametrize("resumable, older", [(True, False), (False, False), (True, True)])
+def test_a_failed_run_is_offered_the_resume_only_when_it_saved_a_checkpoint(runs, tmp_path, resumable, older):
+    """An OOM after a checkpoint resumes; a failure before any would fail again on the same recipe: the
+    report says what the terminal said. An older ledger named no resume for any failed run: the folder's
+    checkpoints decide."""
     import shutil
 
     run = tmp_path / "failed"
     shutil.copytree(runs[0], run)
     led = json.loads((run / "cost.json").read_text())
-    led.update(status="failed", status_reason="every label is masked",
-               resume_command=f"arzan train --resume {run}" if resumable else None)
+    led.update(status="failed", status_reason="OutOfMemoryError: CUDA out of memory",
+               resume_command=f"arzan train --resume {run}" if resumable and not older else None)
     (run / "cost.json").write_text(json.dumps(led))
+    if resumable:
+        (run / "checkpoints" / "checkpoint-200").mkdir(parents=True)
+        (run / "checkpoints" / "checkpoint-200" / "trainer_state.json").write_text("{}")
     text = " ".join("\n".join(parse(build_report([run], tmp_path / "f.html")).callouts).split())
     assert ("Resume it" in text and f"arzan train --resume {run}" in text) is resumable
     assert ("start again with --overwrite" in text) is not resumable

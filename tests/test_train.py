@@ -703,11 +703,12 @@ def test_a_library_failure_mid_run_is_one_line_exit_1_with_the_traceback_kept(tm
     led = json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))
     assert led["status"] == "failed" and led["resume_command"] == f"arzan train --resume {tmp_path / 'run'}"
     assert "OutOfMemoryError" in (tmp_path / "run" / "error.log").read_text("utf-8")
-    # before any checkpoint: the same advice the ledger (and so the report) gives, not another
+    # before any checkpoint: a resume would pay its setup to fail the same way; the ledger names no resume
     early = write_recipe(base_recipe(train={"max_steps": 4, "logging_steps": 1, "save_steps": 1000}), "early.yaml")
     result = cli("train", str(early), "--out", str(tmp_path / "early"))
-    assert result.exit_code == 1 and f"no checkpoint was saved: arzan train --resume {tmp_path / 'early'} starts " \
-                                     "again from step 0 in this folder" in " ".join(result.output.split())
+    assert result.exit_code == 1 and "no checkpoint was saved, so fix it and start again with --overwrite" in \
+        " ".join(result.output.split())
+    assert json.loads((tmp_path / "early" / "cost.json").read_text("utf-8"))["resume_command"] is None
 
 
 

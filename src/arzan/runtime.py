@@ -128,8 +128,7 @@ def training_failed(folder: RunFolder, exc: BaseException, step: int) -> Failed:
     saved = append_traceback(folder.root, exc, f"{utcnow().isoformat()} arzan train, at step {step}")
     ckpt, oom = folder.last_checkpoint(), out_of_memory(exc)
     if ckpt is None:
-        then = (f"no checkpoint was saved: arzan train --resume {folder.root} starts again from step 0 in this "
-                "folder, its bill so far kept in the ledger (or --overwrite starts afresh, this folder kept aside)")
+        then = "no checkpoint was saved, so fix it and start again with --overwrite (this folder is kept aside)"
     elif is_final_checkpoint(ckpt):  # every step is trained: the recipe's memory knobs are beside the point
         then, oom = f"the training is complete; arzan train --resume {folder.root} does only the work after it", False
     else:
@@ -141,9 +140,11 @@ def training_failed(folder: RunFolder, exc: BaseException, step: int) -> Failed:
                   f"{folder.ledger} (status failed) and what was saved are kept; {saved}; {then}")
 
 
-def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, reason: str | None,
-           resumable: bool = False) -> dict[str, Any]:
-    """Close the ledger, then write the model card from it, so the card shows the final bill."""
+def finish(meter: CostMeter, folder: RunFolder, recipe: Recipe, status: str, reason: str | None) -> dict[str, Any]:
+    """Close the ledger, then write the model card from it, so the card shows the final bill. A failed
+    run names its resume only when it saved a checkpoint: without one a resume would pay its setup
+    again to fail the same way (the recipe is fixed), so it is started again with --overwrite."""
+    resumable = status == "failed" and folder.last_checkpoint() is not None
     ledger = meter.finish(status, reason, resumable).model_dump(mode="json")
     if (folder.adapter / "adapter_config.json").is_file():
         from arzan.modelcard import write_card

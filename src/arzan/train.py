@@ -152,7 +152,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     if started is not None and clock is None:
         meter.add_seconds("setup", t0 - started)
     meter.start_flusher()
-    status, reason, after, failed_after, resumable = "failed", None, None, None, False
+    status, reason, after, failed_after = "failed", None, None, None
     try:
         from arzan.data import quiet_progress, tokenize_data
         from arzan.model import load_model
@@ -238,11 +238,11 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
         reason = described(exc)
         raise
     except Exception as exc:  # a CUDA OOM, a library's error: one line, the traceback in error.log
-        reason, resumable = described(exc), True
+        reason = described(exc)
         raise runtime.training_failed(folder, exc, meter.ledger.progress.step) from exc
     finally:
         with stopper.protect("closing the ledger"):  # a signal now waits for the ledger and the card
-            ledger = runtime.finish(meter, folder, recipe, status, reason, resumable)
+            ledger = runtime.finish(meter, folder, recipe, status, reason)
         stopper.uninstall()
     if status == "finished" and recipe.output.push_to_hub:  # after finish, so the card shows the final bill
         # a failed eval leaves the model to push; a cut or failed merge leaves no merged/ to send

@@ -417,8 +417,7 @@ class CostMeter(TrainerCallback):
     # --- end of a session ---
     def finish(self, status: str, reason: str | None = None, resumable: bool = False) -> Ledger:
         """Close the session; a budget stop stays "stopped_budget" even if the caller says finished.
-        `resumable`: a failed run a resume can continue (a library broke part-way, an OOM), unlike
-        one refused for its input, which the same recipe would fail again."""
+        `resumable`: a failed run a resume can continue, from a checkpoint it saved (runtime.finish)."""
         self.stop_flusher()  # outside the lock: the flusher may be waiting for it
         return self._finish(status, reason, resumable)
 

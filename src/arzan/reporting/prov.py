@@ -176,6 +176,12 @@ def _silent_for(run: Run) -> str | None:
     return f"{age / 3600:.1f} h" if age >= 3600 else f"{age / 60:.0f} min"
 
 
+def _no_checkpoint(run: Run) -> bool:
+    from arzan.runfolder import RunFolder
+
+    return RunFolder(run.path).last_checkpoint() is None
+
+
 def state(run: Run) -> dict[str, str] | None:
     """What a reader must know before trusting a run's figures: why it stopped and how to go on,
     or that it is still running and the numbers will grow."""
@@ -208,7 +214,8 @@ def state(run: Run) -> dict[str, str] | None:
     if run.status == "stopped_budget" and stop and reason and stop != reason:
         why = f"{reason} ({stop})"
     command = run.resume_command
-    if run.status == "failed" and not run.get("resume_command"):  # refused for its input: the same recipe
-        command = ""  # would fail again, as the terminal said
-        why = f"{why}; fix what it names and start again with --overwrite (this folder is kept aside)"
+    if run.status == "failed" and not run.get("resume_command") and _no_checkpoint(run):
+        command = ""  # a resume would pay its setup again to fail the same way, as the terminal said
+        why = f"{why}; it saved no checkpoint, so fix what failed and start again with --overwrite (this folder " \
+              "is kept aside)"
     return {"kind": run.status, "title": title, "why": str(why), "command": command}
