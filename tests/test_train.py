@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from arzan.cli import app
@@ -536,7 +535,8 @@ def test_the_hf_adapters_initial_weights_follow_train_seed(write_recipe):
     assert torch.equal(lora_a(3), lora_a(3)) and not torch.equal(lora_a(3), lora_a(4))
 
 
-def test_a_finished_run_is_not_offered_a_resume_and_an_edited_recipe_is_not_resumed(tmp_path, write_recipe):
+def test_a_finished_run_is_not_offered_a_resume_and_an_edited_recipe_is_not_resumed(tmp_path, write_recipe,
+                                                                                     monkeypatch):
     """The folder of a finished run points to --out / --overwrite, not to a --resume that would refuse;
     `arzan train EDITED.yaml --resume --out DIR` names the fields that differ instead of training DIR's
     own recipe.yaml silently."""
@@ -557,10 +557,17 @@ def test_a_finished_run_is_not_offered_a_resume_and_an_edited_recipe_is_not_resu
     assert "differs from" in result.output and "train.learning_rate" in result.output
     assert "train.max_steps" in result.output
     assert json.loads((run / "cost.json").read_text()) == led  # nothing ran, nothing was billed
-    # the run folder's recipe.yaml records where it ran (--out): given alone, it resumes that folder
-    assert yaml.safe_load((run / "recipe.yaml").read_text())["output"]["dir"] == str(run)
-    resumed = cli("train", str(run / "recipe.yaml"), "--resume")
-    assert resumed.exit_code == 0 and f"finished · {run}" in " ".join(resumed.output.split()), resumed.output
+    # a run folder's own recipe.yaml given to --resume resumes that folder, also a copy of it under
+    # another name (a Drive copy), not the folder the recipe's output.dir names
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    monkeypatch.chdir(tmp_path)
+    resumed = cli("train", "moved/recipe.yaml", "--resume")
+    assert resumed.exit_code == 0 and "finished · moved" in " ".join(resumed.output.split()), resumed.output
+    assert json.loads((moved / "cost.json").read_text())["status"] == "finished"
+    assert json.loads((run / "cost.json").read_text()) == led  # the original is untouched
 
 
 def test_a_money_cap_that_a_zero_price_cannot_enforce_is_said(tmp_path, write_recipe):

@@ -190,6 +190,8 @@ def train(
                     raise ArzanError(f"--out {out} with --resume {recipe}: a run continues in its own folder; "
                                      "to train into another, start a new run there")
                 run_dir, recipe = recipe, recipe / "recipe.yaml"
+            elif resume and out is None and recipe.name == "recipe.yaml" and is_run_folder(recipe.parent):
+                run_dir = recipe.parent  # a run folder's own recipe: that folder, wherever it was moved or copied
             if resume and allow_over_budget:
                 raise ArzanError("--allow-over-budget with --resume: a resume is refused only when the cap cannot pay "
                                  "for one more step, and the meter would stop at once; raise the cap with --budget")

@@ -139,9 +139,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
 
     if mode != "resume":  # from here to stopper.install() takes milliseconds: no signal window worth a handler
         folder, note = open_run_folder(recipe.run_dir(out), mode)
-        # output.dir as it ran (--out): `arzan train RUN/recipe.yaml --resume` then finds this folder
-        ran = recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(folder.root)})})
-        folder.recipe.write_text(ran.resolved_yaml(), encoding="utf-8")
+        folder.recipe.write_text(recipe.resolved_yaml(), encoding="utf-8")
     counter = TokenCounter()
     meter = runtime.make_meter(recipe, folder, counter, resume=mode == "resume", clock=clock, terms=terms)
     if mode != "resume":
