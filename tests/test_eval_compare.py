@@ -496,3 +496,21 @@ def test_a_base_scored_without_the_chat_template_is_not_set_against_a_fine_tune_
     md = scores_markdown(rows)
     assert ("`arzan eval meta-llama/Llama-3.1-8B-Instruct --tasks arzan_mmlu_translated_kk --limit 100 "
             "--chat-template` scores it as the fine-tune was") in md
+
+
+def test_a_base_folder_is_pointed_at_only_when_it_scored_the_same_items(tmp_path, monkeypatch):
+    """evals/<base> on other items (another n) is no base to set a fine-tune against: the eval that
+    would make one is named, not a compare that would show nothing more."""
+    from arzan.evaluation.compare import base_fixes
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evals").mkdir()
+    run = fake_run(tmp_path, "run", 0.40, 100.0, model={"kind": "adapter", "base": "org/base"})
+    fake_run(tmp_path / "evals", "org_base", 0.30, None, model={"kind": "model", "base": "org/base"}, n=5)
+    said = " ".join(base_fixes(compare([run], references=False)))
+    assert "holds org/base" not in said and "arzan eval org/base" in said
+    (tmp_path / "evals" / "org_base" / "eval.json").unlink()
+    (tmp_path / "evals" / "org_base").rmdir()
+    fake_run(tmp_path / "evals", "org_base", 0.30, None, model={"kind": "model", "base": "org/base"})
+    said = " ".join(base_fixes(compare([run], references=False)))
+    assert "evals/org_base holds org/base scored as run was" in said and "arzan eval org/base" not in said

@@ -339,11 +339,11 @@ def base_fixes(rows: list[dict]) -> list[str]:
     (`arzan compare` and `arzan report` both say them)."""
     lines = []
     unmatched = [r for r in rows if r.get("base") and r["task"] and r.get("gain") is None and not r.get("stale")]
-    given = {str(Path(r["source"]).parent) for r in rows if r.get("source")}
+    given = {Path(r["source"]).parent.resolve() for r in rows if r.get("source")}
     ready = {}  # the base already scored the fine-tune's way under evals/, just not given: no eval to pay for
     for r in unmatched:
         folder = evals_folder(r["base"], bool(r["base_4bit"]), bool(r.get("chat_template")))
-        if r.get("base_limit") is None and (folder / "eval.json").is_file() and str(folder) not in given:
+        if r.get("base_limit") is None and folder.resolve() not in given and _scored_alike(folder, r):
             ready.setdefault(str(folder), []).append(r)
     for folder, those in ready.items():
         runs = " ".join(dict.fromkeys(shlex.quote(str(Path(r["source"]).parent)) for r in those if r.get("source")))
@@ -369,6 +369,19 @@ def base_fixes(rows: list[dict]) -> list[str]:
                          f"`{_eval_command(r['base'], r, four_bit=r['base_4bit'])}` scores it as the fine-tune was "
                          "(a 4-bit base goes to evals/NAME-4bit, beside the 16-bit one).")
     return lines
+
+
+def _scored_alike(folder: Path, r: dict) -> bool:
+    """`folder`'s eval.json scored row r's task as r was: same items (n), bits and chat template."""
+    try:
+        doc = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+        head = doc["tasks"][r["task"]]
+        model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+        return (isinstance(head, dict) and head.get("n") == r.get("n")
+                and bool(head.get("base_4bit", model.get("load_in_4bit"))) == bool(r["base_4bit"])
+                and bool(head.get("chat_template", model.get("chat_template"))) == bool(r.get("chat_template")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _eval_command(target: str, r: dict, limit: int | None = None, four_bit: bool = False) -> str:
