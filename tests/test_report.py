@@ -289,6 +289,14 @@ def test_a_finished_run_whose_eval_after_training_failed_says_so_with_the_comman
     assert f"score it with: arzan eval {done} --tasks kazakh" in text and "Resume it" not in text
     assert f"score it with: arzan eval {done} --tasks kazakh" in out.with_suffix(".md").read_text(encoding="utf-8")
     assert not parse(build_report([runs[0]], tmp_path / "plain.html")).callouts  # a plain finished run: nothing
+    from datetime import datetime, timezone
+
+    from arzan.evaluation.session import put_in_ledger
+
+    put_in_ledger(done / "cost.json", None, 30.0, "cuda", datetime.now(timezone.utc))  # the eval, redone since
+    text = " ".join("\n".join(parse(build_report([done], tmp_path / "d2.html")).callouts).split())
+    index = len(led["sessions"])
+    assert f"Since then, finished: arzan eval (session {index})" in text
 
 
 @pytest.mark.parametrize("resumable, older", [(True, False), (False, False), (True, True)])

@@ -176,6 +176,18 @@ def _silent_for(run: Run) -> str | None:
     return f"{age / 3600:.1f} h" if age >= 3600 else f"{age / 60:.0f} min"
 
 
+def _redone_since(run: Run) -> str:
+    """The evals and merges that finished after the last training session: the reason the ledger
+    kept may be done by now (an `arzan eval` or `arzan merge` adds a session, not a new reason)."""
+    sessions = [x for x in run.get("sessions") or [] if isinstance(x, dict)]
+    trained = [i for i, x in enumerate(sessions) if (x.get("phases") or {}).get("setup") or
+               (x.get("phases") or {}).get("train")]
+    later = sessions[trained[-1] + 1:] if trained else []
+    done = [f"{'arzan merge' if (x.get('phases') or {}).get('save') else 'arzan eval'} (session {x.get('index')})"
+            for x in later if x.get("status") == "finished"]
+    return f". Since then, finished: {', '.join(done)}" if done else ""
+
+
 def _no_checkpoint(run: Run) -> bool:
     from arzan.runfolder import RunFolder
 
@@ -204,7 +216,7 @@ def state(run: Run) -> dict[str, str] | None:
         return {"kind": "running", "title": text, "why": "", "command": ""}
     if run.status == "finished" and run.get("status_reason"):  # trained; an eval or merge after it failed or was cut
         return {"kind": "finished", "title": "Finished training; the work after it did not all run",
-                "why": str(run.get("status_reason")), "command": ""}
+                "why": str(run.get("status_reason")) + _redone_since(run), "command": ""}
     if run.status not in STOPPED:
         return None
     title = {"stopped_budget": "Stopped by its budget", "interrupted": "Interrupted",
