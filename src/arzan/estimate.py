@@ -147,7 +147,7 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
                 price = resolve_price(gpu=g, provider=provider, gpu_count=c.gpu_count,
                                       overhead_s=c.overhead_minutes * 60, pricing=c.pricing, exchange=exchange)
             except ArzanError:
-                if c.pricing is None:
+                if c.pricing is None or gpu:  # --gpu G prices G as `arzan train --gpu G` would, or refuses
                     raise
                 # the recipe's way of paying (Colab's compute units) exists at one provider only: the
                 # other GPUs are priced as they are rented, or the catalog would show Colab alone
