@@ -443,7 +443,7 @@ def test_a_failed_evaluation_after_training_still_pushes_the_adapter(write_recip
     from arzan.cli import app
     from tests.conftest import base_recipe
 
-    def fails(recipe, folder, meter):
+    def fails(recipe, folder, meter, console=None):
         raise ArzanError("lm-eval: the hub would not serve the data")
 
     monkeypatch.setattr(runtime, "evaluate_after_training", fails)
@@ -452,5 +452,6 @@ def test_a_failed_evaluation_after_training_still_pushes_the_adapter(write_recip
                                     output={"push_to_hub": True, "hub_model_id": "someone/kk"}))
     out = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "run")])
     ledger = json.loads((tmp_path / "run" / "cost.json").read_text("utf-8"))
-    assert ledger["status"] == "finished" and "the evaluation after it failed" in ledger["status_reason"]
+    assert ledger["status"] == "finished" and "the evaluation after it failed (lm-eval: the hub would not serve " \
+        "the data)" in ledger["status_reason"]
     assert [c[1] for c in fake_hub.calls if c[0] == "commit"] == ["someone/kk"], out.output
