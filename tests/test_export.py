@@ -443,7 +443,7 @@ def test_a_failed_evaluation_after_training_still_pushes_the_adapter(write_recip
     from arzan.cli import app
     from tests.conftest import base_recipe
 
-    def fails(recipe, folder, meter, console=None):
+    def fails(recipe, folder, meter):
         raise ArzanError("lm-eval: the hub would not serve the data")
 
     monkeypatch.setattr(runtime, "evaluate_after_training", fails)

@@ -493,6 +493,11 @@ def test_recipe_eval_section_scores_after_training_as_its_own_paid_phase(tmp_pat
     said = " ".join(result.output.split())  # the scores are shown, not only filed, as `arzan eval RUN` shows them
     assert "Kazakh scores (% correct)" in said and f"scores written to {tmp_path / 'run' / 'eval.json'}" in said
     assert all(task in said for task in doc["tasks"]) and "(n=3)" in said
+    from arzan.reporting.table import kzt
+
+    # the table's cost is the closed bill's, the one the status line and cost.json give, not a figure before the eval
+    assert f"│ measured │ {kzt(led['money']['kzt'])} ₸" in result.output
+    assert f"finished · {tmp_path / 'run'} · " in said
 
 
 def test_the_console_script_turns_usage_mistakes_into_one_error_line():
@@ -645,7 +650,7 @@ def test_an_evaluation_that_fails_after_training_leaves_a_finished_run(tmp_path,
     from arzan.recipe import load_recipe
     from arzan.train import train
 
-    def fails(recipe, folder, meter, console=None):
+    def fails(recipe, folder, meter):
         raise ArzanError("lm-eval: the hub would not serve the data")
 
     monkeypatch.setattr(runtime, "evaluate_after_training", fails)

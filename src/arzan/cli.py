@@ -222,6 +222,11 @@ def train(
         raise typer.Exit(130)
     if result.note:
         console.print(f"[yellow]note:[/] {result.note}")
+    if result.scored is not None:  # after the bill is closed: the table's cost is cost.json's, as below
+        from arzan.evaluation import gain_table
+
+        console.print(gain_table(result.scored))
+        console.print(f"scores written to {result.scored['path']}", highlight=False)
     from arzan.numbers import kzt, usd
 
     money = result.ledger.get("money", {})

@@ -200,9 +200,10 @@ def free_accelerator_memory() -> None:
         pass
 
 
-def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter, console: Any = None) -> None:
-    """lm-eval on the saved adapter; the scores go into the ledger this meter owns (one writer), and
-    onto the console beside the base's, as `arzan eval RUN` shows them."""
+def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter) -> dict[str, Any]:
+    """lm-eval on the saved adapter; the scores go into the ledger this meter owns (one writer).
+    Returns what run_eval returns; `arzan train` shows it once the bill is closed (the table's cost
+    column reads cost.json, which until then lacks this eval and the save after it)."""
     from arzan.evaluation import run_eval
 
     ev = recipe.eval
@@ -210,8 +211,4 @@ def evaluate_after_training(recipe: Recipe, folder: RunFolder, meter: CostMeter,
                       chat_template=ev.chat_template,
                       data_dir=recipe.eval_data_dir(), guard=lambda fn: meter.capped(fn, "the next evaluation batch"))
     meter.ledger.summary.eval = result.get("summary")
-    if console is not None:
-        from arzan.evaluation import gain_table
-
-        console.print(gain_table(result))
-        console.print(f"scores written to {result['path']}", highlight=False)
+    return result

@@ -26,6 +26,7 @@ class RunResult:
     ledger: dict[str, Any]
     note: str | None = None
     signal: int | None = None  # the stop signal this session received, if any
+    scored: dict[str, Any] | None = None  # what the evaluation after training returned, when it ran
 
 
 def sft_config(recipe: Recipe, folder: RunFolder, on_cuda: bool, has_eval: bool, backend: str = "hf",
@@ -150,7 +151,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     if started is not None and clock is None:
         meter.add_seconds("setup", t0 - started)
     meter.start_flusher()
-    status, reason, after, failed_after = "failed", None, None, None
+    status, reason, after, failed_after, scored = "failed", None, None, None, []
     try:
         from arzan.data import quiet_progress, tokenize_data
         from arzan.model import load_model
@@ -218,7 +219,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                             gen_failed = f"the generation check after it failed ({_why(exc)})"
                 model = trainer = None  # lm-eval and the merge load base + adapter afresh: free the GPU first
                 runtime.free_accelerator_memory()
-                after = failed_after = _eval_and_merge(recipe, folder, meter, stopper, info.device, gen_failed, console)
+                after = failed_after = _eval_and_merge(recipe, folder, meter, stopper, info.device, gen_failed, scored)
             except Interrupted as exc:  # the adapter is saved: the training itself is complete
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root, recipe)})"
             except BudgetCut as exc:
@@ -251,7 +252,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             console.print(f"[yellow]not pushed:[/] the work after training did not finish; push it with "
                           f"arzan.export.push_to_hub({str(folder.root)!r}, {recipe.output.hub_model_id!r})",
                           highlight=False)
-    return RunResult(folder.root, status, ledger, note, signal=stopper.received)
+    return RunResult(folder.root, status, ledger, note, signal=stopper.received, scored=scored[-1] if scored else None)
 
 
 def _check_machine(recipe: Recipe, console: Any) -> None:
@@ -288,7 +289,7 @@ def _resumes_from(folder: RunFolder) -> str:
 
 
 def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str,
-                    gen_failed: str | None = None, console: Any = None) -> str | None:
+                    gen_failed: str | None = None, scored: list | None = None) -> str | None:
     """lm-eval and the merged model: work on the saved adapter, each one redoable on its own.
     Returns what failed and how to redo it, if either did (a failed eval does not stop the merge),
     after `gen_failed`, the generation check's failure, if it failed."""
@@ -301,7 +302,9 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
         meter.check_cap(0.0, "the evaluation after training")  # before lm-eval loads the model, a paid minute
         with meter.phase("eval"):
             try:
-                runtime.evaluate_after_training(recipe, folder, meter, console)
+                result = runtime.evaluate_after_training(recipe, folder, meter)
+                if scored is not None:
+                    scored.append(result)
             except BudgetCut:
                 raise
             except Exception as exc:  # an OOM too: the training is complete and saved, so the run is finished
