@@ -914,6 +914,11 @@ def test_the_budget_cuts_the_evaluation_after_training_and_skips_the_merge(tmp_p
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert not (run / "eval.json").exists() and not (run / "merged").exists()
     assert led["summary"]["eval"] is None
+    # a resume has no training left to do: it names the commands that do what is left, not --overwrite
+    with pytest.raises(ArzanError) as refused:
+        train(load_recipe(run / "recipe.yaml"), out=run, mode="resume", budget=BudgetSection(max_kzt=1000))
+    assert "so there is no training to resume; what was left after it: " in str(refused.value)
+    assert f"arzan merge {run}" in str(refused.value) and "--overwrite" not in str(refused.value)
 
 
 def test_a_cap_the_generation_check_reached_loads_no_model_for_lm_eval(tmp_path, write_recipe, monkeypatch):

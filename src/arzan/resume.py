@@ -42,6 +42,9 @@ def resume_terms(folder: RunFolder, budget: BudgetSection | None,
     where = folder.root
     if ledger.status == "finished":
         p = ledger.progress
+        if ledger.status_reason:  # trained; an eval or merge after it was cut or failed: it names its own redo
+            raise ArzanError(f"{where}: this run's training finished at step {p.step}/{p.max_steps}, so there is "
+                             f"no training to resume; what was left after it: {ledger.status_reason}")
         raise ArzanError(f"{where}: this run finished at step {p.step}/{p.max_steps}; there is nothing to resume "
                          "(start it again with --overwrite, which keeps this folder aside)")
     age = live_writer_age(ledger)
