@@ -395,6 +395,11 @@ def test_a_merge_that_passes_the_runs_cap_says_so(lora_run, tmp_path):
     assert out.exit_code == 0, out.output
     assert "note: the run's max_kzt cap of 0.00010 ₸ is passed: " in out.output
     assert "spent with this merge (arzan eval and arzan merge are not capped)" in " ".join(out.output.split())
+    from arzan.evaluation.runner import past_cap_note
+
+    timed = {"budget": {"max_hours": 0.01}, "money": {"kzt": 1.0}, "billed_seconds": 61.0}  # a time cap: said too
+    assert past_cap_note(timed, "merge") == ("the run's max_hours cap of 0.010 h (36s) is passed: 1m01s billed with this "
+                                             "merge (arzan eval and arzan merge are not capped)")
 
 
 def test_a_merge_out_of_memory_is_billed_and_said_in_one_line_exit_1(lora_run, tmp_path, monkeypatch):

@@ -426,11 +426,19 @@ def past_cap_note(ledger: dict | None, what: str = "evaluation") -> str | None:
     """A standalone eval or merge is not capped (it was asked for by name); when the run's own cap is
     passed by now, say so, as the training would have."""
     budget, money = (ledger or {}).get("budget") or {}, (ledger or {}).get("money") or {}
-    for kind, spent, unit in (("max_kzt", money.get("kzt"), "₸"), ("max_usd", money.get("usd"), "$")):
+    billed = (ledger or {}).get("billed_seconds")
+    hours = billed / 3600 if isinstance(billed, (int, float)) else None
+    for kind, spent, unit in (("max_kzt", money.get("kzt"), "₸"), ("max_usd", money.get("usd"), "$"),
+                              ("max_hours", hours, "h")):
         cap = budget.get(kind)
         if isinstance(cap, (int, float)) and isinstance(spent, (int, float)) and spent > cap:
             from arzan.numbers import amount, fixed
 
+            if kind == "max_hours":
+                from arzan.numbers import hms
+
+                return (f"the run's max_hours cap of {amount(cap)} h ({hms(cap * 3600)}) is passed: {hms(billed)} "
+                        f"billed with this {what} (arzan eval and arzan merge are not capped)")
             return (f"the run's {kind} cap of {amount(cap)} {unit} is passed: {fixed(spent, 2)} {unit} spent with this "
                     f"{what} (arzan eval and arzan merge are not capped)")
     return None
