@@ -335,8 +335,9 @@ def check_tasks(tasks: list[str] | str, data_dir: Any = None, field: str = "eval
 
             if (local and not plan.needs_lm_eval_registry) or offline():
                 _load_tasks_first(tm, plan.tasks, plan)
-    except ArzanError as exc:
-        raise ArzanError(f"{field}: {exc}") from None
+    except ArzanError as exc:  # a recipe has no --data-dir flag: its folder is eval.data_dir
+        said = str(exc).replace("--data-dir", "eval.data_dir") if field == "eval.tasks" else str(exc)
+        raise ArzanError(f"{field}: {said}") from None
 
 
 def _evaluate_in(shadow: Path, tgt: Target, plan: suites.Plan, limit, data_dir, batch_size, device, num_fewshot,
