@@ -184,9 +184,9 @@ def resolve(tasks: list[str] | str, data_dir: str | os.PathLike | None = None) -
             if not path.is_file():
                 raise ArzanError(f"{item}: task YAML not found")
             cfg = read_task_yaml(path)
-            include = cfg.get("include")
-            if isinstance(include, str) and not (path.parent / include).is_file():  # absolute: / joins to itself
-                raise ArzanError(f"{path}: include: {include} not found (looked in {path.parent})")
+            base = cfg.get("include")
+            if isinstance(base, str) and not (path.parent / base).is_file():  # an absolute one joins to itself
+                raise ArzanError(f"{path}: include: {base} not found (looked in {path.parent})")
             _one_file_per_name(path, task_name(cfg))
             known.update(index_yamls(path.parent))
             include.append(path.parent)
