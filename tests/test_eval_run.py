@@ -305,6 +305,10 @@ def test_scoring_a_task_again_on_other_items_says_what_it_replaced(tmp_path):
     other.write_text(task.read_text(encoding="utf-8").replace("task: my_kk_quiz", "task: other_quiz"), encoding="utf-8")
     beside = run_eval(TINY_MODEL_NAME, tasks=[str(other)], out_dir=tmp_path / "base", limit=2)
     assert "replaced" not in beside.get("note", "") and beside["tasks"]["my_kk_quiz"]["limit"] == 3
+    chat = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "base", limit=3, chat_template=True)
+    assert "my_kk_quiz: scored with the chat template now, replacing the scores without it" in chat["note"]
+    full = run_eval(TINY_MODEL_NAME, tasks=[str(task)], out_dir=tmp_path / "base", chat_template=True)
+    assert "the earlier scores on --limit 3 are replaced by these on the full set" in full["note"]
 
 
 def test_a_damaged_adapter_is_refused_before_the_base_loads_and_nothing_is_billed(run_dir, tmp_path, monkeypatch):

@@ -125,13 +125,28 @@ def relimited_note(before: dict | None, doc: dict) -> str | None:
         return None
     # this eval's tasks (the last history entry): doc's tasks_run also lists the ones kept from before
     ran = (doc.get("history") or [{}])[-1].get("tasks_run") or []
+    new = doc.get("tasks") or {}
+
+    def items(limit: Any) -> str:
+        return f"--limit {limit}" if limit else "the full set"
+
+    def way(chat: Any) -> str:
+        return "with the chat template" if chat else "without it"
+
+    notes = []
     changed = [t for t in ran if isinstance(old.get(t), dict) and old[t].get("limit") != doc.get("limit")]
-    if not changed:
-        return None
-    was = {old[t].get("limit") for t in changed}
-    return (f"{', '.join(changed)}: the earlier scores on --limit {', '.join(str(w or 'none') for w in was)} are "
-            f"replaced by these on --limit {doc.get('limit') or 'none'}; a fine-tune scored on the earlier items is "
-            "no longer set against them")
+    if changed:
+        was = {old[t].get("limit") for t in changed}
+        notes.append(f"{', '.join(changed)}: the earlier scores on {', '.join(items(w) for w in was)} are replaced "
+                     f"by these on {items(doc.get('limit'))}; a fine-tune scored on the earlier items is no longer "
+                     "set against them")
+    rescored = [t for t in ran if isinstance(old.get(t), dict) and isinstance(new.get(t), dict)
+                and bool(old[t].get("chat_template")) != bool(new[t].get("chat_template"))]
+    if rescored:
+        chat = bool(new[rescored[0]].get("chat_template"))
+        notes.append(f"{', '.join(rescored)}: scored {way(chat)} now, replacing the scores {way(not chat)}; a base "
+                     f"is set against these only if it was scored {way(chat)} too")
+    return "; ".join(notes) or None
 
 
 def set_aside_unreadable(path: Path, previous: dict | None) -> Path | None:
