@@ -437,6 +437,16 @@ def test_merging_a_run_that_has_no_adapter_yet_says_so(tmp_path):
     (run / "cost.json").write_text(json.dumps({"status": "running"}), encoding="utf-8")
     with pytest.raises(ArzanError, match=r"this run has no adapter to merge yet \(its status is running\)"):
         merge_adapter(run)
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # killed before it saved an adapter: no training will ever save one, so do not say "wait"
+    (run / "cost.json").write_text(json.dumps({"status": "running", "sessions": [
+        {"host": socket.gethostname(), "pid": dead.pid}]}), encoding="utf-8")
+    with pytest.raises(ArzanError, match=rf"killed before its training saved an adapter .*arzan train --resume {run}$"):
+        merge_adapter(run)
 
 
 def test_a_failed_evaluation_after_training_still_pushes_the_adapter(write_recipe, fake_hub, tmp_path, monkeypatch):
