@@ -339,7 +339,7 @@ def check_budget(recipe: Recipe, est: Estimate, option: Option | None = None) ->
     if b.max_usd is not None and o.usd > b.max_usd:
         over.append(f"budget.max_usd {amount(b.max_usd)} $")
     if b.max_hours is not None and o.hours > b.max_hours:
-        over.append(f"budget.max_hours {amount(b.max_hours)} h")
+        over.append(f"budget.max_hours {amount(b.max_hours)} h ({hms(b.max_hours * 3600)})")
     if not over:
         return None
     where = f"{hms(o.billed_seconds)} on {o.device} at {o.price.provider or o.price.source} " \

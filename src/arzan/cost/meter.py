@@ -50,7 +50,7 @@ from arzan.cost.ledger import (
 from arzan.cost.budget import mean_step_seconds, suggest_cap
 from arzan.cost.energy import energy_reader
 from arzan.cost.prices import Exchange, Price, grid_factor
-from arzan.numbers import amount, fixed
+from arzan.numbers import amount, fixed, hms
 
 
 class BudgetCut(Exception):
@@ -341,7 +341,9 @@ class CostMeter(TrainerCallback):
             caps.append((b.max_usd, led.money.usd, next_usd, f"max_usd {amount(b.max_usd)} $: spent {led.money.usd:.4f} $",
                          f" (~{next_usd:.4f} $)"))
         if b.max_hours is not None:
-            caps.append((b.max_hours, hours, ahead_s / 3600, f"max_hours {amount(b.max_hours)} h: {hours:.3f} h billed", ""))
+            caps.append((b.max_hours, hours, ahead_s / 3600,
+                         f"max_hours {amount(b.max_hours)} h ({hms(b.max_hours * 3600)}): {hms(led.billed_seconds)} billed",
+                         ""))
         for cap, spent, more, words, more_words in caps:
             if spent > cap:  # the setup (a model load) passed it before any step could be priced
                 return f"{words}, already past it, so {ahead} did not start"
