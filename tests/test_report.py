@@ -279,6 +279,7 @@ def test_a_finished_run_whose_eval_after_training_failed_says_so_with_the_comman
 
     done = tmp_path / "done"
     shutil.copytree(runs[0], done)
+    (done / "eval.json").unlink()  # the eval failed: it wrote none
     led = json.loads((done / "cost.json").read_text())
     led["status_reason"] = (f"training finished; the evaluation after it failed (cannot load the data of "
                             f"belebele_kaz_Cyrl); score it with: arzan eval {done} --tasks kazakh")
@@ -286,6 +287,8 @@ def test_a_finished_run_whose_eval_after_training_failed_says_so_with_the_comman
     out = build_report([done], tmp_path / "d.html")
     text = "\n".join(parse(out).callouts)
     assert "Finished training; the work after it did not all run" in text
+    page = " ".join(out.read_text(encoding="utf-8").split())
+    assert "not evaluated: the evaluation after training did not finish" in page and "not evaluated yet" not in page
     assert f"score it with: arzan eval {done} --tasks kazakh" in text and "Resume it" not in text
     assert f"score it with: arzan eval {done} --tasks kazakh" in out.with_suffix(".md").read_text(encoding="utf-8")
     assert not parse(build_report([runs[0]], tmp_path / "plain.html")).callouts  # a plain finished run: nothing

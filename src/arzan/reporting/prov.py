@@ -86,7 +86,11 @@ def _sources(run: Run) -> list[Part]:
 def _eval(run: Run) -> list[Part]:
     meta = run.eval_meta
     if not run.scores:
-        return [("text", "not evaluated yet (`arzan eval RUN_DIR` writes eval.json)")]
+        reason = str(run.get("status_reason") or "")
+        if "evaluation after" in reason:  # eval.tasks ran after training and failed or was cut: say which
+            return [("text", "not evaluated: the evaluation after training did not finish (see the note on this run "
+                             f"above); `arzan eval {run.path}` writes eval.json")]
+        return [("text", f"not evaluated yet (`arzan eval {run.path}` writes eval.json)")]
     if not meta:
         return [("text", "scores from the ledger's summary.eval (no eval.json in the folder)")]
     versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
