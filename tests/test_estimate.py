@@ -60,6 +60,15 @@ def test_hub_model_without_network_uses_the_shipped_config_or_a_size_hint(write_
     assert "Llama-3.2-3B" in model_shape(unknown, size_hint="3b").source
     with pytest.raises(ArzanError, match="size"):
         model_shape(unknown, size_hint="big")
+    with pytest.raises(ArzanError, match="'huge' is not a size"):  # malformed even where no size is needed
+        model_shape(r, size_hint="huge")
+
+
+def test_a_size_hint_the_models_own_config_overrides_is_said_to_be_unused(tiny_tokenizer):
+    r = recipe_from_dict(base_recipe(model={"name": "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"}))
+    est = estimate(r, tokenizer=tiny_tokenizer, size_hint="70B")
+    assert any(n.startswith("--size 70B not used: the model's own config is known") for n in est.notes)
+    assert not any("--size" in n for n in estimate(r, tokenizer=tiny_tokenizer).notes)
 
 
 # --- memory ---------------------------------------------------------------------------------------------

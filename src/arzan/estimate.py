@@ -111,7 +111,9 @@ def estimate(recipe: Recipe, gpu: str | None = None, provider: str | None = None
                                   checkpointing=gpu_ckpt, backend=backend, extra_trainable=full)
 
     vram, vram_other = vram_with(gpu_backend)
-    notes = [n for n in [mismatch, tokens.extrapolated, *tokens.truncated] if n]
+    unused = (f"--size {size_hint} not used: the model's own config is known ({shape.source})"
+              if size_hint and not shape.source.startswith("size hint") else None)
+    notes = [n for n in [mismatch, unused, tokens.extrapolated, *tokens.truncated] if n]
     if recipe.model.backend == "auto":
         notes.append("GPU rows assume backend auto picks unsloth there (arzan[gpu] installed); "
                      "with backend hf they take longer: `--set model.backend=hf` shows how much")

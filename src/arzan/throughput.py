@@ -164,11 +164,22 @@ def _norm(name: str) -> str:
     return key
 
 
+def _size(size_hint: str) -> float:
+    try:
+        want = float(size_hint.strip().upper().rstrip("B")) * 1e9
+        if not (math.isfinite(want) and want > 0):
+            raise ValueError(size_hint)
+    except ValueError:
+        raise ArzanError(f"--size: '{size_hint}' is not a size like 8B, 3B or 1.5B") from None
+    return want
+
+
 def model_shape(recipe: Recipe, size_hint: str | None = None, table: Table | None = None) -> ModelShape:
     """The model's config: its own config.json where reachable, else a shipped one, else a size hint."""
     from arzan.model import resolve_model_name
 
     table = table or load_table()
+    want = _size(size_hint) if size_hint else None  # a malformed --size is refused even where it is not needed
     name = resolve_model_name(recipe.model.name)
     if (Path(name) / "config.json").is_file():
         return ModelShape.from_dir(name)
@@ -181,13 +192,7 @@ def model_shape(recipe: Recipe, size_hint: str | None = None, table: Table | Non
                                          trust_remote_code=recipe.model.trust_remote_code)
         return ModelShape.from_config(cfg.to_dict(), source=f"{name} config.json")
     except Exception as exc:  # offline, gated, or no such repo: a size hint is the way out
-        if size_hint:
-            try:
-                want = float(size_hint.strip().upper().rstrip("B")) * 1e9
-                if not (math.isfinite(want) and want > 0):
-                    raise ValueError(size_hint)
-            except ValueError:
-                raise ArzanError(f"--size: '{size_hint}' is not a size like 8B, 3B or 1.5B") from None
+        if want is not None:
             near = nearest_by_size(table.models, want)
             return replace(table.models[near], source=f"size hint {size_hint}: shipped {near} config")
         raise ArzanError(f"model.name: cannot read the config of '{recipe.model.name}' ({first_line(exc)}); "
