@@ -120,6 +120,10 @@ def test_metric_checks_follow_includes_and_pass_what_lm_eval_resolves_itself(tmp
     gen.write_text("task: gen_quiz\noutput_type: generate_until\nmetric_list:\n  - metric: rouge\n" + data,
                    encoding="utf-8")
     assert suites.resolve([str(own), str(gen)]).tasks == ["own_quiz", "gen_quiz"]
+    odd = tmp_path / "odd.yaml"  # a schema typo is the YAML's field, not the data file's fault
+    odd.write_text("task: odd_quiz\ndataset_kwargs:\n  schema: mcq\n  local_file: quiz.jsonl\n", encoding="utf-8")
+    with pytest.raises(ArzanError, match=rf"^{odd}: dataset_kwargs.schema: unknown schema 'mcq'; known: "):
+        suites.resolve([str(odd)])
     lost = tmp_path / "lost.yaml"  # its base file is not there: named, not "unknown task"
     lost.write_text("include: _gone.yaml\ntask: lost_quiz\n" + data, encoding="utf-8")
     with pytest.raises(ArzanError, match=rf"^{lost}: include: _gone.yaml not found \(looked in {tmp_path}\)$"):

@@ -206,6 +206,11 @@ def resolve(tasks: list[str] | str, data_dir: str | os.PathLike | None = None) -
             kw = cfg.get("dataset_kwargs") or {}
             local = local_path(kw.get("local_file"), data_dir, str(path))
             if local is not None:
+                from arzan.evaluation.taskdata import SCHEMAS
+
+                if kw.get("schema", "mc") not in SCHEMAS:  # the YAML's field, not the data file, is wrong
+                    raise ArzanError(f"{path}: dataset_kwargs.schema: unknown schema {kw.get('schema')!r}; known: "
+                                     f"{', '.join(SCHEMAS)}")
                 validate_file(local, kw.get("schema", "mc"))
                 plan.data_source[leaf] = f"local:{local}"
             elif kw.get("hub_path") or cfg.get("dataset_path"):
