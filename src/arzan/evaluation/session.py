@@ -203,9 +203,11 @@ def bill_if_killed(run_dir: Path) -> str | None:
     s = ledger["sessions"][-1]
     cost = "unbilled: another kind of machine" if s.get("unbilled_s") else f"{kzt(s['money']['kzt'])} ₸"
     command = str(mark.get("doing") or "arzan eval").partition(" is ")[0]
+    where = f"session {s['index']} of {Path(run_dir) / LEDGER_FILE}, status interrupted"
+    lived = (f"its {seconds:.0f} s up to its last sign of life ({cost}) are now {where}" if seconds >= 1 else
+             f"it died before its first heartbeat, so its time is unknown: recorded as 0 s in {where}")
     return (f"note: an earlier {command} (pid {mark.get('pid')} on {mark.get('host')}) was killed before it could "
-            f"bill itself: its {seconds:.0f} s up to its last sign of life ({cost}) are now session {s['index']} of "
-            f"{Path(run_dir) / LEDGER_FILE}, status interrupted" + (f"; {note}" if note else ""))
+            f"bill itself: {lived}" + (f"; {note}" if note else ""))
 
 
 def say_killed_billed(run_dir: Path) -> None:
