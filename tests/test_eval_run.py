@@ -331,6 +331,7 @@ def test_a_damaged_adapter_is_refused_before_the_base_loads_and_nothing_is_bille
     for step in (500, 1000, "1500 copy 2"):  # the newest by number, not by name; a Finder copy is no checkpoint
         (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
         shutil.copy(run_dir / "adapter" / "adapter_model.safetensors", run / "checkpoints" / f"checkpoint-{step}")
+        (run / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")  # a complete one
     with pytest.raises(ArzanError, match=rf"the run's last checkpoint \({run / 'checkpoints' / 'checkpoint-1000'}\) "
                                          "holds another$"):
         run_eval(run, tasks="kazakh_local", limit=2)

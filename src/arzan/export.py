@@ -78,16 +78,14 @@ def check_adapter(adapter: Path) -> None:
 
 
 def unreadable_adapter(adapter: Path, exc: Exception) -> ArzanError:
-    """One line for a damaged adapter, naming the run's newest checkpoint, which holds another copy."""
-    import re
+    """One line for a damaged adapter, naming the run's newest complete checkpoint, which holds another copy."""
+    from arzan.errors import described
+    from arzan.runfolder import RunFolder
 
-    kept = sorted((f for f in adapter.parent.glob("checkpoints/checkpoint-*/adapter_model.safetensors")
-                   if re.fullmatch(r"checkpoint-\d+", f.parent.name)),  # not a "checkpoint-500 copy 2"
-                  key=lambda f: int(f.parent.name.split("-")[1]))
-    other = f"the run's last checkpoint ({kept[-1].parent}) holds another" if kept else \
-        "copy it again from where it was trained"
-    return ArzanError(f"{adapter}: the adapter cannot be read ({type(exc).__name__}: {first_line(exc)}); a copy "
-                      f"cut short? {other}")
+    kept = RunFolder(adapter.parent).last_checkpoint()  # by step, complete ones only: not a "checkpoint-500 copy 2"
+    other = f"the run's last checkpoint ({kept}) holds another" if kept is not None and \
+        (kept / "adapter_model.safetensors").is_file() else "copy it again from where it was trained"
+    return ArzanError(f"{adapter}: the adapter cannot be read ({described(exc)}); a copy cut short? {other}")
 
 
 def unquantised_name(name: str) -> str:
