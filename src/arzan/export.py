@@ -40,13 +40,11 @@ def locate(path: str | Path) -> tuple[Path, Path | None]:
     if (p / "recipe.yaml").is_file() and (p / "cost.json").is_file():  # a run that has saved no adapter yet
         from arzan.runfolder import ledger_doc
 
+        from arzan.cost.ledger import killed_pid
+
         led = ledger_doc(p)
         status = led.get("status") or "unknown"
-        sessions = led.get("sessions") if isinstance(led.get("sessions"), list) else []
-        last = sessions[-1] if sessions and isinstance(sessions[-1], dict) else {}
-        from arzan.cost.ledger import process_gone
-
-        if status == "running" and process_gone(last.get("host"), last.get("pid")):  # kill -9: nobody will save one
+        if killed_pid(led) is not None:  # kill -9: nobody will save one
             raise ArzanError(f"{p}: this run was killed before its training saved an adapter (its ledger still says "
                              f"running, its process is gone); continue it with: arzan train --resume {p}")
         raise ArzanError(f"{p}: this run has no adapter to merge yet (its status is {status}); merge it once "

@@ -364,6 +364,15 @@ def _session_gone(ledger: Ledger) -> bool:
     return last is not None and process_gone(last.host, last.pid)
 
 
+def killed_pid(doc: dict) -> int | None:
+    """A ledger as read from cost.json (a dict, checked by no model): the pid of its last session when
+    it still says running but that process is gone on this host (kill -9, the OOM killer)."""
+    sessions = doc.get("sessions") if isinstance(doc.get("sessions"), list) else []
+    last = sessions[-1] if sessions and isinstance(sessions[-1], dict) else {}
+    pid = last.get("pid")
+    return pid if doc.get("status") == "running" and process_gone(last.get("host"), pid) else None
+
+
 def process_gone(host: str | None, pid: int | None) -> bool:
     """True only when `pid` ran on this host and no longer exists; another host cannot be probed."""
     if os.name == "nt" or pid is None or host != socket.gethostname() or pid == os.getpid():

@@ -59,13 +59,9 @@ class Run:
     @cached_property
     def killed_pid(self) -> int | None:
         """The pid of a "running" ledger's last session when it ran on this machine and is gone."""
-        from arzan.cost.ledger import process_gone
+        from arzan.cost.ledger import killed_pid
 
-        sessions = self.get("sessions") or []
-        last = sessions[-1] if isinstance(sessions, list) and sessions and isinstance(sessions[-1], dict) else {}
-        pid = last.get("pid")
-        gone = self.get("status") == "running" and isinstance(pid, int) and process_gone(last.get("host"), pid)
-        return pid if gone else None
+        return killed_pid(self.ledger)
 
     @property
     def base(self) -> str | None:
