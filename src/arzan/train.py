@@ -151,7 +151,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
     if started is not None and clock is None:
         meter.add_seconds("setup", t0 - started)
     meter.start_flusher()
-    status, reason, after, failed_after, scored = "failed", None, None, None, []
+    status, reason, after, failed_after, scored = "failed", None, None, None, None
     try:
         from arzan.data import quiet_progress, tokenize_data
         from arzan.model import load_model
@@ -219,7 +219,8 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
                             gen_failed = f"the generation check after it failed ({_why(exc)})"
                 model = trainer = None  # lm-eval and the merge load base + adapter afresh: free the GPU first
                 runtime.free_accelerator_memory()
-                after = failed_after = _eval_and_merge(recipe, folder, meter, stopper, info.device, gen_failed, scored)
+                failed_after, scored = _eval_and_merge(recipe, folder, meter, stopper, info.device, gen_failed)
+                after = failed_after
             except Interrupted as exc:  # the adapter is saved: the training itself is complete
                 after = f"training finished; {exc} cut it short ({runtime.redo_hint(exc.where, folder.root, recipe)})"
             except BudgetCut as exc:
@@ -252,7 +253,7 @@ def train(recipe: Recipe, out: str | Path | None = None, mode: str = "new", cons
             console.print(f"[yellow]not pushed:[/] the work after training did not finish; push it with "
                           f"arzan.export.push_to_hub({str(folder.root)!r}, {recipe.output.hub_model_id!r})",
                           highlight=False)
-    return RunResult(folder.root, status, ledger, note, signal=stopper.received, scored=scored[-1] if scored else None)
+    return RunResult(folder.root, status, ledger, note, signal=stopper.received, scored=scored)
 
 
 def _check_machine(recipe: Recipe, console: Any) -> None:
@@ -289,22 +290,20 @@ def _resumes_from(folder: RunFolder) -> str:
 
 
 def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any, device: str,
-                    gen_failed: str | None = None, scored: list | None = None) -> str | None:
+                    gen_failed: str | None = None) -> tuple[str | None, dict[str, Any] | None]:
     """lm-eval and the merged model: work on the saved adapter, each one redoable on its own.
     Returns what failed and how to redo it, if either did (a failed eval does not stop the merge),
-    after `gen_failed`, the generation check's failure, if it failed."""
+    after `gen_failed`, the generation check's failure, if it failed; and the scores, if lm-eval ran."""
     from arzan import runtime
     from arzan.cost.meter import BudgetCut
 
-    failed = [gen_failed] if gen_failed else []
+    failed, scored = [gen_failed] if gen_failed else [], None
     if recipe.eval.tasks:
         stopper.phase = "the evaluation after training"
         meter.check_cap(0.0, "the evaluation after training")  # before lm-eval loads the model, a paid minute
         with meter.phase("eval"):
             try:
-                result = runtime.evaluate_after_training(recipe, folder, meter)
-                if scored is not None:
-                    scored.append(result)
+                scored = runtime.evaluate_after_training(recipe, folder, meter)
             except BudgetCut:
                 raise
             except Exception as exc:  # an OOM too: the training is complete and saved, so the run is finished
@@ -322,7 +321,7 @@ def _eval_and_merge(recipe: Recipe, folder: RunFolder, meter: Any, stopper: Any,
             except Exception as exc:  # the adapter is saved: the run is finished, its merge redoable
                 failed.append(f"the merge after it failed ({_why(exc)}); "
                               f"{runtime.redo_hint('the merge', folder.root, recipe)}")
-    return "training finished; " + "; ".join(failed) if failed else None
+    return ("training finished; " + "; ".join(failed) if failed else None), scored
 
 
 def _why(exc: Exception) -> str:
