@@ -372,16 +372,16 @@ def base_fixes(rows: list[dict]) -> list[str]:
 
 
 def _scored_alike(folder: Path, r: dict) -> bool:
-    """`folder`'s eval.json scored row r's task as r was: same items (n), bits and chat template."""
-    try:
-        doc = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
-        head = doc["tasks"][r["task"]]
-        model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
-        return (isinstance(head, dict) and head.get("n") == r.get("n")
-                and bool(head.get("base_4bit", model.get("load_in_4bit"))) == bool(r["base_4bit"])
-                and bool(head.get("chat_template", model.get("chat_template"))) == bool(r.get("chat_template")))
-    except (OSError, ValueError, KeyError, TypeError):
+    """`folder`'s eval.json scored row r's task as r was: same items (n), bits and chat template, as
+    compare itself reads them (older files' defaults included)."""
+    if not (folder / "eval.json").is_file():
         return False
+    try:
+        theirs = _measured(folder, detail=False)
+    except ArzanError:  # unreadable: compare names it when given the folder
+        return False
+    return any(b["task"] == r["task"] and b.get("n") == r.get("n") and b["base_4bit"] == bool(r["base_4bit"])
+               and b["chat_template"] == bool(r.get("chat_template")) for b in theirs)
 
 
 def _eval_command(target: str, r: dict, limit: int | None = None, four_bit: bool = False) -> str:

@@ -239,10 +239,10 @@ def _check_metrics(path: Path, cfg: dict) -> None:
         return
     import difflib
 
+    generated = cfg.get("output_type", "generate_until") == "generate_until"
     for i, entry in enumerate(cfg.get("metric_list") or [], start=1):
         if not isinstance(entry, dict) or entry.get("hf_evaluate"):
             continue
-        generated = cfg.get("output_type", "generate_until") == "generate_until"
         for key, registry in (("metric", metric_registry), ("aggregation", aggregation_registry)):
             name = entry.get(key)
             if key == "metric" and generated:
